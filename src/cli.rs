@@ -1,0 +1,173 @@
+//! The command line: clap derive definitions only. Validation that needs the config or the
+//! host happens in the operations.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::HumanDuration;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success (health: everything up)
+  1    the operation failed and the host is as it was (health: health_url not 2xx)
+  2    usage or configuration error, found before anything changed
+  3    connection failure (unreachable, timeout, auth refused, host key mismatch)
+  4    refused by a precondition (lock held, confirmation declined, ...)
+  5    degraded (health: the API answers but another check failed)
+  6    failed and the host is NOT as it was: it needs attention
+  130  interrupted by Ctrl-C after the host was brought back to a consistent state";
+
+/// The CalmTrader runbook as safe, fast, scriptable commands, run over one SSH connection.
+#[derive(Debug, Parser)]
+#[command(name = "ctops", version, after_long_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file [default: ./ctops.toml, ./config/ctops.toml, $XDG_CONFIG_HOME/ctops/config.toml]
+    #[arg(long, global = true, env = "CTOPS_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Target from the config [default: the config's default_target]
+    #[arg(long, global = true, env = "CTOPS_TARGET", value_name = "NAME")]
+    pub target: Option<String>,
+    /// Print the plan and change nothing on the host
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// One JSON document on stdout (NDJSON for streams)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print every remote command exactly as sent (-vv: debug logs)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Print only errors and the data asked for
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Answer yes to confirmations (required without a TTY)
+    #[arg(long, global = true)]
+    pub yes: bool,
+    /// No colour (also: NO_COLOR)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runbook 6.1-6.2: the API's /health, the [checks] on the host and every service, at once
+    Health(HealthArgs),
+    /// Runbook 6.2: each service's state, health, restarts, uptime and image; the checkout
+    Status,
+    /// Runbook 6.3: service logs, streamed live
+    Logs(LogsArgs),
+    /// Runbook 6.4: docker stats, disk and memory as one report
+    Stats,
+    /// Validate the config and print it resolved for the target
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config and print the resolved target
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Repeat every INTERVAL until Ctrl-C (NDJSON with --json)
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "5s")]
+    pub watch: Option<HumanDuration>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Services to show [default: all]
+    pub services: Vec<String>,
+    /// Follow new lines until Ctrl-C
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Lines from the end of each service's log
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub tail: u64,
+    /// Only lines newer than DUR (`10m`, `2h`) or an RFC 3339 time
+    #[arg(long, value_name = "DUR")]
+    pub since: Option<String>,
+}
+
+impl Command {
+    /// The name used in `--json` documents.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Health(_) => "health",
+            Command::Status => "status",
+            Command::Logs(_) => "logs",
+            Command::Stats => "stats",
+            Command::Config(ConfigCommand::Check) => "config check",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
+        }
+    }
+
+    /// Commands that run until Ctrl-C, for which Ctrl-C is the normal way to end (exit 0).
+    pub fn runs_until_interrupted(&self) -> bool {
+        matches!(self, Command::Logs(LogsArgs { follow: true, .. }) | Command::Health(HealthArgs { watch: Some(_) }))
+    }
+}
+
+impl clap::builder::ValueParserFactory for HumanDuration {
+    type Parser = clap::builder::ValueParser;
+    fn value_parser() -> Self::Parser {
+        clap::builder::ValueParser::new(|s: &str| {
+            humantime::parse_duration(s).map(HumanDuration).map_err(|e| format!("invalid duration `{s}`: {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn logs_defaults_to_a_tail_of_100() {
+        let cli = Cli::try_parse_from(["ctops", "logs", "api", "bot", "-f"]).unwrap();
+        let Command::Logs(args) = cli.command else { panic!() };
+        assert_eq!((args.tail, args.follow, args.services.len()), (100, true, 2));
+    }
+
+    #[test]
+    fn health_watch_takes_an_optional_interval() {
+        let cli = Cli::try_parse_from(["ctops", "health", "--watch"]).unwrap();
+        let Command::Health(args) = cli.command else { panic!() };
+        assert_eq!(args.watch.unwrap().0.as_secs(), 5);
+        let cli = Cli::try_parse_from(["ctops", "health", "--watch", "30s", "--json"]).unwrap();
+        let Command::Health(args) = cli.command else { panic!() };
+        assert_eq!(args.watch.unwrap().0.as_secs(), 30);
+        assert!(cli.global.json);
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from(["ctops", "status", "--target", "x", "-vv", "--json"]).unwrap();
+        assert_eq!((cli.global.target.as_deref(), cli.global.verbose), (Some("x"), 2));
+        assert!(Cli::try_parse_from(["ctops", "status", "-q", "-v"]).is_err());
+    }
+}

@@ -1,0 +1,574 @@
+//! The TOML configuration: discovery, strict parsing, and resolution of one target.
+//!
+//! Parsing is strict (unknown keys and wrong types are errors that name the key and the
+//! line, as `toml` reports them). A target may override any shared section; the result is a
+//! [`Target`] with every default filled in, which is all the rest of ctops ever sees.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_spanned::Spanned;
+
+use crate::error::Error;
+
+/// Where the config came from, which matters for trust (see [`Loaded::warnings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `--config` or `$CTOPS_CONFIG`: named by the user.
+    Named,
+    /// Found in the current directory: anybody who can write there chose it.
+    WorkingDir,
+    /// `$XDG_CONFIG_HOME/ctops/config.toml`.
+    UserConfig,
+}
+
+/// A human duration in the config (`30s`, `5m`, `1h 30m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// Copies every field that `over` sets onto `base`.
+macro_rules! overlay {
+    ($base:expr, $over:expr; $($field:ident),* $(,)?) => {
+        $( if $over.$field.is_some() { $base.$field = $over.$field.clone(); } )*
+    };
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    pub connect: Option<HumanDuration>,
+    pub command: Option<HumanDuration>,
+    pub build: Option<HumanDuration>,
+    pub migrate: Option<HumanDuration>,
+    pub backup: Option<HumanDuration>,
+    /// ctops extension: how long one `health` check may take.
+    pub check: Option<HumanDuration>,
+}
+
+impl Timeouts {
+    fn overlay(&mut self, over: &Timeouts) {
+        overlay!(self, over; connect, command, build, migrate, backup, check);
+    }
+
+    fn with_defaults(mut self) -> Self {
+        let d = |s: u64| Some(HumanDuration(Duration::from_secs(s)));
+        self.connect = self.connect.or(d(10));
+        self.command = self.command.or(d(120));
+        self.build = self.build.or(d(15 * 60));
+        self.migrate = self.migrate.or(d(5 * 60));
+        self.backup = self.backup.or(d(2 * 3600));
+        self.check = self.check.or(d(5));
+        self
+    }
+
+    pub fn connect(&self) -> Duration {
+        self.connect.expect("defaults applied").0
+    }
+    pub fn command(&self) -> Duration {
+        self.command.expect("defaults applied").0
+    }
+    pub fn check(&self) -> Duration {
+        self.check.expect("defaults applied").0
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Migrate {
+    pub service: Option<String>,
+    pub upgrade: Option<Vec<String>>,
+    pub current: Option<Vec<String>>,
+    pub downgrade: Option<Vec<String>>,
+    pub heads: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Preflight {
+    pub commit_pattern: Option<String>,
+    pub test_command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    pub health_timeout: Option<HumanDuration>,
+    pub health_interval: Option<HumanDuration>,
+    pub stable_for: Option<HumanDuration>,
+    pub keep_releases: Option<u32>,
+    pub migrate: Option<Migrate>,
+    pub notify_url: Option<String>,
+    pub notify_command: Option<Vec<String>>,
+    pub preflight: Option<Preflight>,
+}
+
+impl Deploy {
+    fn overlay(&mut self, over: &Deploy) {
+        overlay!(self, over; health_timeout, health_interval, stable_for, keep_releases,
+                 migrate, notify_url, notify_command, preflight);
+    }
+
+    fn with_defaults(mut self) -> Self {
+        let d = |s: u64| Some(HumanDuration(Duration::from_secs(s)));
+        self.health_timeout = self.health_timeout.or(d(60));
+        self.health_interval = self.health_interval.or(d(1));
+        self.stable_for = self.stable_for.or(d(10));
+        self.keep_releases = self.keep_releases.or(Some(5));
+        let words = |w: &[&str]| Some(w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let mut m = self.migrate.unwrap_or_default();
+        m.service = m.service.or(Some("api".into()));
+        m.upgrade = m.upgrade.or(words(&["alembic", "upgrade", "head"]));
+        m.current = m.current.or(words(&["alembic", "current"]));
+        m.downgrade = m.downgrade.or(words(&["alembic", "downgrade"]));
+        m.heads = m.heads.or(words(&["alembic", "heads"]));
+        self.migrate = Some(m);
+        self.notify_url = self.notify_url.filter(|u| !u.is_empty());
+        self.notify_command = self.notify_command.or(Some(Vec::new()));
+        let mut p = self.preflight.unwrap_or_default();
+        p.commit_pattern = p.commit_pattern.or(Some(
+            r"^(feat|fix|docs|chore|refactor|test|perf|ci)(\(.+\))?!?: .+".into(),
+        ));
+        p.test_command = p.test_command.or(Some(Vec::new()));
+        self.preflight = Some(p);
+        self
+    }
+}
+
+/// One health check beside `health_url`: a command in a service, or an HTTP URL that ctops
+/// fetches through the SSH connection.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// The command's output must contain this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// ctops extension: the HTTP status that means "up" (default: any 2xx).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupDb {
+    pub service: Option<String>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub keep_days: Option<u32>,
+    pub max_age: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupMinio {
+    pub endpoint: Option<String>,
+    pub access_key_var: Option<String>,
+    pub secret_key_var: Option<String>,
+    pub buckets: Option<Vec<String>>,
+    pub keep_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    #[serde(default)]
+    pub db: BackupDb,
+    #[serde(default)]
+    pub minio: BackupMinio,
+}
+
+impl Backup {
+    fn overlay(&mut self, over: &Backup) {
+        overlay!(self.db, over.db; service, user, database, keep_days, max_age);
+        overlay!(self.minio, over.minio; endpoint, access_key_var, secret_key_var, buckets, keep_days);
+    }
+
+    fn with_defaults(mut self) -> Self {
+        let s = |v: &str| Some(v.to_string());
+        self.db.service = self.db.service.or(s("postgres"));
+        self.db.user = self.db.user.or(s("trader"));
+        self.db.database = self.db.database.or(s("trader_psy"));
+        self.db.keep_days = self.db.keep_days.or(Some(7));
+        self.db.max_age = self.db.max_age.or(Some(HumanDuration(Duration::from_secs(26 * 3600))));
+        self.minio.endpoint = self.minio.endpoint.or(s("http://127.0.0.1:9000"));
+        self.minio.access_key_var = self.minio.access_key_var.or(s("MINIO_ROOT_USER"));
+        self.minio.secret_key_var = self.minio.secret_key_var.or(s("MINIO_ROOT_PASSWORD"));
+        self.minio.buckets = self.minio.buckets.or(Some(Vec::new()));
+        self.minio.keep_days = self.minio.keep_days.or(Some(30));
+        self
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    #[serde(default)]
+    pub restart: Vec<String>,
+    #[serde(default)]
+    pub revoked_on_rotate: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_role: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    ssh: String,
+    ssh_config: Option<String>,
+    sudo: Option<Vec<String>>,
+    protected: Option<bool>,
+    dir: Option<String>,
+    compose_file: Option<String>,
+    compose: Option<Vec<String>>,
+    compose_project: Option<String>,
+    branch: Option<String>,
+    health_url: Option<String>,
+    env_file: Option<String>,
+    backup_dir: Option<String>,
+    local_dir: Option<String>,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    deploy: Deploy,
+    #[serde(default)]
+    checks: BTreeMap<String, Check>,
+    #[serde(default)]
+    backup: Backup,
+    #[serde(default)]
+    secrets: BTreeMap<String, Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    default_target: Option<Spanned<String>>,
+    #[serde(default)]
+    targets: BTreeMap<String, Spanned<RawTarget>>,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    deploy: Deploy,
+    #[serde(default)]
+    checks: BTreeMap<String, Check>,
+    #[serde(default)]
+    backup: Backup,
+    #[serde(default)]
+    secrets: BTreeMap<String, Secret>,
+}
+
+/// Everything ctops knows about one target, defaults filled in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub ssh: String,
+    pub ssh_config: Option<PathBuf>,
+    pub sudo: Vec<String>,
+    pub protected: bool,
+    pub dir: String,
+    pub compose_file: String,
+    pub compose: Vec<String>,
+    pub compose_project: Option<String>,
+    pub branch: String,
+    pub health_url: String,
+    pub env_file: String,
+    pub backup_dir: String,
+    pub local_dir: PathBuf,
+    pub timeouts: Timeouts,
+    pub deploy: Deploy,
+    pub checks: BTreeMap<String, Check>,
+    pub backup: Backup,
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// A loaded config file with the chosen target resolved.
+#[derive(Debug)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub target: Target,
+    pub warnings: Vec<String>,
+}
+
+/// The config file to use: `--config`, `$CTOPS_CONFIG` (both arrive as `explicit`),
+/// `./ctops.toml`, `./config/ctops.toml`, then `$XDG_CONFIG_HOME/ctops/config.toml`.
+pub fn discover(explicit: Option<&Path>) -> Result<(PathBuf, Origin), Error> {
+    if let Some(path) = explicit {
+        return Ok((path.to_path_buf(), Origin::Named));
+    }
+    for candidate in ["ctops.toml", "config/ctops.toml"] {
+        if Path::new(candidate).is_file() {
+            return Ok((PathBuf::from(candidate), Origin::WorkingDir));
+        }
+    }
+    let user_config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|base| base.join("ctops/config.toml"));
+    match user_config {
+        Some(path) if path.is_file() => Ok((path, Origin::UserConfig)),
+        _ => Err(Error::usage("no config file found").with_help(
+            "pass --config PATH or set CTOPS_CONFIG; also searched ./ctops.toml, \
+             ./config/ctops.toml and $XDG_CONFIG_HOME/ctops/config.toml",
+        )),
+    }
+}
+
+/// Reads, parses and resolves the config for `target` (or the default target).
+pub fn load(path: &Path, origin: Origin, target: Option<&str>) -> Result<Loaded, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::usage(format!("cannot read config `{}`: {e}", path.display()))
+    })?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let mut loaded = parse(&text, path, &base, target)?;
+    if origin == Origin::WorkingDir && loaded.target.ssh_config.is_some() {
+        loaded.warnings.push(format!(
+            "`{}` was found in the current directory and names an ssh_config: \
+             any ProxyCommand in it runs on this machine",
+            path.display()
+        ));
+    }
+    Ok(loaded)
+}
+
+/// Parses config text; `base` is the folder relative paths are resolved against.
+pub fn parse(text: &str, path: &Path, base: &Path, target: Option<&str>) -> Result<Loaded, Error> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        Error::usage(format!("invalid config `{}`: {}", path.display(), e.to_string().trim_end()))
+    })?;
+    let name = match target {
+        Some(name) => name.to_string(),
+        None => match (&raw.default_target, raw.targets.len()) {
+            (Some(d), _) => d.get_ref().clone(),
+            (None, 1) => raw.targets.keys().next().cloned().expect("one target"),
+            (None, _) => {
+                return Err(Error::usage(format!(
+                    "config `{}` has {} targets and no `default_target`",
+                    path.display(),
+                    raw.targets.len()
+                ))
+                .with_help("pass --target NAME or set CTOPS_TARGET"))
+            }
+        },
+    };
+    let Some(spanned) = raw.targets.get(&name) else {
+        let known: Vec<_> = raw.targets.keys().map(String::as_str).collect();
+        let whence = match (&raw.default_target, target) {
+            (Some(d), None) => format!(" (`default_target` at line {})", line_of(text, d.span().start)),
+            _ => String::new(),
+        };
+        return Err(Error::usage(format!(
+            "target `{name}`{whence} is not defined in `{}`",
+            path.display()
+        ))
+        .with_help(format!("defined targets: {}", if known.is_empty() { "none".into() } else { known.join(", ") })));
+    };
+    let line = line_of(text, spanned.span().start);
+    let t = spanned.get_ref();
+    let resolved = resolve(&raw, t, &name, base)
+        .map_err(|msg| Error::usage(format!("`targets.{name}` (line {line}) in `{}`: {msg}", path.display())))?;
+    Ok(Loaded { path: path.to_path_buf(), target: resolved, warnings: Vec::new() })
+}
+
+fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Target, String> {
+    let mut timeouts = raw.timeouts.clone();
+    timeouts.overlay(&t.timeouts);
+    let mut deploy = raw.deploy.clone();
+    deploy.overlay(&t.deploy);
+    let mut backup = raw.backup.clone();
+    backup.overlay(&t.backup);
+    let mut checks = raw.checks.clone();
+    checks.extend(t.checks.clone());
+    let mut secrets = raw.secrets.clone();
+    secrets.extend(t.secrets.clone());
+
+    for (check_name, check) in &checks {
+        validate_check(check_name, check)?;
+    }
+    let compose = t.compose.clone().unwrap_or_else(|| vec!["docker".into(), "compose".into()]);
+    if compose.is_empty() {
+        return Err("`compose` must name a command, e.g. [\"docker\", \"compose\"]".into());
+    }
+    if t.ssh.trim().is_empty() {
+        return Err("`ssh` is empty".into());
+    }
+    let or = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
+    Ok(Target {
+        name: name.to_string(),
+        ssh: t.ssh.clone(),
+        ssh_config: t.ssh_config.as_deref().filter(|s| !s.is_empty()).map(|p| local_path(base, p)),
+        sudo: t.sudo.clone().unwrap_or_default(),
+        protected: t.protected.unwrap_or(false),
+        dir: or(&t.dir, "/opt/trader-psy"),
+        compose_file: or(&t.compose_file, "infrastructure/docker-compose.yml"),
+        compose,
+        compose_project: t.compose_project.clone().filter(|p| !p.is_empty()),
+        branch: or(&t.branch, "main"),
+        health_url: or(&t.health_url, "http://127.0.0.1:8000/health"),
+        env_file: or(&t.env_file, "infrastructure/.env"),
+        backup_dir: or(&t.backup_dir, "/opt/backups"),
+        local_dir: local_path(base, t.local_dir.as_deref().unwrap_or("~/calmtrader-backups")),
+        timeouts: timeouts.with_defaults(),
+        deploy: deploy.with_defaults(),
+        checks,
+        backup: backup.with_defaults(),
+        secrets,
+    })
+}
+
+fn validate_check(name: &str, check: &Check) -> Result<(), String> {
+    match (&check.http, &check.service, &check.command) {
+        (Some(_), None, None) => Ok(()),
+        (None, Some(_), Some(cmd)) if !cmd.is_empty() => Ok(()),
+        _ => Err(format!(
+            "check `{name}` needs either `http = URL` or both `service` and a non-empty `command`"
+        )),
+    }
+}
+
+/// A local path from the config: `~` is the home directory, relative is relative to the
+/// config file's folder.
+fn local_path(base: &Path, p: &str) -> PathBuf {
+    if let Some(rest) = p.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC_EXAMPLE: &str = include_str!("../config/ctops.toml");
+
+    fn parse_str(text: &str, target: Option<&str>) -> Result<Loaded, Error> {
+        parse(text, Path::new("test.toml"), Path::new("/cfg"), target)
+    }
+
+    #[test]
+    fn the_production_config_parses_with_runbook_values() {
+        let t = parse_str(SPEC_EXAMPLE, None).unwrap().target;
+        assert_eq!(t.name, "production");
+        assert_eq!(t.ssh, "trader-psy");
+        assert_eq!(t.dir, "/opt/trader-psy");
+        assert_eq!(t.compose_file, "infrastructure/docker-compose.yml");
+        assert_eq!(t.health_url, "https://api.calmtrader.ai/health");
+        assert_eq!(t.backup_dir, "/opt/backups");
+        assert!(t.protected);
+        assert_eq!(t.timeouts.connect(), Duration::from_secs(10));
+        assert_eq!(t.checks["redis"].expect.as_deref(), Some("PONG"));
+        assert!(t.secrets["TELEGRAM_BOT_TOKEN"].revoked_on_rotate);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = parse_str("[targets.a]\nssh = \"h\"\nsssh = \"x\"\n", None).unwrap_err();
+        assert!(err.message.contains("sssh"), "{}", err.message);
+        assert!(err.message.contains("line 3"), "{}", err.message);
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_line() {
+        let err = parse_str("[targets.a]\nssh = \"h\"\nprotected = \"yes\"\n", None).unwrap_err();
+        assert!(err.message.contains("line 3"), "{}", err.message);
+        assert!(err.message.contains("bool") || err.message.contains("boolean"), "{}", err.message);
+    }
+
+    #[test]
+    fn bad_duration_is_named_with_its_line() {
+        let err = parse_str("[timeouts]\nconnect = \"soon\"\n[targets.a]\nssh = \"h\"\n", None).unwrap_err();
+        assert!(err.message.contains("line 2") && err.message.contains("soon"), "{}", err.message);
+    }
+
+    #[test]
+    fn missing_target_names_the_default_target_line() {
+        let text = "default_target = \"prod\"\n[targets.staging]\nssh = \"h\"\n";
+        let err = parse_str(text, None).unwrap_err();
+        assert!(err.message.contains("`prod`") && err.message.contains("line 1"), "{}", err.message);
+        assert!(err.help.unwrap().contains("staging"));
+        let err = parse_str(text, Some("nope")).unwrap_err();
+        assert!(err.message.contains("`nope`"));
+    }
+
+    #[test]
+    fn target_overrides_shared_sections_field_by_field() {
+        let text = r#"
+[timeouts]
+connect = "3s"
+command = "1m"
+[checks]
+redis = { service = "redis", command = ["redis-cli", "ping"], expect = "PONG" }
+[targets.a]
+ssh = "h"
+[targets.a.timeouts]
+command = "5m"
+[targets.a.checks]
+web = { http = "http://127.0.0.1:1/" }
+"#;
+        let t = parse_str(text, None).unwrap().target;
+        assert_eq!(t.timeouts.connect(), Duration::from_secs(3));
+        assert_eq!(t.timeouts.command(), Duration::from_secs(300));
+        assert_eq!(t.checks.len(), 2);
+    }
+
+    #[test]
+    fn relative_local_paths_resolve_against_the_config_folder() {
+        let t = parse_str("[targets.a]\nssh = \"h\"\nssh_config = \"ssh/config\"\nlocal_dir = \"b\"\n", None)
+            .unwrap()
+            .target;
+        assert_eq!(t.ssh_config.unwrap(), PathBuf::from("/cfg/ssh/config"));
+        assert_eq!(t.local_dir, PathBuf::from("/cfg/b"));
+    }
+
+    #[test]
+    fn a_check_must_be_http_or_a_command() {
+        let err = parse_str("[checks]\nx = { service = \"a\" }\n[targets.a]\nssh = \"h\"\n", None).unwrap_err();
+        assert!(err.message.contains("check `x`"), "{}", err.message);
+    }
+
+    #[test]
+    fn several_targets_need_a_choice() {
+        let err = parse_str("[targets.a]\nssh = \"h\"\n[targets.b]\nssh = \"h\"\n", None).unwrap_err();
+        assert!(err.message.contains("default_target"));
+    }
+}

@@ -1,0 +1,41 @@
+//! What every operation gets: the resolved target, the output, the global flags, and the one
+//! SSH connection, opened on first use so that local work (an HTTP check from the operator's
+//! machine) can overlap with connecting.
+
+use tokio::sync::OnceCell;
+
+use crate::config::Target;
+use crate::error::Error;
+use crate::output::Output;
+use crate::remote::Remote;
+
+pub struct Ctx {
+    pub target: Target,
+    pub out: Output,
+    pub dry_run: bool,
+    pub yes: bool,
+    remote: OnceCell<Remote>,
+}
+
+impl Ctx {
+    pub fn new(target: Target, out: Output, dry_run: bool, yes: bool) -> Self {
+        Ctx { target, out, dry_run, yes, remote: OnceCell::new() }
+    }
+
+    /// The connection to the target's host; connects on the first call only.
+    pub async fn remote(&self) -> Result<&Remote, Error> {
+        self.remote.get_or_try_init(|| Remote::connect(&self.target, &self.out, self.dry_run)).await
+    }
+
+    /// "sandbox (trader-psy-sandbox)": how every status line and confirmation names the target.
+    pub fn target_label(&self) -> String {
+        format!("{} ({})", self.target.name, self.target.ssh)
+    }
+
+    /// Closes the connection, if one was opened.
+    pub async fn close(self) {
+        if let Some(remote) = self.remote.into_inner() {
+            remote.close().await;
+        }
+    }
+}

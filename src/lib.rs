@@ -1,0 +1,14 @@
+//! ctops: the CalmTrader operations runbook as safe, fast, scriptable commands.
+//!
+//! `cli` parses, `config` resolves a target, `ops` holds one module per runbook section
+//! (what to run), `compose` builds compose commands and reads the stack's state, and
+//! `remote` runs commands over one SSH connection (how to run them).
+
+pub mod cli;
+pub mod compose;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod ops;
+pub mod output;
+pub mod remote;

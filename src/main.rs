@@ -1,0 +1,117 @@
+//! ctops: parse, load the config, dispatch, map errors to exit codes. Nothing else.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use ctops::cli::{Cli, Command, ConfigCommand};
+use ctops::context::Ctx;
+use ctops::error::{self, Exit};
+use ctops::output::Output;
+use ctops::{config, ops};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let g = &cli.global;
+    let out = Output::new(g.json, g.quiet, g.verbose, g.no_color);
+    init_tracing(g.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let exit = runtime.block_on(run(cli, &out));
+    // Don't wait for tasks still blocked on a closed pipe or a dead link.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(exit.code())
+}
+
+async fn run(cli: Cli, out: &Output) -> Exit {
+    let name = cli.command.name();
+    let mut target = cli.global.target.clone();
+    match execute(cli, out, &mut target).await {
+        Ok(exit) => exit,
+        Err(err) if error::is_broken_pipe(&err) => Exit::Ok,
+        Err(err) => report(&err, out, name, target.as_deref()),
+    }
+}
+
+async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "ctops", &mut std::io::stdout());
+            return Ok(Exit::Ok);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(Exit::Ok);
+        }
+        _ => {}
+    }
+    let (path, origin) = config::discover(cli.global.config.as_deref())?;
+    let loaded = config::load(&path, origin, cli.global.target.as_deref())?;
+    *target_name = Some(loaded.target.name.clone());
+    for warning in &loaded.warnings {
+        out.warn(warning);
+    }
+    if let Command::Config(ConfigCommand::Check) = cli.command {
+        return ops::config_check::run(&loaded, out);
+    }
+    let ctx = Ctx::new(loaded.target, out.clone(), cli.global.dry_run, cli.global.yes);
+    let until_interrupted = cli.command.runs_until_interrupted();
+    let result = tokio::select! {
+        biased;
+        result = dispatch(&ctx, cli.command) => result,
+        _ = interrupted() => Ok(if until_interrupted { Exit::Ok } else { Exit::Interrupted }),
+    };
+    ctx.close().await;
+    result
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
+    match command {
+        Command::Health(args) => ops::health::run(ctx, &args).await,
+        Command::Status => ops::status::run(ctx).await,
+        Command::Logs(args) => ops::logs::run(ctx, &args).await,
+        Command::Stats => ops::stats::run(ctx).await,
+        Command::Config(_) | Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
+    }
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
+/// Prints an error (`error:` and `help:` lines, or a JSON document) and picks the exit code.
+fn report(err: &anyhow::Error, out: &Output, command: &str, target: Option<&str>) -> Exit {
+    let exit = error::exit_code_of(err);
+    if out.json {
+        let doc = serde_json::json!({
+            "command": command,
+            "target": target,
+            "ok": false,
+            "error": { "kind": exit.kind(), "message": format!("{err:#}"), "help": error::help_of(err) },
+            "state": "unchanged",
+        });
+        let _ = out.json_doc(&doc);
+    }
+    eprintln!("error: {err:#}");
+    if let Some(help) = error::help_of(err) {
+        eprintln!("help: {help}");
+    }
+    exit
+}
+
+fn init_tracing(verbose: u8) {
+    let level = if verbose >= 2 { "ctops=debug" } else { "ctops=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CTOPS_LOG").unwrap_or_else(|_| level.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,0 +1,289 @@
+//! Runbook 6.1-6.2, `health`: the API's `/health` fetched from the operator's machine, the
+//! `[checks]` run on the host (HTTP ones fetched by ctops through the SSH connection), and
+//! every service's live state, all at once. Exit 0 all up, 1 API down, 5 degraded.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures::future::join_all;
+use reqwest::Url;
+use serde::Serialize;
+
+use super::Envelope;
+use crate::cli::HealthArgs;
+use crate::compose::Stack;
+use crate::config::Check;
+use crate::context::Ctx;
+use crate::error::{Error, Exit};
+use crate::remote::{Remote, RemoteCommand};
+
+/// One row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub ok: bool,
+    pub latency_ms: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    #[serde(flatten)]
+    envelope: Envelope<'a>,
+    status: &'static str,
+    checks: Vec<Row>,
+}
+
+pub async fn run(ctx: &Ctx, args: &HealthArgs) -> Result<Exit> {
+    let Some(interval) = args.watch else {
+        let rows = round(ctx).await?;
+        return show(ctx, &rows);
+    };
+    loop {
+        let rows = round(ctx).await?;
+        show(ctx, &rows)?;
+        tokio::time::sleep(interval.0).await;
+    }
+}
+
+/// The exit code a set of rows means: the API row decides between 1 and the rest.
+pub fn verdict(rows: &[Row]) -> Exit {
+    match rows.iter().find(|r| r.name == "api") {
+        Some(api) if !api.ok => Exit::Failed,
+        _ if rows.iter().all(|r| r.ok) => Exit::Ok,
+        _ => Exit::Degraded,
+    }
+}
+
+fn show(ctx: &Ctx, rows: &[Row]) -> Result<Exit> {
+    let exit = verdict(rows);
+    let status = match exit {
+        Exit::Ok => "up",
+        Exit::Failed => "api down",
+        _ => "degraded",
+    };
+    if ctx.out.json {
+        let envelope = Envelope::new("health", ctx, exit == Exit::Ok);
+        ctx.out.json_doc(&Report { envelope, status, checks: rows.to_vec() })?;
+    } else {
+        ctx.out.status(format!("health of {}: {status}", ctx.target_label()));
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| vec![r.name.clone(), ctx.out.mark(r.ok), format!("{} ms", r.latency_ms), r.detail.clone()])
+            .collect();
+        ctx.out.print(&ctx.out.table(&["CHECK", "STATUS", "LATENCY", "DETAIL"], table))?;
+    }
+    Ok(exit)
+}
+
+/// One pass over every check, all concurrent over the one connection.
+async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
+    let timeout = ctx.target.timeouts.check();
+    let api = timed("api", async {
+        let url = Url::parse(&ctx.target.health_url).map_err(|e| format!("invalid health_url: {e}"))?;
+        ctx.out.echo_local(&format!("GET {url}"));
+        let answer = fetch(&url, None, timeout).await?;
+        describe_api(&answer)
+    });
+    let host = async {
+        let remote = ctx.remote().await?;
+        let started = Instant::now();
+        let stack = Stack::load(remote, &ctx.target).await?;
+        let ps_latency = started.elapsed();
+        let checks = ctx.target.checks.iter().map(|(name, check)| host_check(remote, &stack, name, check, timeout));
+        let mut rows = join_all(checks).await;
+        rows.extend(service_rows(&stack, ps_latency));
+        Ok::<_, Error>(rows)
+    };
+    let (api_row, host_rows) = tokio::join!(api, host);
+    let mut rows = vec![api_row];
+    rows.extend(host_rows?);
+    Ok(rows)
+}
+
+async fn host_check(remote: &Remote, stack: &Stack, name: &str, check: &Check, timeout: Duration) -> Row {
+    timed(name, async {
+        match (&check.http, &check.service, &check.command) {
+            (Some(url), _, _) => http_check(remote, url, check.expect_status, timeout).await,
+            (None, Some(service), Some(argv)) => command_check(remote, stack, service, argv, check, timeout).await,
+            _ => Err("neither http nor service/command".to_string()),
+        }
+    })
+    .await
+}
+
+/// Runs the check's command in a running container of the service (`docker exec` on the
+/// container id: cheaper than `compose exec`, which parses the whole project first).
+async fn command_check(
+    remote: &Remote,
+    stack: &Stack,
+    service: &str,
+    argv: &[String],
+    check: &Check,
+    timeout: Duration,
+) -> Result<String, String> {
+    let Some(container) = stack.service(service).find(|c| c.running()) else {
+        return Err(not_running(stack, service));
+    };
+    let mut words = vec!["docker".to_string(), "exec".into(), container.id.clone()];
+    words.extend(argv.iter().cloned());
+    let cmd = RemoteCommand::new(words).read_only().timeout(timeout).stop_on_disconnect();
+    let out = remote.run(&cmd).await.map_err(|e| e.message)?;
+    let said = first_line(&out.stdout_text()).or_else(|| first_line(&out.stderr_text())).unwrap_or_default();
+    if out.status != 0 {
+        return Err(format!("`{}` exited {}: {said}", argv.join(" "), out.status));
+    }
+    match &check.expect {
+        Some(expected) if !out.stdout_text().contains(expected.as_str()) => {
+            Err(format!("expected {expected:?}, got {said:?}"))
+        }
+        _ => Ok(said),
+    }
+}
+
+async fn http_check(remote: &Remote, url: &str, expect_status: Option<u16>, timeout: Duration) -> Result<String, String> {
+    let url = Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+    let host = url.host_str().ok_or("URL has no host")?.to_string();
+    let port = url.port_or_known_default().ok_or("URL has no port")?;
+    let local = remote.forward(&host, port).await.map_err(|e| e.message)?;
+    let answer = fetch(&url, Some(local), timeout).await?;
+    let good = match expect_status {
+        Some(code) => answer.status.as_u16() == code,
+        None => answer.status.is_success(),
+    };
+    let detail = format!("HTTP {}", answer.status);
+    if good { Ok(detail) } else { Err(detail) }
+}
+
+struct Answer {
+    status: reqwest::StatusCode,
+    body: Option<serde_json::Value>,
+}
+
+/// GET `url`, optionally through a local port forward (the URL, Host header and TLS name
+/// stay those of the original).
+async fn fetch(url: &Url, via: Option<SocketAddr>, timeout: Duration) -> Result<Answer, String> {
+    let mut client = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
+    let mut request_url = url.clone();
+    let mut host_header = None;
+    if let Some(local) = via {
+        match url.domain() {
+            Some(domain) => client = client.resolve(domain, local),
+            None => {
+                host_header = Some(url.authority().to_string());
+                let _ = request_url.set_ip_host(local.ip());
+                let _ = request_url.set_port(Some(local.port()));
+            }
+        }
+    }
+    let client = client.build().map_err(|e| e.to_string())?;
+    let mut request = client.get(request_url);
+    if let Some(host) = host_header {
+        request = request.header(reqwest::header::HOST, host);
+    }
+    let response = request.send().await.map_err(|e| describe_reqwest_error(&e, timeout))?;
+    let status = response.status();
+    let body = response.json::<serde_json::Value>().await.ok();
+    Ok(Answer { status, body })
+}
+
+fn describe_api(answer: &Answer) -> Result<String, String> {
+    let mut detail = format!("HTTP {}", answer.status);
+    if let Some(body) = &answer.body {
+        for key in ["version", "status"] {
+            if let Some(value) = body.get(key).and_then(|v| v.as_str()) {
+                detail.push_str(&format!(", {key} {value}"));
+            }
+        }
+        if body.get("database") == Some(&serde_json::Value::Bool(false)) {
+            detail.push_str(", database unreachable");
+        }
+    }
+    if answer.status.is_success() { Ok(detail) } else { Err(detail) }
+}
+
+fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("no answer within {} (timeouts.check)", humantime::format_duration(timeout))
+    } else if e.is_connect() {
+        "connection refused or unreachable".to_string()
+    } else {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        text
+    }
+}
+
+/// A row per service from the live container state (not Docker's cached healthcheck).
+fn service_rows(stack: &Stack, latency: Duration) -> Vec<Row> {
+    stack
+        .services()
+        .into_iter()
+        .map(|service| {
+            let containers: Vec<_> = stack.service(&service).collect();
+            let ok = containers.iter().all(|c| c.running());
+            let detail = containers
+                .iter()
+                .map(|c| {
+                    let mut d = c.state.clone();
+                    if !c.running() {
+                        d.push_str(&format!(" (exit {})", c.exit_code));
+                    }
+                    d.push_str(&format!(", {} restarts", c.restarts));
+                    if c.oom_killed {
+                        d.push_str(", OOM-killed");
+                    }
+                    d
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            Row { name: format!("service {service}"), ok, latency_ms: latency.as_millis() as u64, detail }
+        })
+        .collect()
+}
+
+fn not_running(stack: &Stack, service: &str) -> String {
+    match stack.service(service).next() {
+        Some(c) => format!("service `{service}` is not running ({}, exit {})", c.state, c.exit_code),
+        None => format!("service `{service}` has no container"),
+    }
+}
+
+fn first_line(text: &str) -> Option<String> {
+    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+}
+
+async fn timed<F>(name: &str, check: F) -> Row
+where
+    F: std::future::Future<Output = Result<String, String>>,
+{
+    let started = Instant::now();
+    let result = check.await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let (ok, detail) = match result {
+        Ok(detail) => (true, detail),
+        Err(detail) => (false, detail),
+    };
+    Row { name: name.to_string(), ok, latency_ms, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, ok: bool) -> Row {
+        Row { name: name.into(), ok, latency_ms: 1, detail: String::new() }
+    }
+
+    #[test]
+    fn the_api_row_decides_between_failed_and_degraded() {
+        assert_eq!(verdict(&[row("api", true), row("redis", true)]), Exit::Ok);
+        assert_eq!(verdict(&[row("api", true), row("redis", false)]), Exit::Degraded);
+        assert_eq!(verdict(&[row("api", false), row("redis", false)]), Exit::Failed);
+    }
+}

@@ -1,0 +1,24 @@
+//! One module per runbook section. Each says *what* to run; `remote` and `compose` know how.
+
+pub mod config_check;
+pub mod health;
+pub mod logs;
+pub mod stats;
+pub mod status;
+
+use serde::Serialize;
+
+/// The fields every `--json` document starts with.
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    pub command: &'a str,
+    pub target: &'a str,
+    pub host: &'a str,
+    pub ok: bool,
+}
+
+impl<'a> Envelope<'a> {
+    pub fn new(command: &'a str, ctx: &'a crate::context::Ctx, ok: bool) -> Self {
+        Envelope { command, target: &ctx.target.name, host: &ctx.target.ssh, ok }
+    }
+}

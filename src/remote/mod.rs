@@ -1,0 +1,238 @@
+//! How ctops talks to the host: one multiplexed SSH connection, at most [`MAX_CHANNELS`]
+//! commands at once, a timeout on each, stdout and stderr streamed, data over stdin.
+//!
+//! The operations modules say *what* to run (as [`RemoteCommand`]s); this layer knows *how*.
+
+mod command;
+mod connect;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openssh::{ForwardType, Session, Socket, Stdio};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Mutex, Semaphore};
+
+pub use command::RemoteCommand;
+
+use crate::config::Target;
+use crate::error::Error;
+use crate::output::Output;
+
+/// sshd's `MaxSessions` defaults to 10; keep a margin for the master's own needs.
+pub const MAX_CHANNELS: usize = 8;
+
+/// What a finished command left behind.
+#[derive(Debug)]
+pub struct Captured {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Captured {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+pub struct Remote {
+    session: Session,
+    host: String,
+    channels: Arc<Semaphore>,
+    default_timeout: Duration,
+    dry_run: bool,
+    out: Output,
+    /// Port forwards opened so far, reused (by `health --watch`, say).
+    forwards: Mutex<HashMap<(String, u16), SocketAddr>>,
+}
+
+impl Remote {
+    /// Sweeps masters left by dead ctops processes, then opens this invocation's connection.
+    pub async fn connect(target: &Target, out: &Output, dry_run: bool) -> Result<Remote, Error> {
+        let root = connect::control_root()?;
+        connect::sweep_stale_masters(&root).await;
+        out.echo_local(&format!("ssh {} (one multiplexed connection)", target.ssh));
+        let session = connect::open(target, &root).await?;
+        Ok(Remote {
+            session,
+            host: target.ssh.clone(),
+            channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
+            default_timeout: target.timeouts.command(),
+            dry_run,
+            out: out.clone(),
+            forwards: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Runs a command and captures its output; a non-zero exit is not an error here.
+    pub async fn run(&self, cmd: &RemoteCommand) -> Result<Captured, Error> {
+        self.run_with_input(cmd, None).await
+    }
+
+    /// Runs a command and fails, naming it, the host and its stderr, unless it exits 0.
+    pub async fn run_ok(&self, cmd: &RemoteCommand) -> Result<Captured, Error> {
+        let out = self.run(cmd).await?;
+        if out.status != 0 {
+            return Err(self.exited(cmd, out.status, &out.stderr));
+        }
+        Ok(out)
+    }
+
+    /// Runs a command with `input` on its stdin (secrets travel this way, never in argv).
+    pub async fn run_with_input(&self, cmd: &RemoteCommand, input: Option<&[u8]>) -> Result<Captured, Error> {
+        let _permit = self.channels.acquire().await.expect("semaphore never closed");
+        let timeout = self.timeout_of(cmd);
+        let work = async {
+            let mut child = self.spawn(cmd, input.is_some() || cmd.stops_on_disconnect()).await?;
+            let mut stdin = child.stdin().take();
+            if let (Some(pipe), Some(data)) = (stdin.as_mut(), input) {
+                pipe.write_all(data).await.map_err(|e| self.io_error(cmd, e))?;
+                pipe.shutdown().await.map_err(|e| self.io_error(cmd, e))?;
+                stdin = None;
+            }
+            let mut stdout = child.stdout().take().expect("piped");
+            let mut stderr = child.stderr().take().expect("piped");
+            let (mut o, mut e) = (Vec::new(), Vec::new());
+            let (ro, re) = tokio::join!(stdout.read_to_end(&mut o), stderr.read_to_end(&mut e));
+            ro.and(re).map_err(|err| self.io_error(cmd, err))?;
+            drop(stdin);
+            let status = child.wait().await.map_err(|err| self.lost(cmd, err))?;
+            Ok(Captured { status: status.code().unwrap_or(255), stdout: o, stderr: e })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timed_out(cmd, timeout)),
+        }
+    }
+
+    /// Runs a command with its stdout copied to `sink` as it arrives (stderr to ours).
+    /// Returns the exit status. `timeout: None` streams until the command ends.
+    pub async fn stream<W>(&self, cmd: &RemoteCommand, sink: &mut W, timeout: Option<Duration>) -> Result<i32, Error>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let _permit = self.channels.acquire().await.expect("semaphore never closed");
+        let work = async {
+            let mut child = self.spawn(cmd, true).await?;
+            // Held open so the host-side watcher sees EOF only when we go away.
+            let _stdin = child.stdin().take();
+            let stdout = child.stdout().take().expect("piped");
+            let stderr = child.stderr().take().expect("piped");
+            let copy_out = copy_flushing(stdout, sink);
+            let copy_err = copy_flushing(stderr, tokio::io::stderr());
+            let (ro, re) = tokio::join!(copy_out, copy_err);
+            // A closed local stdout (`| head`) is not a remote failure: hand it up as is.
+            ro.map_err(|e| Error::failed(format!("writing the output of `{}`", cmd.label())).with_source(e))?;
+            re.map_err(|e| self.io_error(cmd, e))?;
+            let status = child.wait().await.map_err(|e| self.lost(cmd, e))?;
+            Ok(status.code().unwrap_or(255))
+        };
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err(self.timed_out(cmd, limit))),
+            None => work.await,
+        }
+    }
+
+    async fn spawn(&self, cmd: &RemoteCommand, stdin: bool) -> Result<openssh::Child<&Session>, Error> {
+        if self.dry_run && !cmd.read_only {
+            // Operations must not get here under --dry-run; this is the last line of defence.
+            return Err(Error::failed(format!("refusing to run `{}` during --dry-run", cmd.render())));
+        }
+        let rendered = cmd.render();
+        self.out.echo_remote(&self.host, &rendered);
+        tracing::debug!(host = %self.host, command = %rendered, "spawn");
+        self.session
+            .raw_command(&rendered)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| self.lost(cmd, e))
+    }
+
+    /// Forwards a loopback port here to `host:port` as seen from the remote host, so ctops can
+    /// fetch HTTP checks itself (no curl needed in any image).
+    pub async fn forward(&self, host: &str, port: u16) -> Result<SocketAddr, Error> {
+        let mut forwards = self.forwards.lock().await;
+        if let Some(local) = forwards.get(&(host.to_string(), port)) {
+            return Ok(*local);
+        }
+        let local = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::failed(format!("cannot pick a local port for forwarding: {e}")))?;
+        self.out.echo_local(&format!("forward {local} -> {host}:{port} on {}", self.host));
+        let remote = Socket::TcpSocket { host: host.to_string().into(), port };
+        self.session
+            .request_port_forward(ForwardType::Local, local, remote)
+            .await
+            .map_err(|e| Error::failed(format!("port forward to {host}:{port} on {} failed: {e}", self.host)))?;
+        forwards.insert((host.to_string(), port), local);
+        Ok(local)
+    }
+
+    /// Closes the connection and ends the master process.
+    pub async fn close(self) {
+        if let Err(e) = self.session.close().await {
+            tracing::debug!("closing the ssh session: {e}");
+        }
+    }
+
+    fn timeout_of(&self, cmd: &RemoteCommand) -> Duration {
+        cmd.timeout.unwrap_or(self.default_timeout)
+    }
+
+    pub fn exited(&self, cmd: &RemoteCommand, status: i32, stderr: &[u8]) -> Error {
+        let stderr = String::from_utf8_lossy(stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        let detail = if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" / ")) };
+        Error::failed(format!("`{}` exited {status} on {}{detail}", cmd.label(), self.host))
+    }
+
+    fn timed_out(&self, cmd: &RemoteCommand, after: Duration) -> Error {
+        Error::failed(format!(
+            "`{}` timed out after {} on {} (timeouts.command)",
+            cmd.label(),
+            humantime::format_duration(after),
+            self.host
+        ))
+        .with_help("the remote command was stopped; raise the timeout in [timeouts] if it needs longer")
+    }
+
+    fn lost(&self, cmd: &RemoteCommand, e: openssh::Error) -> Error {
+        Error::connection(format!("connection to {} lost while running `{}`: {e}", self.host, cmd.label()))
+            .with_help("check the link and run `ctops status` to see the state of the host")
+    }
+
+    fn io_error(&self, cmd: &RemoteCommand, e: std::io::Error) -> Error {
+        Error::connection(format!("i/o with `{}` on {} failed: {e}", cmd.label(), self.host))
+    }
+}
+
+/// Copies and flushes after every read, so a line written on the host shows up at once.
+async fn copy_flushing<R, W>(mut from: R, mut to: W) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.flush().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+    }
+}
