@@ -123,7 +123,11 @@ impl Command {
 
     /// Commands that run until Ctrl-C, for which Ctrl-C is the normal way to end (exit 0).
     pub fn runs_until_interrupted(&self) -> bool {
-        matches!(self, Command::Logs(LogsArgs { follow: true, .. }) | Command::Health(HealthArgs { watch: Some(_) }))
+        matches!(
+            self,
+            Command::Logs(LogsArgs { follow: true, .. })
+                | Command::Health(HealthArgs { watch: Some(_) })
+        )
     }
 }
 
@@ -131,7 +135,9 @@ impl clap::builder::ValueParserFactory for HumanDuration {
     type Parser = clap::builder::ValueParser;
     fn value_parser() -> Self::Parser {
         clap::builder::ValueParser::new(|s: &str| {
-            humantime::parse_duration(s).map(HumanDuration).map_err(|e| format!("invalid duration `{s}`: {e}"))
+            humantime::parse_duration(s)
+                .map(HumanDuration)
+                .map_err(|e| format!("invalid duration `{s}`: {e}"))
         })
     }
 }
@@ -149,25 +155,38 @@ mod tests {
     #[test]
     fn logs_defaults_to_a_tail_of_100() {
         let cli = Cli::try_parse_from(["ctops", "logs", "api", "bot", "-f"]).unwrap();
-        let Command::Logs(args) = cli.command else { panic!() };
-        assert_eq!((args.tail, args.follow, args.services.len()), (100, true, 2));
+        let Command::Logs(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (args.tail, args.follow, args.services.len()),
+            (100, true, 2)
+        );
     }
 
     #[test]
     fn health_watch_takes_an_optional_interval() {
         let cli = Cli::try_parse_from(["ctops", "health", "--watch"]).unwrap();
-        let Command::Health(args) = cli.command else { panic!() };
+        let Command::Health(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(args.watch.unwrap().0.as_secs(), 5);
         let cli = Cli::try_parse_from(["ctops", "health", "--watch", "30s", "--json"]).unwrap();
-        let Command::Health(args) = cli.command else { panic!() };
+        let Command::Health(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(args.watch.unwrap().0.as_secs(), 30);
         assert!(cli.global.json);
     }
 
     #[test]
     fn global_flags_go_anywhere() {
-        let cli = Cli::try_parse_from(["ctops", "status", "--target", "x", "-vv", "--json"]).unwrap();
-        assert_eq!((cli.global.target.as_deref(), cli.global.verbose), (Some("x"), 2));
+        let cli =
+            Cli::try_parse_from(["ctops", "status", "--target", "x", "-vv", "--json"]).unwrap();
+        assert_eq!(
+            (cli.global.target.as_deref(), cli.global.verbose),
+            (Some("x"), 2)
+        );
         assert!(Cli::try_parse_from(["ctops", "status", "-q", "-v"]).is_err());
     }
 }

@@ -86,7 +86,13 @@ impl Compose {
 
     /// A one-off container of the service's image, removed afterwards.
     pub fn run_rm(&self, service: &str, argv: &[String]) -> RemoteCommand {
-        let mut args = vec!["run".to_string(), "--rm".into(), "-T".into(), "--no-deps".into(), service.into()];
+        let mut args = vec![
+            "run".to_string(),
+            "--rm".into(),
+            "-T".into(),
+            "--no-deps".into(),
+            service.into(),
+        ];
         args.extend(argv.iter().cloned());
         self.command(args).stop_on_disconnect()
     }
@@ -100,7 +106,11 @@ impl Compose {
     }
 
     pub fn pull(&self, ignore_buildable: bool) -> RemoteCommand {
-        let args = if ignore_buildable { vec!["pull", "--ignore-buildable"] } else { vec!["pull"] };
+        let args = if ignore_buildable {
+            vec!["pull", "--ignore-buildable"]
+        } else {
+            vec!["pull"]
+        };
         self.command(args)
     }
 
@@ -134,7 +144,10 @@ fn with<'a, I>(args: I, services: &[String]) -> Vec<String>
 where
     I: IntoIterator<Item = &'a str>,
 {
-    args.into_iter().map(str::to_string).chain(services.iter().cloned()).collect()
+    args.into_iter()
+        .map(str::to_string)
+        .chain(services.iter().cloned())
+        .collect()
 }
 
 /// Checks a service name before it goes anywhere near the host. Compose allows letters,
@@ -267,16 +280,32 @@ impl Stack {
         let text = out.stdout_text();
         let (clock, json) = text.split_once('\n').unwrap_or((&text, "[]"));
         let host_time = clock.trim().parse().unwrap_or(0);
-        let all = parse_inspect(json.as_bytes())
-            .map_err(|e| Error::failed(format!("cannot read `docker inspect` output from {}: {e}", remote.host())))?;
+        let all = parse_inspect(json.as_bytes()).map_err(|e| {
+            Error::failed(format!(
+                "cannot read `docker inspect` output from {}: {e}",
+                remote.host()
+            ))
+        })?;
         let mine: Vec<Container> = all.into_iter().filter(|c| belongs_to(c, target)).collect();
         let project = settle_project(&mine, target)?;
-        let containers = mine.into_iter().filter(|c| Some(&c.project) == project.as_ref()).collect();
-        Ok(Stack { project, containers, host_time })
+        let containers = mine
+            .into_iter()
+            .filter(|c| Some(&c.project) == project.as_ref())
+            .collect();
+        Ok(Stack {
+            project,
+            containers,
+            host_time,
+        })
     }
 
     pub fn compose(&self, target: &Target) -> Compose {
-        Compose::new(target, self.project.clone().or_else(|| target.compose_project.clone()))
+        Compose::new(
+            target,
+            self.project
+                .clone()
+                .or_else(|| target.compose_project.clone()),
+        )
     }
 
     /// The containers of one service (several when scaled).
@@ -294,7 +323,11 @@ impl Stack {
 
 /// A container belongs to this target when compose started it from this checkout's file.
 fn belongs_to(c: &Container, target: &Target) -> bool {
-    let file = format!("{}/{}", target.dir.trim_end_matches('/'), target.compose_file);
+    let file = format!(
+        "{}/{}",
+        target.dir.trim_end_matches('/'),
+        target.compose_file
+    );
     let file_dir = file.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     c.config_files.split(',').any(|f| same_path(f, &file)) || same_path(&c.working_dir, file_dir)
 }
@@ -351,9 +384,13 @@ mod tests {
     fn target(project: Option<&str>) -> Target {
         let text = format!(
             "[targets.t]\nssh = \"h\"\ndir = \"/srv/a b\"\n{}",
-            project.map(|p| format!("compose_project = \"{p}\"\n")).unwrap_or_default()
+            project
+                .map(|p| format!("compose_project = \"{p}\"\n"))
+                .unwrap_or_default()
         );
-        crate::config::parse(&text, "c.toml".as_ref(), ".".as_ref(), None).unwrap().target
+        crate::config::parse(&text, "c.toml".as_ref(), ".".as_ref(), None)
+            .unwrap()
+            .target
     }
 
     const INSPECT: &str = r#"[{"Id":"abc","Name":"/infrastructure-redis-1","Image":"sha256:1","RestartCount":2,
@@ -365,7 +402,10 @@ mod tests {
     #[test]
     fn inspect_output_is_parsed() {
         let c = &parse_inspect(INSPECT.as_bytes()).unwrap()[0];
-        assert_eq!((c.service.as_str(), c.project.as_str(), c.restarts), ("redis", "infrastructure", 2));
+        assert_eq!(
+            (c.service.as_str(), c.project.as_str(), c.restarts),
+            ("redis", "infrastructure", 2)
+        );
         assert!(c.running());
         assert!(belongs_to(c, &target(None)));
     }
@@ -373,8 +413,16 @@ mod tests {
     #[test]
     fn project_mismatch_is_refused() {
         let cs = parse_inspect(INSPECT.as_bytes()).unwrap();
-        assert_eq!(settle_project(&cs, &target(None)).unwrap().as_deref(), Some("infrastructure"));
-        assert_eq!(settle_project(&cs, &target(Some("infrastructure"))).unwrap().as_deref(), Some("infrastructure"));
+        assert_eq!(
+            settle_project(&cs, &target(None)).unwrap().as_deref(),
+            Some("infrastructure")
+        );
+        assert_eq!(
+            settle_project(&cs, &target(Some("infrastructure")))
+                .unwrap()
+                .as_deref(),
+            Some("infrastructure")
+        );
         let err = settle_project(&cs, &target(Some("trader"))).unwrap_err();
         assert_eq!(err.exit, crate::error::Exit::Refused);
     }
@@ -386,9 +434,21 @@ mod tests {
             c.ps().render(),
             "cd '/srv/a b' && docker compose -f infrastructure/docker-compose.yml -p infrastructure ps --all"
         );
-        let logs = c.logs(&["bot".into()], &LogsOptions { tail: Some(5), follow: true, ..Default::default() });
-        assert!(logs.render().contains("logs --no-color --no-log-prefix --tail 5 --follow bot"));
-        assert!(c.exec("postgres", &["pg_isready".into()]).render().ends_with("exec -T postgres pg_isready"));
+        let logs = c.logs(
+            &["bot".into()],
+            &LogsOptions {
+                tail: Some(5),
+                follow: true,
+                ..Default::default()
+            },
+        );
+        assert!(logs
+            .render()
+            .contains("logs --no-color --no-log-prefix --tail 5 --follow bot"));
+        assert!(c
+            .exec("postgres", &["pg_isready".into()])
+            .render()
+            .ends_with("exec -T postgres pg_isready"));
     }
 
     #[test]
@@ -396,7 +456,15 @@ mod tests {
         for ok in ["api", "bot-2", "a_b.c"] {
             validate_service_name(ok).unwrap();
         }
-        for bad in ["$(touch /tmp/ctops-pwned)", "a;b", "`id`", "a\nb", "", "-f", "a b"] {
+        for bad in [
+            "$(touch /tmp/ctops-pwned)",
+            "a;b",
+            "`id`",
+            "a\nb",
+            "",
+            "-f",
+            "a b",
+        ] {
             assert!(validate_service_name(bad).is_err(), "{bad:?}");
         }
     }

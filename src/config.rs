@@ -218,7 +218,10 @@ impl Backup {
         self.db.user = self.db.user.or(s("trader"));
         self.db.database = self.db.database.or(s("trader_psy"));
         self.db.keep_days = self.db.keep_days.or(Some(7));
-        self.db.max_age = self.db.max_age.or(Some(HumanDuration(Duration::from_secs(26 * 3600))));
+        self.db.max_age = self
+            .db
+            .max_age
+            .or(Some(HumanDuration(Duration::from_secs(26 * 3600))));
         self.minio.endpoint = self.minio.endpoint.or(s("http://127.0.0.1:9000"));
         self.minio.access_key_var = self.minio.access_key_var.or(s("MINIO_ROOT_USER"));
         self.minio.secret_key_var = self.minio.secret_key_var.or(s("MINIO_ROOT_PASSWORD"));
@@ -343,11 +346,14 @@ pub fn discover(explicit: Option<&Path>) -> Result<(PathBuf, Origin), Error> {
 
 /// Reads, parses and resolves the config for `target` (or the default target).
 pub fn load(path: &Path, origin: Origin, target: Option<&str>) -> Result<Loaded, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::usage(format!("cannot read config `{}`: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::usage(format!("cannot read config `{}`: {e}", path.display())))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
     let mut loaded = parse(&text, path, &base, target)?;
     if origin == Origin::WorkingDir && loaded.target.ssh_config.is_some() {
         loaded.warnings.push(format!(
@@ -362,7 +368,11 @@ pub fn load(path: &Path, origin: Origin, target: Option<&str>) -> Result<Loaded,
 /// Parses config text; `base` is the folder relative paths are resolved against.
 pub fn parse(text: &str, path: &Path, base: &Path, target: Option<&str>) -> Result<Loaded, Error> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        Error::usage(format!("invalid config `{}`: {}", path.display(), e.to_string().trim_end()))
+        Error::usage(format!(
+            "invalid config `{}`: {}",
+            path.display(),
+            e.to_string().trim_end()
+        ))
     })?;
     let name = match target {
         Some(name) => name.to_string(),
@@ -382,20 +392,38 @@ pub fn parse(text: &str, path: &Path, base: &Path, target: Option<&str>) -> Resu
     let Some(spanned) = raw.targets.get(&name) else {
         let known: Vec<_> = raw.targets.keys().map(String::as_str).collect();
         let whence = match (&raw.default_target, target) {
-            (Some(d), None) => format!(" (`default_target` at line {})", line_of(text, d.span().start)),
+            (Some(d), None) => format!(
+                " (`default_target` at line {})",
+                line_of(text, d.span().start)
+            ),
             _ => String::new(),
         };
         return Err(Error::usage(format!(
             "target `{name}`{whence} is not defined in `{}`",
             path.display()
         ))
-        .with_help(format!("defined targets: {}", if known.is_empty() { "none".into() } else { known.join(", ") })));
+        .with_help(format!(
+            "defined targets: {}",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        )));
     };
     let line = line_of(text, spanned.span().start);
     let t = spanned.get_ref();
-    let resolved = resolve(&raw, t, &name, base)
-        .map_err(|msg| Error::usage(format!("`targets.{name}` (line {line}) in `{}`: {msg}", path.display())))?;
-    Ok(Loaded { path: path.to_path_buf(), target: resolved, warnings: Vec::new() })
+    let resolved = resolve(&raw, t, &name, base).map_err(|msg| {
+        Error::usage(format!(
+            "`targets.{name}` (line {line}) in `{}`: {msg}",
+            path.display()
+        ))
+    })?;
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        target: resolved,
+        warnings: Vec::new(),
+    })
 }
 
 fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Target, String> {
@@ -413,7 +441,10 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
     for (check_name, check) in &checks {
         validate_check(check_name, check)?;
     }
-    let compose = t.compose.clone().unwrap_or_else(|| vec!["docker".into(), "compose".into()]);
+    let compose = t
+        .compose
+        .clone()
+        .unwrap_or_else(|| vec!["docker".into(), "compose".into()]);
     if compose.is_empty() {
         return Err("`compose` must name a command, e.g. [\"docker\", \"compose\"]".into());
     }
@@ -424,7 +455,11 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
     Ok(Target {
         name: name.to_string(),
         ssh: t.ssh.clone(),
-        ssh_config: t.ssh_config.as_deref().filter(|s| !s.is_empty()).map(|p| local_path(base, p)),
+        ssh_config: t
+            .ssh_config
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|p| local_path(base, p)),
         sudo: t.sudo.clone().unwrap_or_default(),
         protected: t.protected.unwrap_or(false),
         dir: or(&t.dir, "/opt/trader-psy"),
@@ -435,7 +470,10 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
         health_url: or(&t.health_url, "http://127.0.0.1:8000/health"),
         env_file: or(&t.env_file, "infrastructure/.env"),
         backup_dir: or(&t.backup_dir, "/opt/backups"),
-        local_dir: local_path(base, t.local_dir.as_deref().unwrap_or("~/calmtrader-backups")),
+        local_dir: local_path(
+            base,
+            t.local_dir.as_deref().unwrap_or("~/calmtrader-backups"),
+        ),
         timeouts: timeouts.with_defaults(),
         deploy: deploy.with_defaults(),
         checks,
@@ -511,20 +549,36 @@ mod tests {
     fn wrong_type_is_named_with_its_line() {
         let err = parse_str("[targets.a]\nssh = \"h\"\nprotected = \"yes\"\n", None).unwrap_err();
         assert!(err.message.contains("line 3"), "{}", err.message);
-        assert!(err.message.contains("bool") || err.message.contains("boolean"), "{}", err.message);
+        assert!(
+            err.message.contains("bool") || err.message.contains("boolean"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn bad_duration_is_named_with_its_line() {
-        let err = parse_str("[timeouts]\nconnect = \"soon\"\n[targets.a]\nssh = \"h\"\n", None).unwrap_err();
-        assert!(err.message.contains("line 2") && err.message.contains("soon"), "{}", err.message);
+        let err = parse_str(
+            "[timeouts]\nconnect = \"soon\"\n[targets.a]\nssh = \"h\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("line 2") && err.message.contains("soon"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn missing_target_names_the_default_target_line() {
         let text = "default_target = \"prod\"\n[targets.staging]\nssh = \"h\"\n";
         let err = parse_str(text, None).unwrap_err();
-        assert!(err.message.contains("`prod`") && err.message.contains("line 1"), "{}", err.message);
+        assert!(
+            err.message.contains("`prod`") && err.message.contains("line 1"),
+            "{}",
+            err.message
+        );
         assert!(err.help.unwrap().contains("staging"));
         let err = parse_str(text, Some("nope")).unwrap_err();
         assert!(err.message.contains("`nope`"));
@@ -553,22 +607,30 @@ web = { http = "http://127.0.0.1:1/" }
 
     #[test]
     fn relative_local_paths_resolve_against_the_config_folder() {
-        let t = parse_str("[targets.a]\nssh = \"h\"\nssh_config = \"ssh/config\"\nlocal_dir = \"b\"\n", None)
-            .unwrap()
-            .target;
+        let t = parse_str(
+            "[targets.a]\nssh = \"h\"\nssh_config = \"ssh/config\"\nlocal_dir = \"b\"\n",
+            None,
+        )
+        .unwrap()
+        .target;
         assert_eq!(t.ssh_config.unwrap(), PathBuf::from("/cfg/ssh/config"));
         assert_eq!(t.local_dir, PathBuf::from("/cfg/b"));
     }
 
     #[test]
     fn a_check_must_be_http_or_a_command() {
-        let err = parse_str("[checks]\nx = { service = \"a\" }\n[targets.a]\nssh = \"h\"\n", None).unwrap_err();
+        let err = parse_str(
+            "[checks]\nx = { service = \"a\" }\n[targets.a]\nssh = \"h\"\n",
+            None,
+        )
+        .unwrap_err();
         assert!(err.message.contains("check `x`"), "{}", err.message);
     }
 
     #[test]
     fn several_targets_need_a_choice() {
-        let err = parse_str("[targets.a]\nssh = \"h\"\n[targets.b]\nssh = \"h\"\n", None).unwrap_err();
+        let err =
+            parse_str("[targets.a]\nssh = \"h\"\n[targets.b]\nssh = \"h\"\n", None).unwrap_err();
         assert!(err.message.contains("default_target"));
     }
 }

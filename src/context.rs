@@ -19,12 +19,20 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(target: Target, out: Output, dry_run: bool, yes: bool) -> Self {
-        Ctx { target, out, dry_run, yes, remote: OnceCell::new() }
+        Ctx {
+            target,
+            out,
+            dry_run,
+            yes,
+            remote: OnceCell::new(),
+        }
     }
 
     /// The connection to the target's host; connects on the first call only.
     pub async fn remote(&self) -> Result<&Remote, Error> {
-        self.remote.get_or_try_init(|| Remote::connect(&self.target, &self.out, self.dry_run)).await
+        self.remote
+            .get_or_try_init(|| Remote::connect(&self.target, &self.out, self.dry_run))
+            .await
     }
 
     /// "sandbox (trader-psy-sandbox)": how every status line and confirmation names the target.

@@ -64,7 +64,12 @@ impl fmt::Display for Error {
 
 impl Error {
     fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Error { exit, message: message.into(), help: None, source: None }
+        Error {
+            exit,
+            message: message.into(),
+            help: None,
+            source: None,
+        }
     }
 
     pub fn usage(message: impl Into<String>) -> Self {

@@ -57,7 +57,12 @@ async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> an
     if let Command::Config(ConfigCommand::Check) = cli.command {
         return ops::config_check::run(&loaded, out);
     }
-    let ctx = Ctx::new(loaded.target, out.clone(), cli.global.dry_run, cli.global.yes);
+    let ctx = Ctx::new(
+        loaded.target,
+        out.clone(),
+        cli.global.dry_run,
+        cli.global.yes,
+    );
     let until_interrupted = cli.command.runs_until_interrupted();
     let result = tokio::select! {
         biased;
@@ -74,7 +79,9 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Status => ops::status::run(ctx).await,
         Command::Logs(args) => ops::logs::run(ctx, &args).await,
         Command::Stats => ops::stats::run(ctx).await,
-        Command::Config(_) | Command::Completions { .. } | Command::Man => unreachable!("handled before connecting"),
+        Command::Config(_) | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled before connecting")
+        }
     }
 }
 
@@ -111,7 +118,16 @@ fn report(err: &anyhow::Error, out: &Output, command: &str, target: Option<&str>
 }
 
 fn init_tracing(verbose: u8) {
-    let level = if verbose >= 2 { "ctops=debug" } else { "ctops=warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CTOPS_LOG").unwrap_or_else(|_| level.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let level = if verbose >= 2 {
+        "ctops=debug"
+    } else {
+        "ctops=warn"
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CTOPS_LOG").unwrap_or_else(|_| level.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

@@ -20,7 +20,12 @@ impl Output {
         let color = !no_color
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             && std::io::stdout().is_terminal();
-        Output { json, quiet, verbose, color }
+        Output {
+            json,
+            quiet,
+            verbose,
+            color,
+        }
     }
 
     /// A status line on stderr (suppressed by `-q`).
@@ -31,7 +36,11 @@ impl Output {
     }
 
     pub fn warn(&self, msg: impl AsRef<str>) {
-        let label = if self.color { "warning:".yellow().bold().to_string() } else { "warning:".into() };
+        let label = if self.color {
+            "warning:".yellow().bold().to_string()
+        } else {
+            "warning:".into()
+        };
         eprintln!("{label} {}", msg.as_ref());
     }
 
@@ -39,7 +48,11 @@ impl Output {
     pub fn echo_remote(&self, host: &str, rendered: &str) {
         if self.verbose > 0 {
             let prompt = format!("[{host}]$");
-            let prompt = if self.color { prompt.dimmed().to_string() } else { prompt };
+            let prompt = if self.color {
+                prompt.dimmed().to_string()
+            } else {
+                prompt
+            };
             eprintln!("{prompt} {rendered}");
         }
     }
@@ -47,7 +60,11 @@ impl Output {
     /// `-v`: a local action worth showing (an HTTP request, a port forward).
     pub fn echo_local(&self, what: &str) {
         if self.verbose > 0 {
-            let prompt = if self.color { "[local]".dimmed().to_string() } else { "[local]".into() };
+            let prompt = if self.color {
+                "[local]".dimmed().to_string()
+            } else {
+                "[local]".into()
+            };
             eprintln!("{prompt} {what}");
         }
     }
@@ -81,18 +98,28 @@ impl Output {
     }
 
     pub fn bold(&self, text: &str) -> String {
-        if self.color { text.bold().to_string() } else { text.to_string() }
+        if self.color {
+            text.bold().to_string()
+        } else {
+            text.to_string()
+        }
     }
 
     /// A borderless table with a header row.
     pub fn table(&self, header: &[&str], rows: Vec<Vec<String>>) -> String {
         let mut table = Table::new();
-        table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled);
+        table
+            .load_preset(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Disabled);
         table.set_header(header.iter().map(|h| Cell::new(self.bold(h))));
         for row in rows {
             table.add_row(row);
         }
         // comfy-table pads the first column with a leading space; trim it for a flush left edge.
-        table.lines().map(|l| l.strip_prefix(' ').unwrap_or(&l).trim_end().to_string()).collect::<Vec<_>>().join("\n")
+        table
+            .lines()
+            .map(|l| l.strip_prefix(' ').unwrap_or(&l).trim_end().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }

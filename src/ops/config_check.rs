@@ -18,7 +18,12 @@ pub fn run(loaded: &Loaded, out: &Output) -> Result<Exit> {
             "config": target,
         }))?;
     } else {
-        out.status(format!("config `{}` is valid; target {} ({})", loaded.path.display(), target.name, target.ssh));
+        out.status(format!(
+            "config `{}` is valid; target {} ({})",
+            loaded.path.display(),
+            target.name,
+            target.ssh
+        ));
         out.print(&toml::to_string_pretty(target)?)?;
     }
     Ok(Exit::Ok)

@@ -65,14 +65,29 @@ fn show(ctx: &Ctx, rows: &[Row]) -> Result<Exit> {
     };
     if ctx.out.json {
         let envelope = Envelope::new("health", ctx, exit == Exit::Ok);
-        ctx.out.json_doc(&Report { envelope, status, checks: rows.to_vec() })?;
+        ctx.out.json_doc(&Report {
+            envelope,
+            status,
+            checks: rows.to_vec(),
+        })?;
     } else {
-        ctx.out.status(format!("health of {}: {status}", ctx.target_label()));
+        ctx.out
+            .status(format!("health of {}: {status}", ctx.target_label()));
         let table: Vec<Vec<String>> = rows
             .iter()
-            .map(|r| vec![r.name.clone(), ctx.out.mark(r.ok), format!("{} ms", r.latency_ms), r.detail.clone()])
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    ctx.out.mark(r.ok),
+                    format!("{} ms", r.latency_ms),
+                    r.detail.clone(),
+                ]
+            })
             .collect();
-        ctx.out.print(&ctx.out.table(&["CHECK", "STATUS", "LATENCY", "DETAIL"], table))?;
+        ctx.out.print(
+            &ctx.out
+                .table(&["CHECK", "STATUS", "LATENCY", "DETAIL"], table),
+        )?;
     }
     Ok(exit)
 }
@@ -81,7 +96,8 @@ fn show(ctx: &Ctx, rows: &[Row]) -> Result<Exit> {
 async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
     let timeout = ctx.target.timeouts.check();
     let api = timed("api", async {
-        let url = Url::parse(&ctx.target.health_url).map_err(|e| format!("invalid health_url: {e}"))?;
+        let url =
+            Url::parse(&ctx.target.health_url).map_err(|e| format!("invalid health_url: {e}"))?;
         ctx.out.echo_local(&format!("GET {url}"));
         let answer = fetch(&url, None, timeout).await?;
         describe_api(&answer)
@@ -91,7 +107,11 @@ async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
         let started = Instant::now();
         let stack = Stack::load(remote, &ctx.target).await?;
         let ps_latency = started.elapsed();
-        let checks = ctx.target.checks.iter().map(|(name, check)| host_check(remote, &stack, name, check, timeout));
+        let checks = ctx
+            .target
+            .checks
+            .iter()
+            .map(|(name, check)| host_check(remote, &stack, name, check, timeout));
         let mut rows = join_all(checks).await;
         rows.extend(service_rows(&stack, ps_latency));
         Ok::<_, Error>(rows)
@@ -102,11 +122,19 @@ async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-async fn host_check(remote: &Remote, stack: &Stack, name: &str, check: &Check, timeout: Duration) -> Row {
+async fn host_check(
+    remote: &Remote,
+    stack: &Stack,
+    name: &str,
+    check: &Check,
+    timeout: Duration,
+) -> Row {
     timed(name, async {
         match (&check.http, &check.service, &check.command) {
             (Some(url), _, _) => http_check(remote, url, check.expect_status, timeout).await,
-            (None, Some(service), Some(argv)) => command_check(remote, stack, service, argv, check, timeout).await,
+            (None, Some(service), Some(argv)) => {
+                command_check(remote, stack, service, argv, check, timeout).await
+            }
             _ => Err("neither http nor service/command".to_string()),
         }
     })
@@ -128,11 +156,20 @@ async fn command_check(
     };
     let mut words = vec!["docker".to_string(), "exec".into(), container.id.clone()];
     words.extend(argv.iter().cloned());
-    let cmd = RemoteCommand::new(words).read_only().timeout(timeout).stop_on_disconnect();
+    let cmd = RemoteCommand::new(words)
+        .read_only()
+        .timeout(timeout)
+        .stop_on_disconnect();
     let out = remote.run(&cmd).await.map_err(|e| e.message)?;
-    let said = first_line(&out.stdout_text()).or_else(|| first_line(&out.stderr_text())).unwrap_or_default();
+    let said = first_line(&out.stdout_text())
+        .or_else(|| first_line(&out.stderr_text()))
+        .unwrap_or_default();
     if out.status != 0 {
-        return Err(format!("`{}` exited {}: {said}", argv.join(" "), out.status));
+        return Err(format!(
+            "`{}` exited {}: {said}",
+            argv.join(" "),
+            out.status
+        ));
     }
     match &check.expect {
         Some(expected) if !out.stdout_text().contains(expected.as_str()) => {
@@ -142,7 +179,12 @@ async fn command_check(
     }
 }
 
-async fn http_check(remote: &Remote, url: &str, expect_status: Option<u16>, timeout: Duration) -> Result<String, String> {
+async fn http_check(
+    remote: &Remote,
+    url: &str,
+    expect_status: Option<u16>,
+    timeout: Duration,
+) -> Result<String, String> {
     let url = Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
     let host = url.host_str().ok_or("URL has no host")?.to_string();
     let port = url.port_or_known_default().ok_or("URL has no port")?;
@@ -153,7 +195,11 @@ async fn http_check(remote: &Remote, url: &str, expect_status: Option<u16>, time
         None => answer.status.is_success(),
     };
     let detail = format!("HTTP {}", answer.status);
-    if good { Ok(detail) } else { Err(detail) }
+    if good {
+        Ok(detail)
+    } else {
+        Err(detail)
+    }
 }
 
 struct Answer {
@@ -164,7 +210,9 @@ struct Answer {
 /// GET `url`, optionally through a local port forward (the URL, Host header and TLS name
 /// stay those of the original).
 async fn fetch(url: &Url, via: Option<SocketAddr>, timeout: Duration) -> Result<Answer, String> {
-    let mut client = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
+    let mut client = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none());
     let mut request_url = url.clone();
     let mut host_header = None;
     if let Some(local) = via {
@@ -182,7 +230,10 @@ async fn fetch(url: &Url, via: Option<SocketAddr>, timeout: Duration) -> Result<
     if let Some(host) = host_header {
         request = request.header(reqwest::header::HOST, host);
     }
-    let response = request.send().await.map_err(|e| describe_reqwest_error(&e, timeout))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| describe_reqwest_error(&e, timeout))?;
     let status = response.status();
     let body = response.json::<serde_json::Value>().await.ok();
     Ok(Answer { status, body })
@@ -200,12 +251,19 @@ fn describe_api(answer: &Answer) -> Result<String, String> {
             detail.push_str(", database unreachable");
         }
     }
-    if answer.status.is_success() { Ok(detail) } else { Err(detail) }
+    if answer.status.is_success() {
+        Ok(detail)
+    } else {
+        Err(detail)
+    }
 }
 
 fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
-        format!("no answer within {} (timeouts.check)", humantime::format_duration(timeout))
+        format!(
+            "no answer within {} (timeouts.check)",
+            humantime::format_duration(timeout)
+        )
     } else if e.is_connect() {
         "connection refused or unreachable".to_string()
     } else {
@@ -242,20 +300,31 @@ fn service_rows(stack: &Stack, latency: Duration) -> Vec<Row> {
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
-            Row { name: format!("service {service}"), ok, latency_ms: latency.as_millis() as u64, detail }
+            Row {
+                name: format!("service {service}"),
+                ok,
+                latency_ms: latency.as_millis() as u64,
+                detail,
+            }
         })
         .collect()
 }
 
 fn not_running(stack: &Stack, service: &str) -> String {
     match stack.service(service).next() {
-        Some(c) => format!("service `{service}` is not running ({}, exit {})", c.state, c.exit_code),
+        Some(c) => format!(
+            "service `{service}` is not running ({}, exit {})",
+            c.state, c.exit_code
+        ),
         None => format!("service `{service}` has no container"),
     }
 }
 
 fn first_line(text: &str) -> Option<String> {
-    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
 }
 
 async fn timed<F>(name: &str, check: F) -> Row
@@ -269,7 +338,12 @@ where
         Ok(detail) => (true, detail),
         Err(detail) => (false, detail),
     };
-    Row { name: name.to_string(), ok, latency_ms, detail }
+    Row {
+        name: name.to_string(),
+        ok,
+        latency_ms,
+        detail,
+    }
 }
 
 #[cfg(test)]
@@ -277,13 +351,24 @@ mod tests {
     use super::*;
 
     fn row(name: &str, ok: bool) -> Row {
-        Row { name: name.into(), ok, latency_ms: 1, detail: String::new() }
+        Row {
+            name: name.into(),
+            ok,
+            latency_ms: 1,
+            detail: String::new(),
+        }
     }
 
     #[test]
     fn the_api_row_decides_between_failed_and_degraded() {
         assert_eq!(verdict(&[row("api", true), row("redis", true)]), Exit::Ok);
-        assert_eq!(verdict(&[row("api", true), row("redis", false)]), Exit::Degraded);
-        assert_eq!(verdict(&[row("api", false), row("redis", false)]), Exit::Failed);
+        assert_eq!(
+            verdict(&[row("api", true), row("redis", false)]),
+            Exit::Degraded
+        );
+        assert_eq!(
+            verdict(&[row("api", false), row("redis", false)]),
+            Exit::Failed
+        );
     }
 }

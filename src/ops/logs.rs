@@ -26,7 +26,12 @@ pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<Exit> {
     let since = args.since.as_deref().map(compose_since).transpose()?;
     let remote = ctx.remote().await?;
     let stack = Stack::load(remote, &ctx.target).await?;
-    let opts = LogsOptions { follow: args.follow, tail: Some(args.tail), since, prefix: args.services.len() != 1 };
+    let opts = LogsOptions {
+        follow: args.follow,
+        tail: Some(args.tail),
+        since,
+        prefix: args.services.len() != 1,
+    };
     let cmd = stack.compose(&ctx.target).logs(&args.services, &opts);
     let timeout = (!args.follow).then(|| ctx.target.timeouts.command());
     let status = if ctx.out.json {
@@ -41,24 +46,37 @@ pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<Exit> {
         printed?;
         status?
     } else {
-        remote.stream(&cmd, &mut tokio::io::stdout(), timeout).await?
+        remote
+            .stream(&cmd, &mut tokio::io::stdout(), timeout)
+            .await?
     };
     if status != 0 {
-        return Err(Error::failed(format!("`compose logs` exited {status} on {}", remote.host()))
-            .with_help("see the message above; `ctops status` lists the services")
-            .into());
+        return Err(Error::failed(format!(
+            "`compose logs` exited {status} on {}",
+            remote.host()
+        ))
+        .with_help("see the message above; `ctops status` lists the services")
+        .into());
     }
     Ok(Exit::Ok)
 }
 
-async fn print_json_lines(ctx: &Ctx, reader: impl tokio::io::AsyncRead + Unpin, single: Option<&str>) -> Result<()> {
+async fn print_json_lines(
+    ctx: &Ctx,
+    reader: impl tokio::io::AsyncRead + Unpin,
+    single: Option<&str>,
+) -> Result<()> {
     let mut lines = BufReader::new(reader).lines();
     while let Some(line) = lines.next_line().await? {
         let (service, text) = match single {
             Some(s) => (Some(s), line.as_str()),
             None => split_prefix(&line),
         };
-        ctx.out.json_doc(&LogLine { envelope: Envelope::new("logs", ctx, true), service, line: text })?;
+        ctx.out.json_doc(&LogLine {
+            envelope: Envelope::new("logs", ctx, true),
+            service,
+            line: text,
+        })?;
     }
     Ok(())
 }
@@ -68,7 +86,9 @@ fn split_prefix(line: &str) -> (Option<&str>, &str) {
     match line.split_once(" | ") {
         Some((prefix, text)) => {
             let container = prefix.trim();
-            let service = container.rsplit_once(['-', '_']).map_or(container, |(s, _)| s);
+            let service = container
+                .rsplit_once(['-', '_'])
+                .map_or(container, |(s, _)| s);
             (Some(service), text)
         }
         None => (None, line),
@@ -83,7 +103,8 @@ fn compose_since(value: &str) -> Result<String, Error> {
     if humantime::parse_rfc3339_weak(value).is_ok() {
         return Ok(value.to_string());
     }
-    Err(Error::usage(format!("invalid --since {value:?}")).with_help("use a duration such as `10m` or `2h`, or an RFC 3339 time"))
+    Err(Error::usage(format!("invalid --since {value:?}"))
+        .with_help("use a duration such as `10m` or `2h`, or an RFC 3339 time"))
 }
 
 #[cfg(test)]
@@ -93,7 +114,10 @@ mod tests {
     #[test]
     fn since_accepts_durations_and_times_only() {
         assert_eq!(compose_since("10m").unwrap(), "600s");
-        assert_eq!(compose_since("2026-11-26T10:00:00Z").unwrap(), "2026-11-26T10:00:00Z");
+        assert_eq!(
+            compose_since("2026-11-26T10:00:00Z").unwrap(),
+            "2026-11-26T10:00:00Z"
+        );
         assert!(compose_since("$(id)").is_err());
     }
 

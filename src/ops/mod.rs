@@ -19,6 +19,11 @@ pub struct Envelope<'a> {
 
 impl<'a> Envelope<'a> {
     pub fn new(command: &'a str, ctx: &'a crate::context::Ctx, ok: bool) -> Self {
-        Envelope { command, target: &ctx.target.name, host: &ctx.target.ssh, ok }
+        Envelope {
+            command,
+            target: &ctx.target.name,
+            host: &ctx.target.ssh,
+            ok,
+        }
     }
 }

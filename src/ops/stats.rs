@@ -22,8 +22,19 @@ struct Report<'a> {
 pub async fn run(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;
     let stack = Stack::load(remote, &ctx.target).await?;
-    let running: Vec<String> = stack.containers.iter().filter(|c| c.running()).map(|c| c.id.clone()).collect();
-    let mut stats = vec!["docker".to_string(), "stats".into(), "--no-stream".into(), "--format".into(), "{{json .}}".into()];
+    let running: Vec<String> = stack
+        .containers
+        .iter()
+        .filter(|c| c.running())
+        .map(|c| c.id.clone())
+        .collect();
+    let mut stats = vec![
+        "docker".to_string(),
+        "stats".into(),
+        "--no-stream".into(),
+        "--format".into(),
+        "{{json .}}".into(),
+    ];
     stats.extend(running.iter().cloned());
     let stats = RemoteCommand::new(stats).read_only();
     let df = RemoteCommand::new(["df", "-hP"]).read_only();
@@ -35,21 +46,51 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
         remote.run_ok(&stats).await.map(|o| o.stdout_text())
     };
     let (containers, df, free) = tokio::join!(containers, remote.run_ok(&df), remote.run_ok(&free));
-    let containers: Vec<Value> = containers?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let containers: Vec<Value> = containers?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let (df, free) = (df?.stdout_text(), free?.stdout_text());
     if ctx.out.json {
         let envelope = Envelope::new("stats", ctx, true);
-        ctx.out.json_doc(&Report { envelope, containers, disk: columns(&df, 6), memory: columns(&free, 7) })?;
+        ctx.out.json_doc(&Report {
+            envelope,
+            containers,
+            disk: columns(&df, 6),
+            memory: columns(&free, 7),
+        })?;
         return Ok(Exit::Ok);
     }
     ctx.out.status(format!("stats of {}", ctx.target_label()));
     let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
     let rows = containers
         .iter()
-        .map(|c| ["Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs"].iter().map(|k| field(c, k)).collect())
+        .map(|c| {
+            [
+                "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs",
+            ]
+            .iter()
+            .map(|k| field(c, k))
+            .collect()
+        })
         .collect();
-    let table = ctx.out.table(&["CONTAINER", "CPU", "MEMORY", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"], rows);
-    ctx.out.print(&format!("{table}\n\n{}\n{}", df.trim_end(), free.trim_end()))?;
+    let table = ctx.out.table(
+        &[
+            "CONTAINER",
+            "CPU",
+            "MEMORY",
+            "MEM %",
+            "NET I/O",
+            "BLOCK I/O",
+            "PIDS",
+        ],
+        rows,
+    );
+    ctx.out.print(&format!(
+        "{table}\n\n{}\n{}",
+        df.trim_end(),
+        free.trim_end()
+    ))?;
     Ok(Exit::Ok)
 }
 
@@ -83,8 +124,14 @@ mod tests {
 
     #[test]
     fn df_output_splits_into_cells() {
-        let rows = columns("Filesystem Size Used Avail Use% Mounted on\n/dev/vda 252G 11G 80G 13% /srv/a b\n", 6);
-        assert_eq!(rows[0], ["Filesystem", "Size", "Used", "Avail", "Use%", "Mounted on"]);
+        let rows = columns(
+            "Filesystem Size Used Avail Use% Mounted on\n/dev/vda 252G 11G 80G 13% /srv/a b\n",
+            6,
+        );
+        assert_eq!(
+            rows[0],
+            ["Filesystem", "Size", "Used", "Avail", "Use%", "Mounted on"]
+        );
         assert_eq!(rows[1][5], "/srv/a b");
     }
 }

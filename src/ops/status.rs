@@ -61,12 +61,21 @@ pub async fn read_checkout(remote: &Remote, dir: &str) -> Result<Checkout, crate
     let describe = next();
     let dirty = next() == "dirty";
     let version = Some(next()).filter(|v| !v.is_empty());
-    Ok(Checkout { commit, branch, describe, version, dirty })
+    Ok(Checkout {
+        commit,
+        branch,
+        describe,
+        version,
+        dirty,
+    })
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;
-    let (stack, checkout) = tokio::join!(Stack::load(remote, &ctx.target), read_checkout(remote, &ctx.target.dir));
+    let (stack, checkout) = tokio::join!(
+        Stack::load(remote, &ctx.target),
+        read_checkout(remote, &ctx.target.dir)
+    );
     let (stack, checkout) = (stack?, checkout?);
     let services: Vec<ServiceState> = stack
         .containers
@@ -79,16 +88,28 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
             restarts: c.restarts,
             oom_killed: c.oom_killed,
             started_at: c.started_at.clone(),
-            uptime: c.running().then(|| uptime(&c.started_at, stack.host_time)).flatten(),
+            uptime: c
+                .running()
+                .then(|| uptime(&c.started_at, stack.host_time))
+                .flatten(),
             image: c.image.clone(),
         })
         .collect();
     if ctx.out.json {
         let envelope = Envelope::new("status", ctx, true);
-        ctx.out.json_doc(&Report { envelope, project: stack.project.clone(), services, checkout })?;
+        ctx.out.json_doc(&Report {
+            envelope,
+            project: stack.project.clone(),
+            services,
+            checkout,
+        })?;
         return Ok(Exit::Ok);
     }
-    ctx.out.status(format!("status of {}, compose project {}", ctx.target_label(), stack.project.as_deref().unwrap_or("(none running)")));
+    ctx.out.status(format!(
+        "status of {}, compose project {}",
+        ctx.target_label(),
+        stack.project.as_deref().unwrap_or("(none running)")
+    ));
     let rows = services
         .iter()
         .map(|s| {
@@ -102,13 +123,20 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
             ]
         })
         .collect();
-    let mut text = ctx.out.table(&["SERVICE", "STATE", "HEALTH", "RESTARTS", "UPTIME", "IMAGE"], rows);
+    let mut text = ctx.out.table(
+        &["SERVICE", "STATE", "HEALTH", "RESTARTS", "UPTIME", "IMAGE"],
+        rows,
+    );
     text.push_str(&format!(
         "\n\ncheckout {} at {} ({}{}), VERSION {}",
         ctx.target.dir,
         checkout.describe,
         checkout.branch.as_deref().unwrap_or("detached HEAD"),
-        if checkout.dirty { ", uncommitted changes" } else { "" },
+        if checkout.dirty {
+            ", uncommitted changes"
+        } else {
+            ""
+        },
         checkout.version.as_deref().unwrap_or("unknown"),
     ));
     ctx.out.print(&text)?;

@@ -121,14 +121,32 @@ mod tests {
 
     #[test]
     fn plain_words_stay_readable() {
-        let c = RemoteCommand::new(["docker", "compose", "-f", "infrastructure/docker-compose.yml", "ps"]);
-        assert_eq!(c.render(), "docker compose -f infrastructure/docker-compose.yml ps");
+        let c = RemoteCommand::new([
+            "docker",
+            "compose",
+            "-f",
+            "infrastructure/docker-compose.yml",
+            "ps",
+        ]);
+        assert_eq!(
+            c.render(),
+            "docker compose -f infrastructure/docker-compose.yml ps"
+        );
     }
 
     #[test]
     fn hostile_words_are_quoted_whole() {
-        let c = RemoteCommand::new(["echo", "$(touch /tmp/x)", "a b", "it's", "`id`", "x;y", "", "a\nb"])
-            .in_dir("/srv/ctops sandbox/it's");
+        let c = RemoteCommand::new([
+            "echo",
+            "$(touch /tmp/x)",
+            "a b",
+            "it's",
+            "`id`",
+            "x;y",
+            "",
+            "a\nb",
+        ])
+        .in_dir("/srv/ctops sandbox/it's");
         assert_eq!(
             c.render(),
             "cd '/srv/ctops sandbox/it'\\''s' && echo '$(touch /tmp/x)' 'a b' 'it'\\''s' '`id`' 'x;y' '' 'a\nb'"
@@ -137,10 +155,23 @@ mod tests {
 
     #[test]
     fn quoting_round_trips_through_a_real_shell() {
-        let words = ["$(id)", "a b", "it's", "`x`", "\\", "\"q\"", "*", "~", "a\nb", "é ü"];
-        let c = RemoteCommand::new(std::iter::once("printf").chain(std::iter::once("%s\\0")).chain(words));
-        let out = std::process::Command::new("sh").arg("-c").arg(c.render()).output().unwrap();
-        let got: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().split_terminator('\0').collect();
+        let words = [
+            "$(id)", "a b", "it's", "`x`", "\\", "\"q\"", "*", "~", "a\nb", "é ü",
+        ];
+        let c = RemoteCommand::new(
+            std::iter::once("printf")
+                .chain(std::iter::once("%s\\0"))
+                .chain(words),
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c.render())
+            .output()
+            .unwrap();
+        let got: Vec<&str> = std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .split_terminator('\0')
+            .collect();
         assert_eq!(got, words);
     }
 

@@ -23,7 +23,10 @@ pub fn control_root() -> Result<PathBuf, Error> {
     let mkdir = std::fs::DirBuilder::new().mode(0o700).create(&root);
     if let Err(e) = mkdir {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(Error::failed(format!("cannot create control directory `{}`: {e}", root.display())));
+            return Err(Error::failed(format!(
+                "cannot create control directory `{}`: {e}",
+                root.display()
+            )));
         }
     }
     let meta = std::fs::symlink_metadata(&root)
@@ -40,9 +43,17 @@ pub fn control_root() -> Result<PathBuf, Error> {
 
 /// Ends the masters of ctops processes that died without closing them (SIGKILL, a crash).
 pub async fn sweep_stale_masters(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if pid == std::process::id() || is_running_ctops(pid) {
             continue;
         }
@@ -60,8 +71,14 @@ fn is_running_ctops(pid: u32) -> bool {
 }
 
 fn control_sockets(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries.flatten().map(|e| e.path().join("master")).filter(|p| p.exists()).collect()
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path().join("master"))
+        .filter(|p| p.exists())
+        .collect()
 }
 
 /// Connects to the target's host with strict host key checking and keepalives.
@@ -106,8 +123,15 @@ fn error_text(e: &openssh::Error) -> String {
 /// Turns what ssh said into an error with exit code 3 and a `help:` line.
 pub fn classify(host: &str, ssh_said: &str, connect_timeout: Duration) -> Error {
     let said = ssh_said.trim();
-    let last_line = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(said).trim();
-    let (what, help) = if said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || said.contains("has changed and you have requested strict checking") {
+    let last_line = said
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(said)
+        .trim();
+    let (what, help) = if said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || said.contains("has changed and you have requested strict checking")
+    {
         (
             "host key mismatch: the host key differs from the one in known_hosts".to_string(),
             "this may be an attack or a reinstalled host; verify the new key out of band, then update known_hosts (ssh-keygen -R HOST)".to_string(),
@@ -117,15 +141,21 @@ pub fn classify(host: &str, ssh_said: &str, connect_timeout: Duration) -> Error 
             "unknown host key: the host is not in known_hosts (strict checking is on)".to_string(),
             "verify the host's key fingerprint out of band and add it to known_hosts (ssh-keyscan) before connecting".to_string(),
         )
-    } else if said.contains("Permission denied") || said.contains("Too many authentication failures") {
+    } else if said.contains("Permission denied")
+        || said.contains("Too many authentication failures")
+    {
         (
             format!("authentication refused: {last_line}"),
             "ctops runs ssh with BatchMode=yes: only keys from ssh-agent or unencrypted key files work; check `ssh HOST` works without a prompt".to_string(),
         )
     } else if said.contains("timed out") || said.contains("Timeout") {
         (
-            format!("connect timeout after {}s (timeouts.connect): {last_line}", connect_timeout.as_secs()),
-            "the host did not answer in time; check the network, or raise timeouts.connect".to_string(),
+            format!(
+                "connect timeout after {}s (timeouts.connect): {last_line}",
+                connect_timeout.as_secs()
+            ),
+            "the host did not answer in time; check the network, or raise timeouts.connect"
+                .to_string(),
         )
     } else {
         (
@@ -151,9 +181,13 @@ mod tests {
     fn ssh_messages_are_classified() {
         assert!(kind("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.").contains("mismatch"));
         assert!(kind("No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\r\nHost key verification failed.").contains("unknown host key"));
-        assert!(kind("deploy@127.0.0.1: Permission denied (publickey).").contains("authentication refused"));
+        assert!(kind("deploy@127.0.0.1: Permission denied (publickey).")
+            .contains("authentication refused"));
         assert!(kind("Connection timed out during banner exchange").contains("connect timeout"));
-        assert!(kind("ssh: connect to host 127.0.0.1 port 1: Connection refused").contains("unreachable"));
+        assert!(
+            kind("ssh: connect to host 127.0.0.1 port 1: Connection refused")
+                .contains("unreachable")
+        );
     }
 
     #[test]

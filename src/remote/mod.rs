@@ -90,14 +90,26 @@ impl Remote {
     }
 
     /// Runs a command with `input` on its stdin (secrets travel this way, never in argv).
-    pub async fn run_with_input(&self, cmd: &RemoteCommand, input: Option<&[u8]>) -> Result<Captured, Error> {
-        let _permit = self.channels.acquire().await.expect("semaphore never closed");
+    pub async fn run_with_input(
+        &self,
+        cmd: &RemoteCommand,
+        input: Option<&[u8]>,
+    ) -> Result<Captured, Error> {
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         let timeout = self.timeout_of(cmd);
         let work = async {
-            let mut child = self.spawn(cmd, input.is_some() || cmd.stops_on_disconnect()).await?;
+            let mut child = self
+                .spawn(cmd, input.is_some() || cmd.stops_on_disconnect())
+                .await?;
             let mut stdin = child.stdin().take();
             if let (Some(pipe), Some(data)) = (stdin.as_mut(), input) {
-                pipe.write_all(data).await.map_err(|e| self.io_error(cmd, e))?;
+                pipe.write_all(data)
+                    .await
+                    .map_err(|e| self.io_error(cmd, e))?;
                 pipe.shutdown().await.map_err(|e| self.io_error(cmd, e))?;
                 stdin = None;
             }
@@ -108,7 +120,11 @@ impl Remote {
             ro.and(re).map_err(|err| self.io_error(cmd, err))?;
             drop(stdin);
             let status = child.wait().await.map_err(|err| self.lost(cmd, err))?;
-            Ok(Captured { status: status.code().unwrap_or(255), stdout: o, stderr: e })
+            Ok(Captured {
+                status: status.code().unwrap_or(255),
+                stdout: o,
+                stderr: e,
+            })
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(result) => result,
@@ -118,11 +134,20 @@ impl Remote {
 
     /// Runs a command with its stdout copied to `sink` as it arrives (stderr to ours).
     /// Returns the exit status. `timeout: None` streams until the command ends.
-    pub async fn stream<W>(&self, cmd: &RemoteCommand, sink: &mut W, timeout: Option<Duration>) -> Result<i32, Error>
+    pub async fn stream<W>(
+        &self,
+        cmd: &RemoteCommand,
+        sink: &mut W,
+        timeout: Option<Duration>,
+    ) -> Result<i32, Error>
     where
         W: AsyncWrite + Unpin,
     {
-        let _permit = self.channels.acquire().await.expect("semaphore never closed");
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         let work = async {
             let mut child = self.spawn(cmd, true).await?;
             // Held open so the host-side watcher sees EOF only when we go away.
@@ -133,21 +158,32 @@ impl Remote {
             let copy_err = copy_flushing(stderr, tokio::io::stderr());
             let (ro, re) = tokio::join!(copy_out, copy_err);
             // A closed local stdout (`| head`) is not a remote failure: hand it up as is.
-            ro.map_err(|e| Error::failed(format!("writing the output of `{}`", cmd.label())).with_source(e))?;
+            ro.map_err(|e| {
+                Error::failed(format!("writing the output of `{}`", cmd.label())).with_source(e)
+            })?;
             re.map_err(|e| self.io_error(cmd, e))?;
             let status = child.wait().await.map_err(|e| self.lost(cmd, e))?;
             Ok(status.code().unwrap_or(255))
         };
         match timeout {
-            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err(self.timed_out(cmd, limit))),
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out(cmd, limit))),
             None => work.await,
         }
     }
 
-    async fn spawn(&self, cmd: &RemoteCommand, stdin: bool) -> Result<openssh::Child<&Session>, Error> {
+    async fn spawn(
+        &self,
+        cmd: &RemoteCommand,
+        stdin: bool,
+    ) -> Result<openssh::Child<&Session>, Error> {
         if self.dry_run && !cmd.read_only {
             // Operations must not get here under --dry-run; this is the last line of defence.
-            return Err(Error::failed(format!("refusing to run `{}` during --dry-run", cmd.render())));
+            return Err(Error::failed(format!(
+                "refusing to run `{}` during --dry-run",
+                cmd.render()
+            )));
         }
         let rendered = cmd.render();
         self.out.echo_remote(&self.host, &rendered);
@@ -172,12 +208,23 @@ impl Remote {
         let local = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| Error::failed(format!("cannot pick a local port for forwarding: {e}")))?;
-        self.out.echo_local(&format!("forward {local} -> {host}:{port} on {}", self.host));
-        let remote = Socket::TcpSocket { host: host.to_string().into(), port };
+        self.out.echo_local(&format!(
+            "forward {local} -> {host}:{port} on {}",
+            self.host
+        ));
+        let remote = Socket::TcpSocket {
+            host: host.to_string().into(),
+            port,
+        };
         self.session
             .request_port_forward(ForwardType::Local, local, remote)
             .await
-            .map_err(|e| Error::failed(format!("port forward to {host}:{port} on {} failed: {e}", self.host)))?;
+            .map_err(|e| {
+                Error::failed(format!(
+                    "port forward to {host}:{port} on {} failed: {e}",
+                    self.host
+                ))
+            })?;
         forwards.insert((host.to_string(), port), local);
         Ok(local)
     }
@@ -195,9 +242,24 @@ impl Remote {
 
     pub fn exited(&self, cmd: &RemoteCommand, status: i32, stderr: &[u8]) -> Error {
         let stderr = String::from_utf8_lossy(stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-        let detail = if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" / ")) };
-        Error::failed(format!("`{}` exited {status} on {}{detail}", cmd.label(), self.host))
+        let tail: Vec<&str> = stderr
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let detail = if tail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", tail.join(" / "))
+        };
+        Error::failed(format!(
+            "`{}` exited {status} on {}{detail}",
+            cmd.label(),
+            self.host
+        ))
     }
 
     fn timed_out(&self, cmd: &RemoteCommand, after: Duration) -> Error {
@@ -207,16 +269,26 @@ impl Remote {
             humantime::format_duration(after),
             self.host
         ))
-        .with_help("the remote command was stopped; raise the timeout in [timeouts] if it needs longer")
+        .with_help(
+            "the remote command was stopped; raise the timeout in [timeouts] if it needs longer",
+        )
     }
 
     fn lost(&self, cmd: &RemoteCommand, e: openssh::Error) -> Error {
-        Error::connection(format!("connection to {} lost while running `{}`: {e}", self.host, cmd.label()))
-            .with_help("check the link and run `ctops status` to see the state of the host")
+        Error::connection(format!(
+            "connection to {} lost while running `{}`: {e}",
+            self.host,
+            cmd.label()
+        ))
+        .with_help("check the link and run `ctops status` to see the state of the host")
     }
 
     fn io_error(&self, cmd: &RemoteCommand, e: std::io::Error) -> Error {
-        Error::connection(format!("i/o with `{}` on {} failed: {e}", cmd.label(), self.host))
+        Error::connection(format!(
+            "i/o with `{}` on {} failed: {e}",
+            cmd.label(),
+            self.host
+        ))
     }
 }
 

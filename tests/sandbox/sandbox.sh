@@ -52,11 +52,12 @@ logged() {
     fi
 }
 
-# Runs a command as deploy in the checkout, with a clean environment like an SSH login's.
-as_deploy() {
-    (cd "$CHECKOUT" && runuser -u "$DEPLOY" -- env -i HOME="$DEPLOY_HOME" USER="$DEPLOY" \
-        LOGNAME="$DEPLOY" SHELL=/bin/bash PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 "$@")
+# Runs a command as deploy with a clean environment like an SSH login's.
+deploy_run() {
+    runuser -u "$DEPLOY" -- env -i HOME="$DEPLOY_HOME" USER="$DEPLOY" LOGNAME="$DEPLOY" \
+        SHELL=/bin/bash PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 "$@"
 }
+as_deploy() { (cd "$CHECKOUT" && deploy_run "$@"); }
 compose() { as_deploy docker compose --progress=plain -f "$COMPOSE_FILE" "$@"; }
 container() { printf '%s-%s-1' "$PROJECT" "$1"; }
 
@@ -65,7 +66,8 @@ sandbox_hash() {
         LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)
 }
 
-env_value() { sed -n "s/^$1=//p" "$STATE/env.initial" | tail -n 1; }
+# A value from the checkout's live .env (tests may have changed it since reset-host).
+env_value() { sed -n "s/^$1=//p" "$CHECKOUT/infrastructure/.env" | tail -n 1; }
 
 # ---------------------------------------------------------------- installation
 
@@ -126,7 +128,7 @@ ensure_dockerd() {
         log "starting dockerd (log: $STATE/dockerd.log)"
         mkdir -p "$STATE"
         setsid dockerd --storage-driver=vfs --bridge=none --iptables=false \
-            </dev/null >>"$STATE/dockerd.log" 2>&1 &
+            </dev/null >>"$STATE/dockerd.log" 2>&1 9>&- &
     fi
     local i
     for i in $(seq 1 120); do
@@ -215,7 +217,7 @@ ensure_sshd() {
     log "starting sshd on 127.0.0.1:$SSH_PORT"
     mkdir -p /run/sshd && chmod 0755 /run/sshd
     /usr/sbin/sshd -t -f "$STATE/sshd/sshd_config" || die "invalid sshd_config"
-    /usr/sbin/sshd -f "$STATE/sshd/sshd_config" -E "$STATE/sshd/sshd.log"
+    /usr/sbin/sshd -f "$STATE/sshd/sshd_config" -E "$STATE/sshd/sshd.log" 9>&-
     local i
     for i in $(seq 1 50); do
         (exec 3<>/dev/tcp/127.0.0.1/$SSH_PORT) 2>/dev/null && return
@@ -313,14 +315,15 @@ EOF
 # The checkout at the initial ref on branch main (upstream origin/main), clean, with
 # origin's refs as first generated.
 reset_git() {
-    local origin_refs
-    origin_refs=$(git -C "$ORIGIN" for-each-ref --format='%(objectname) %(refname)')
-    if [ "$origin_refs" != "$(cat "$STATE/origin.refs")" ]; then
+    local refs
+    refs=$(deploy_run git -C "$ORIGIN" for-each-ref --format='%(objectname) %(refname)')
+    if [ "$refs" != "$(cat "$STATE/origin.refs")" ]; then
         log "restoring origin's refs"
         {
-            git -C "$ORIGIN" for-each-ref --format='delete %(refname)'
-            sed 's/^\([0-9a-f]*\) \(.*\)$/create \2 \1/' "$STATE/origin.refs"
-        } | runuser -u "$DEPLOY" -- git -C "$ORIGIN" update-ref --stdin
+            LC_ALL=C comm -23 <(awk '{ print $2 }' <<<"$refs" | LC_ALL=C sort) \
+                <(awk '{ print $2 }' "$STATE/origin.refs" | LC_ALL=C sort) | sed 's/^/delete /'
+            awk '{ print "update " $2 " " $1 }' "$STATE/origin.refs"
+        } | deploy_run git -C "$ORIGIN" update-ref --stdin
     fi
     as_deploy bash -euo pipefail -c '
         ref=$1 origin=$2
@@ -342,8 +345,8 @@ create_host_dirs() {
     "$HERE/make-origin.sh" "$tmp" >>"$STATE/sandbox.log" 2>&1 || die "make-origin.sh failed"
     chown -R "$DEPLOY:$DEPLOY" "$tmp"
     mv "$tmp" "$ORIGIN"
-    git -C "$ORIGIN" for-each-ref --format='%(objectname) %(refname)' >"$STATE/origin.refs"
-    runuser -u "$DEPLOY" -- git clone -q "$ORIGIN" "$CHECKOUT"
+    deploy_run git -C "$ORIGIN" for-each-ref --format="%(objectname) %(refname)" >"$STATE/origin.refs"
+    (cd "$BASE" && deploy_run git clone -q "$ORIGIN" "$CHECKOUT")
     reset_git
     restore_env_file
 }
@@ -352,6 +355,7 @@ create_host_dirs() {
 
 # psql inside the postgres container over its unix socket (trust), as the superuser trader.
 pg_exec() { docker exec -i "$(container postgres)" psql -X -q -v ON_ERROR_STOP=1 -U trader "$@"; }
+pg_query() { pg_exec -d postgres -At -c "$1" </dev/null; }
 
 wait_pg_socket() {
     local deadline=$((SECONDS + WAIT_SECONDS))
@@ -376,12 +380,12 @@ EOF
 CREATE DATABASE $SEED_DB TEMPLATE trader_psy OWNER trader;
 ALTER DATABASE $SEED_DB ALLOW_CONNECTIONS false;
 EOF
-    pg_exec -d postgres -Atc "SELECT rolpassword FROM pg_authid WHERE rolname = 'trader'" >"$STATE/pg_verifier"
+    pg_query "SELECT rolpassword FROM pg_authid WHERE rolname = 'trader'" >"$STATE/pg_verifier"
 }
 
 # Every database but the template back to the seed state, and the role's password back.
 reset_database() {
-    if [ "$(pg_exec -d postgres -Atc "SELECT count(*) FROM pg_database WHERE datname = '$SEED_DB'")" != 1 ]; then
+    if [ "$(pg_query "SELECT count(*) FROM pg_database WHERE datname = '$SEED_DB'")" != 1 ]; then
         log "template database $SEED_DB is missing: migrating again"
         build_seed_database
         return
@@ -478,6 +482,7 @@ not_ready() {
         --filter label=com.docker.compose.oneoff=False --format '{{.ID}}' | xargs -r docker inspect -f \
         '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' 2>/dev/null || true)
     for svc in "${SERVICES[@]}"; do
+        state="" health=""
         read -r state health < <(awk -v s="$svc" '$1 == s { print $2, $3 }' <<<"$ps") || true
         if [ "${state:-}" != running ]; then
             echo "$svc: container ${state:-missing}"
@@ -520,7 +525,10 @@ teardown() {
         docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker rm -f >/dev/null
         docker ps -aq --filter label=ctops.sandbox | xargs -r docker rm -f >/dev/null
         docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker volume rm -f >/dev/null
-        docker images -q --filter label=ctops.sandbox | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+        local pass
+        for pass in 1 2; do   # a parent image goes once its children are gone
+            docker images -q --filter label=ctops.sandbox | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+        done
     fi
     stop_sshd
     rm -rf "$BASE"

@@ -1,0 +1,138 @@
+//! Config and command-line errors: exit 2 naming the key and line, before any connection.
+
+use crate::util::*;
+
+fn with_config(text: &str, args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctops.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut all = vec!["--config", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    ctops(all).run()
+}
+
+#[test]
+fn unknown_key_is_refused_with_key_and_line() {
+    let run = with_config(
+        "[targets.a]\nssh = \"h\"\nhealth_ulr = \"x\"\n",
+        &["status"],
+    )
+    .expect(2);
+    assert!(
+        run.stderr().contains("health_ulr") && run.stderr().contains("line 3"),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn wrong_type_is_refused_with_key_and_line() {
+    let run = with_config(
+        "[targets.a]\nssh = \"h\"\n\n[timeouts]\nconnect = 5\n",
+        &["health"],
+    )
+    .expect(2);
+    assert!(
+        run.stderr().contains("line 5") && run.stderr().contains("connect"),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn missing_target_is_refused_naming_it() {
+    let run = with_config(
+        "[targets.a]\nssh = \"h\"\n",
+        &["status", "--target", "staging"],
+    )
+    .expect(2);
+    assert!(
+        run.stderr().contains("`staging`") && run.stderr().contains("help: defined targets: a"),
+        "{}",
+        run.describe()
+    );
+    let run = with_config(
+        "default_target = \"prod\"\n[targets.a]\nssh = \"h\"\n",
+        &["status"],
+    )
+    .expect(2);
+    assert!(run.stderr().contains("line 1"), "{}", run.describe());
+}
+
+#[test]
+fn config_errors_have_a_json_document() {
+    let run = with_config("[targets.a]\nssh = 1\n", &["status", "--json"]).expect(2);
+    let doc = run.json();
+    assert_schema("error.json", &doc);
+    assert_eq!(doc["error"]["kind"], "usage");
+}
+
+#[test]
+fn no_config_anywhere_is_a_usage_error() {
+    let run = ctops(["status"]).run().expect(2);
+    assert!(
+        run.stderr().contains("no config file found"),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn config_check_prints_the_resolved_target() {
+    let production = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ctops.toml");
+    let run = ctops(["--config", production, "config", "check"])
+        .run()
+        .expect(0);
+    assert!(
+        run.stdout().contains("ssh = \"trader-psy\""),
+        "{}",
+        run.describe()
+    );
+    assert!(run
+        .stdout()
+        .contains("health_url = \"https://api.calmtrader.ai/health\""));
+    let run = ctops(["--config", production, "config", "check", "--json"])
+        .run()
+        .expect(0);
+    let doc = run.json();
+    assert_schema("config-check.json", &doc);
+    assert_eq!(doc["config"]["backup_dir"], "/opt/backups");
+}
+
+#[test]
+fn config_is_found_in_the_working_directory_with_a_warning_for_ssh_config() {
+    let c = ctops(["config", "check"]);
+    std::fs::create_dir(c.home().join("config")).unwrap();
+    std::fs::write(
+        c.home().join("config/ctops.toml"),
+        "[targets.a]\nssh = \"h\"\nssh_config = \"my_ssh\"\n",
+    )
+    .unwrap();
+    let home = c.home().to_path_buf();
+    let run = c.run().expect(0);
+    assert!(
+        run.stderr().contains("warning:") && run.stderr().contains("ProxyCommand"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stdout()
+            .contains(&home.join("config/my_ssh").display().to_string()),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let run = ctops(["completions", "bash"]).run().expect(0);
+    assert!(run.stdout().contains("ctops") && run.stdout().contains("health"));
+    let run = ctops(["man"]).run().expect(0);
+    assert!(run.stdout().contains(".TH ctops"), "{}", run.describe());
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    ctops(["logs", "--tail", "many"]).run().expect(2);
+    ctops(["frobnicate"]).run().expect(2);
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a used one: provisions the sandbox host
+# (idempotent: installs Docker, compose v2, sshd and the fixture stack when missing, starts
+# what is stopped, waits for health), then runs the unit and integration tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tests/sandbox/sandbox.sh up
+export CTOPS_SANDBOX="${CTOPS_SANDBOX:-/var/tmp/ctops-sandbox}"
+cargo test --locked --all-targets -- --test-threads "${CTOPS_TEST_THREADS:-4}"

@@ -1,0 +1,11 @@
+//! Integration tests: the built `ctops` binary against the sandbox host
+//! (`tests/sandbox/sandbox.sh up`), checking outcomes on the host, not just exit codes.
+
+mod util;
+
+mod cli;
+mod connection;
+mod health;
+mod logs;
+mod quoting;
+mod status;
