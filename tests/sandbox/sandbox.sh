@@ -114,6 +114,7 @@ ensure_compose() {
 ensure_s3s_fs() {
     [ -x /usr/local/bin/s3s-fs ] && return
     log "installing s3s-fs 0.14.1 with cargo (takes a few minutes)"
+    # shellcheck source=/dev/null
     command -v cargo >/dev/null || { [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"; }
     command -v cargo >/dev/null || die "cargo is needed to install s3s-fs"
     cargo install s3s-fs@0.14.1 --features binary --locked --root /usr/local >&2 ||
@@ -130,8 +131,7 @@ ensure_dockerd() {
         setsid dockerd --storage-driver=vfs --bridge=none --iptables=false \
             </dev/null >>"$STATE/dockerd.log" 2>&1 9>&- &
     fi
-    local i
-    for i in $(seq 1 120); do
+    for _ in $(seq 1 120); do
         docker info >/dev/null 2>&1 && return
         sleep 0.5
     done
@@ -153,6 +153,7 @@ ensure_base_image() {
     docker image inspect sandbox-base >/dev/null 2>&1 && return
     local tmp
     tmp=$(mktemp -d)
+    chmod 0755 "$tmp"   # the containers' / (mktemp made it 0700)
     mkdir -p "$tmp/tmp" && chmod 1777 "$tmp/tmp"
     ln -s usr/bin "$tmp/bin"; ln -s usr/lib "$tmp/lib"; ln -s usr/lib64 "$tmp/lib64"; ln -s usr/sbin "$tmp/sbin"
     tar -C "$tmp" -c . | docker import --change 'LABEL ctops.sandbox=1' - sandbox-base >/dev/null
@@ -218,8 +219,7 @@ ensure_sshd() {
     mkdir -p /run/sshd && chmod 0755 /run/sshd
     /usr/sbin/sshd -t -f "$STATE/sshd/sshd_config" || die "invalid sshd_config"
     /usr/sbin/sshd -f "$STATE/sshd/sshd_config" -E "$STATE/sshd/sshd.log" 9>&-
-    local i
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         (exec 3<>/dev/tcp/127.0.0.1/$SSH_PORT) 2>/dev/null && return
         sleep 0.1
     done
@@ -325,6 +325,7 @@ reset_git() {
             awk '{ print "update " $2 " " $1 }' "$STATE/origin.refs"
         } | deploy_run git -C "$ORIGIN" update-ref --stdin
     fi
+    # shellcheck disable=SC2016 # expanded by the inner shell
     as_deploy bash -euo pipefail -c '
         ref=$1 origin=$2
         git remote set-url origin "$origin"
@@ -380,7 +381,7 @@ EOF
 CREATE DATABASE $SEED_DB TEMPLATE trader_psy OWNER trader;
 ALTER DATABASE $SEED_DB ALLOW_CONNECTIONS false;
 EOF
-    pg_query "SELECT rolpassword FROM pg_authid WHERE rolname = 'trader'" >"$STATE/pg_verifier"
+    (umask 077 && pg_query "SELECT rolpassword FROM pg_authid WHERE rolname = 'trader'" >"$STATE/pg_verifier")
 }
 
 # Every database but the template back to the seed state, and the role's password back.
@@ -461,6 +462,21 @@ remove_stray_containers() {
         awk -v p="$PROJECT" '$2 != p || $3 == "True" { print $1 }' | xargs -r docker rm -f >/dev/null
 }
 
+# Resumes what a test froze: paused containers of the stack, and SIGSTOPped processes in them.
+thaw() {
+    local ps ids paused pid
+    ps=$(docker ps --no-trunc --filter "label=com.docker.compose.project=$PROJECT" --format '{{.ID}} {{.State}}')
+    [ -n "$ps" ] || return 0
+    paused=$(awk '$2 == "paused" { print $1 }' <<<"$ps")
+    [ -z "$paused" ] || xargs docker unpause <<<"$paused" >/dev/null
+    ids=$(awk '{ print $1 }' <<<"$ps")
+    for pid in $(ps -eo pid=,stat= | awk '$2 ~ /^T/ { print $1 }'); do
+        if grep -qF "$ids" "/proc/$pid/cgroup" 2>/dev/null; then
+            kill -CONT "$pid" 2>/dev/null || true
+        fi
+    done
+}
+
 # Recreates services whose container restarted (so restart counts start at 0).
 recreate_restarted() {
     local restarted
@@ -470,14 +486,14 @@ recreate_restarted() {
         '{{index .Config.Labels "com.docker.compose.service"}} {{.RestartCount}}' |
         awk '$2 != 0 { print $1 }')
     [ -z "$restarted" ] && return
-    log "recreating restarted services: $(echo $restarted)"
+    log "recreating restarted services: ${restarted//$'\n'/ }"
     # shellcheck disable=SC2086
     logged compose up -d --force-recreate --no-deps $restarted
 }
 
 # One pass over every check; prints what is not ready yet (nothing when all are).
 not_ready() {
-    local ps svc state health body code
+    local ps svc state health body code problems=""
     ps=$(docker ps -a --filter "label=com.docker.compose.project=$PROJECT" \
         --filter label=com.docker.compose.oneoff=False --format '{{.ID}}' | xargs -r docker inspect -f \
         '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' 2>/dev/null || true)
@@ -485,33 +501,42 @@ not_ready() {
         state="" health=""
         read -r state health < <(awk -v s="$svc" '$1 == s { print $2, $3 }' <<<"$ps") || true
         if [ "${state:-}" != running ]; then
-            echo "$svc: container ${state:-missing}"
+            problems+="$svc: container ${state:-missing}"$'\n'
         elif [ "$health" != none ] && [ "$health" != healthy ]; then
-            echo "$svc: docker health $health"
+            problems+="$svc: docker health $health"$'\n'
         fi
     done
     body=$(curl -s -m 4 "$HEALTH_URL" 2>/dev/null || true)
     case $body in
         *'"status": "ok"'*'"database": true'*) ;;
-        *) echo "api: /health answered '${body:-nothing}'" ;;
+        *) problems+="api: /health answered '${body:-nothing}'"$'\n' ;;
     esac
     PGPASSWORD=$(env_value POSTGRES_PASSWORD) PGCONNECT_TIMEOUT=2 "$PSQL" -X -At -h 127.0.0.1 \
         -p "$PG_PORT" -U trader -d trader_psy -c 'SELECT 1' >/dev/null 2>&1 ||
-        echo "postgres: no TCP password login on 127.0.0.1:$PG_PORT"
-    [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || echo "redis: no PONG on 127.0.0.1:$REDIS_PORT"
-    code=$(curl -s -o /dev/null -m 4 -w '%{http_code}' "$S3_ENDPOINT/" 2>/dev/null || true)
-    [ "$code" = "$S3_ANON_STATUS" ] || echo "minio: GET / answered ${code:-nothing}, expected $S3_ANON_STATUS"
+        problems+="postgres: no TCP password login on 127.0.0.1:$PG_PORT"$'\n'
+    [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] ||
+        problems+="redis: no PONG on 127.0.0.1:$REDIS_PORT"$'\n'
+    # s3s-fs logs an error for every anonymous request: ask only once the rest is ready
+    # (the container's own healthcheck is a TCP connect).
+    if [ -z "$problems" ]; then
+        code=$(curl -s -o /dev/null -m 4 -w '%{http_code}' "$S3_ENDPOINT/" 2>/dev/null || true)
+        [ "$code" = "$S3_ANON_STATUS" ] ||
+            problems+="minio: GET / answered ${code:-nothing}, expected $S3_ANON_STATUS"$'\n'
+    fi
+    printf '%s' "$problems"
 }
 
 wait_healthy() {
-    local deadline=$((SECONDS + WAIT_SECONDS)) problems
+    local deadline=$((SECONDS + WAIT_SECONDS)) problems failing
     while problems=$(not_ready) && [ -n "$problems" ]; do
         if [ "$SECONDS" -ge "$deadline" ]; then
             log "error: the stack is not healthy after ${WAIT_SECONDS}s:"
-            sed 's/^/  /' <<<"$problems" >&2
+            printf '  %s\n' "${problems%$'\n'}" | sed '2,$s/^/  /' >&2
+            failing=$(cut -d: -f1 <<<"$problems" | sort -u | tr '\n' ' ')
             compose ps -a >&2 || true
-            compose logs --no-color --tail 30 >&2 || true
-            die "timed out waiting for the stack (logs above; engine log: $STATE/dockerd.log)"
+            # shellcheck disable=SC2086
+            compose logs --no-color --tail 30 $failing >&2 || true
+            die "timed out waiting for the stack (logs above; engine log: $STATE/dockerd.log; \`$0 reset-host\` restores the initial state)"
         fi
         sleep 0.3
     done
@@ -525,8 +550,7 @@ teardown() {
         docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker rm -f >/dev/null
         docker ps -aq --filter label=ctops.sandbox | xargs -r docker rm -f >/dev/null
         docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" | xargs -r docker volume rm -f >/dev/null
-        local pass
-        for pass in 1 2; do   # a parent image goes once its children are gone
+        for _ in 1 2; do   # a parent image goes once its children are gone
             docker images -q --filter label=ctops.sandbox | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
         done
     fi
@@ -584,6 +608,9 @@ intact() {
 # Everything `up` and `reset-host` need before they look at the stack.
 prepare() {
     mkdir -p "$STATE"
+    if [ "$(stat -c %s "$STATE/sandbox.log" 2>/dev/null || echo 0)" -gt 1000000 ]; then
+        : >"$STATE/sandbox.log"
+    fi
     ensure_packages
     ensure_compose
     ensure_s3s_fs
@@ -607,6 +634,7 @@ cmd_up() {
     CREATED=0
     prepare
     if [ "$CREATED" = 0 ]; then
+        thaw
         logged compose up -d
         wait_healthy
     fi
@@ -619,6 +647,7 @@ cmd_reset_host() {
     CREATED=0
     prepare
     if [ "$CREATED" = 0 ]; then
+        thaw
         remove_stray_containers
         reset_git
         restore_env_file
@@ -630,6 +659,7 @@ cmd_reset_host() {
         reset_object_store
         redis-cli -p "$REDIS_PORT" flushall >/dev/null 2>&1 || true
         find "$BACKUPS" "$STATE/local-backups" -mindepth 1 -delete
+        docker image prune -f --filter label=ctops.sandbox >/dev/null
         wait_healthy
     fi
     local version
