@@ -98,6 +98,7 @@ ensure_compose() {
     log "installing the docker compose v2 plugin (from Debian trixie's docker-compose package)"
     local tmp o rc=0
     tmp=$(mktemp -d)
+    chmod 0755 "$tmp"   # apt downloads as _apt
     mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial"
     echo 'deb http://deb.debian.org/debian trixie main' >"$tmp/sources.list"
     o=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
