@@ -354,6 +354,7 @@ pub fn load(path: &Path, origin: Origin, target: Option<&str>) -> Result<Loaded,
     } else {
         base
     };
+    let base = std::path::absolute(&base).unwrap_or(base);
     let mut loaded = parse(&text, path, &base, target)?;
     if origin == Origin::WorkingDir && loaded.target.ssh_config.is_some() {
         loaded.warnings.push(format!(

@@ -168,18 +168,28 @@ fn a_refused_key_says_what_batch_mode_allows() {
 #[test]
 fn sigkill_leaves_no_master_after_the_next_invocation() {
     let _lock = shared();
-    let control = tempfile::tempdir().unwrap();
+    let control = private_tempdir();
     let (mut child, _home) = sandbox_ctops(["logs", "bot", "-f", "--tail", "1"])
         .env("CTOPS_CONTROL_DIR", control.path())
         .spawn();
     // Wait for the first line: the connection and the remote `logs -f` are up.
     let mut first = [0u8; 1];
-    child
+    if child
         .stdout
         .as_mut()
         .unwrap()
         .read_exact(&mut first)
-        .unwrap();
+        .is_err()
+    {
+        let mut stderr = String::new();
+        child
+            .stderr
+            .as_mut()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        panic!("ctops logs -f ended early: {:?}\n{stderr}", child.wait());
+    }
     let needle = control.path().display().to_string();
     assert!(
         !processes_matching(&needle).is_empty(),

@@ -48,7 +48,7 @@ fn logs_prints_the_last_n_lines_exactly() {
 #[test]
 fn follow_shows_new_lines_and_ends_cleanly_on_sigint() {
     let _lock = shared();
-    let control = tempfile::tempdir().unwrap();
+    let control = private_tempdir();
     let (mut child, _home) = sandbox_ctops(["logs", "bot", "-f", "--tail", "0"])
         .env("CTOPS_CONTROL_DIR", control.path())
         .spawn();

@@ -17,7 +17,7 @@ fn hostile_service_names_are_refused_before_connecting() {
         "bot\ntouch /tmp/ctops-pwned",
         "-f",
     ] {
-        let run = sandbox_ctops(["logs", name]).run().expect(2);
+        let run = sandbox_ctops(["logs", "--", name]).run().expect(2);
         assert!(
             run.stderr().contains("invalid service name"),
             "{}",
@@ -92,7 +92,10 @@ fn a_checkout_path_with_spaces_and_quotes_is_used_as_is() {
     ])
     .run()
     .expect(0);
-    let commit = host(&format!("git -C {} rev-parse HEAD", shell_quote(CHECKOUT)));
+    let commit = host(&format!(
+        "git -c safe.directory='*' -C {} rev-parse HEAD",
+        shell_quote(CHECKOUT)
+    ));
     assert_eq!(
         run.json()["checkout"]["commit"],
         commit.trim(),

@@ -17,7 +17,9 @@ fn status_lists_every_service_and_the_checkout() {
     for s in ["api", "bot", "minio", "postgres", "redis"] {
         assert!(services.contains(&s), "{s} missing: {}", run.describe());
     }
-    let commit = host(&format!("git -C '{CHECKOUT}' rev-parse HEAD"));
+    let commit = host(&format!(
+        "git -c safe.directory='*' -C '{CHECKOUT}' rev-parse HEAD"
+    ));
     assert_eq!(doc["checkout"]["commit"], commit.trim());
     let version = host(&format!("cat '{CHECKOUT}/VERSION'"));
     assert_eq!(doc["checkout"]["version"], version.trim());

@@ -263,3 +263,11 @@ pub fn variant_config(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBu
     std::fs::write(&path, edit(text)).unwrap();
     path
 }
+
+/// A temporary directory only we can enter (for `CTOPS_CONTROL_DIR`).
+pub fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}

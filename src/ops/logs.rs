@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 
 use super::Envelope;
 use crate::cli::LogsArgs;
@@ -34,22 +34,16 @@ pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<Exit> {
     };
     let cmd = stack.compose(&ctx.target).logs(&args.services, &opts);
     let timeout = (!args.follow).then(|| ctx.target.timeouts.command());
-    let status = if ctx.out.json {
-        let single = (args.services.len() == 1).then(|| args.services[0].as_str());
-        let (mut writer, reader) = tokio::io::duplex(64 * 1024);
-        let stream = async {
-            let status = remote.stream(&cmd, &mut writer, timeout).await;
-            drop(writer);
-            status
-        };
-        let (status, printed) = tokio::join!(stream, print_json_lines(ctx, reader, single));
-        printed?;
-        status?
-    } else {
-        remote
-            .stream(&cmd, &mut tokio::io::stdout(), timeout)
-            .await?
+    let single = (args.services.len() == 1).then(|| args.services[0].as_str());
+    let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+    let stream = async {
+        let status = remote.stream(&cmd, &mut writer, timeout).await;
+        drop(writer);
+        status
     };
+    let (status, printed) = tokio::join!(stream, print_lines(ctx, reader, single));
+    printed?;
+    let status = status?;
     if status != 0 {
         return Err(Error::failed(format!(
             "`compose logs` exited {status} on {}",
@@ -61,16 +55,31 @@ pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-async fn print_json_lines(
+/// Prints each line as it arrives: as is, or as a JSON document with `--json`.
+async fn print_lines(
     ctx: &Ctx,
-    reader: impl tokio::io::AsyncRead + Unpin,
+    reader: impl AsyncRead + Unpin,
     single: Option<&str>,
 ) -> Result<()> {
-    let mut lines = BufReader::new(reader).lines();
-    while let Some(line) = lines.next_line().await? {
+    let mut reader = BufReader::new(reader);
+    let mut stdout = tokio::io::stdout();
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        if reader.read_until(b'\n', &mut raw).await? == 0 {
+            return Ok(());
+        }
+        let line = strip_line_clear(&raw);
+        if !ctx.out.json {
+            stdout.write_all(line).await?;
+            stdout.flush().await?;
+            continue;
+        }
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\n', '\r']);
         let (service, text) = match single {
-            Some(s) => (Some(s), line.as_str()),
-            None => split_prefix(&line),
+            Some(s) => (Some(s), text),
+            None => split_prefix(text),
         };
         ctx.out.json_doc(&LogLine {
             envelope: Envelope::new("logs", ctx, true),
@@ -78,7 +87,12 @@ async fn print_json_lines(
             line: text,
         })?;
     }
-    Ok(())
+}
+
+/// Compose 2.26 starts every log line with an "erase line" escape (`ESC [ 2 K`) even with
+/// `--no-color` and no TTY; the lines ctops prints are the service's own, byte for byte.
+fn strip_line_clear(line: &[u8]) -> &[u8] {
+    line.strip_prefix(b"\x1b[2K").unwrap_or(line)
 }
 
 /// `bot-1  | text` → (`bot`, `text`).
@@ -119,6 +133,12 @@ mod tests {
             "2026-11-26T10:00:00Z"
         );
         assert!(compose_since("$(id)").is_err());
+    }
+
+    #[test]
+    fn compose_line_clears_are_stripped() {
+        assert_eq!(strip_line_clear(b"\x1b[2Kbot tick 1\n"), b"bot tick 1\n");
+        assert_eq!(strip_line_clear(b"plain\n"), b"plain\n");
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 /// Kills the command when the SSH channel goes away: sshd sends no SIGHUP without a PTY, so
 /// a `logs -f` or `pg_dump` would otherwise run on after ctops is interrupted. The watcher
-/// waits for EOF on stdin, which comes when ctops closes the channel or the link drops.
-const STOP_ON_DISCONNECT: &str =
-    r#""$@" </dev/null & p=$!; { cat >/dev/null; kill -TERM "$p"; } >/dev/null 2>&1 & wait "$p""#;
+/// waits for EOF on the channel's stdin (kept as fd 3: a background job's own stdin is
+/// /dev/null), which comes when ctops closes the channel or the link drops. `setsid` gives the
+/// command a process group of its own, so its children (a compose plugin, say) stop with it.
+const STOP_ON_DISCONNECT: &str = r#"exec 3<&0; setsid "$@" </dev/null 3<&- & p=$!; { cat <&3 >/dev/null; kill -TERM -"$p"; } >/dev/null 2>&1 & exec 3<&-; wait "$p""#;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteCommand {
@@ -175,16 +176,49 @@ mod tests {
         assert_eq!(got, words);
     }
 
-    #[test]
-    fn stop_on_disconnect_keeps_the_exit_status() {
-        let c = RemoteCommand::new(["sh", "-c", "exit 7"]).stop_on_disconnect();
-        let status = std::process::Command::new("sh")
+    fn spawn_watched(script: &str) -> std::process::Child {
+        let c = RemoteCommand::new(["sh", "-c", script]).stop_on_disconnect();
+        std::process::Command::new("sh")
             .arg("-c")
             .arg(c.render())
-            .stdin(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert_eq!(status.code(), Some(7));
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn stop_on_disconnect_keeps_the_exit_status_while_the_channel_is_open() {
+        let mut child = spawn_watched("sleep 0.3; exit 7");
+        let _channel_stdin = child.stdin.take();
+        assert_eq!(child.wait().unwrap().code(), Some(7));
+    }
+
+    #[test]
+    fn stop_on_disconnect_stops_the_command_when_the_channel_closes() {
+        let mut child = spawn_watched("sleep 30 & sleep 31; exit 0");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        drop(child.stdin.take());
+        let status = child.wait().unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(status.code(), Some(143));
+        let survivors = || {
+            std::process::Command::new("pgrep")
+                .args(["-f", "sleep 3[01]"])
+                .output()
+                .unwrap()
+                .stdout
+        };
+        for _ in 0..20 {
+            if survivors().is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "children of the command survived: {}",
+            String::from_utf8_lossy(&survivors())
+        );
     }
 
     #[test]
