@@ -321,15 +321,42 @@ impl Stack {
     }
 }
 
-/// A container belongs to this target when compose started it from this checkout's file.
-fn belongs_to(c: &Container, target: &Target) -> bool {
-    let file = format!(
+/// The compose file's absolute path on the host.
+fn compose_path(target: &Target) -> String {
+    format!(
         "{}/{}",
         target.dir.trim_end_matches('/'),
         target.compose_file
-    );
-    let file_dir = file.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-    c.config_files.split(',').any(|f| same_path(f, &file)) || same_path(&c.working_dir, file_dir)
+    )
+}
+
+/// What compose records as the project's working dir: the compose file's folder.
+fn working_dir(target: &Target) -> String {
+    let file = compose_path(target);
+    file.rsplit_once('/')
+        .map(|(d, _)| d.to_string())
+        .unwrap_or_default()
+}
+
+/// A container belongs to this target when compose started it from this checkout's file.
+fn belongs_to(c: &Container, target: &Target) -> bool {
+    let file = compose_path(target);
+    c.config_files.split(',').any(|f| same_path(f, &file))
+        || same_path(&c.working_dir, &working_dir(target))
+}
+
+/// Finds the service's running container by compose's labels and runs a command in it, in
+/// one round trip that needs no earlier state read (`docker exec` on a container id is also
+/// cheaper than `compose exec`, which parses the whole project first).
+const EXEC_IN_SERVICE: &str = r#"id=$(docker ps -q --filter "label=com.docker.compose.project.working_dir=$1" --filter "label=com.docker.compose.service=$2" | head -n 1)
+if [ -z "$id" ]; then echo "service $2 has no running container" >&2; exit 125; fi
+shift 2; exec docker exec "$id" "$@""#;
+
+/// `argv` in a running container of `service` (no TTY, like `compose exec -T`).
+pub fn exec_in_service(target: &Target, service: &str, argv: &[String]) -> RemoteCommand {
+    let mut args = vec![working_dir(target), service.to_string()];
+    args.extend(argv.iter().cloned());
+    RemoteCommand::sh(EXEC_IN_SERVICE, args)
 }
 
 fn same_path(a: &str, b: &str) -> bool {

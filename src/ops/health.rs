@@ -2,6 +2,7 @@
 //! `[checks]` run on the host (HTTP ones fetched by ctops through the SSH connection), and
 //! every service's live state, all at once. Exit 0 all up, 1 API down, 5 degraded.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,11 @@ use serde::Serialize;
 
 use super::Envelope;
 use crate::cli::HealthArgs;
-use crate::compose::Stack;
+use crate::compose::{exec_in_service, Stack};
 use crate::config::Check;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
-use crate::remote::{Remote, RemoteCommand};
+use crate::remote::Remote;
 
 /// One row of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -104,15 +105,20 @@ async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
     });
     let host = async {
         let remote = ctx.remote().await?;
-        let started = Instant::now();
-        let stack = Stack::load(remote, &ctx.target).await?;
-        let ps_latency = started.elapsed();
+        let state = async {
+            let started = Instant::now();
+            Stack::load(remote, &ctx.target)
+                .await
+                .map(|s| (s, started.elapsed()))
+        };
         let checks = ctx
             .target
             .checks
             .iter()
-            .map(|(name, check)| host_check(remote, &stack, name, check, timeout));
-        let mut rows = join_all(checks).await;
+            .map(|(name, check)| host_check(ctx, remote, name, check, timeout));
+        let (state, mut rows) = tokio::join!(state, join_all(checks));
+        let (stack, ps_latency) = state?;
+        explain_stopped_services(&mut rows, &stack, &ctx.target.checks);
         rows.extend(service_rows(&stack, ps_latency));
         Ok::<_, Error>(rows)
     };
@@ -123,8 +129,8 @@ async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
 }
 
 async fn host_check(
+    ctx: &Ctx,
     remote: &Remote,
-    stack: &Stack,
     name: &str,
     check: &Check,
     timeout: Duration,
@@ -133,7 +139,7 @@ async fn host_check(
         match (&check.http, &check.service, &check.command) {
             (Some(url), _, _) => http_check(remote, url, check.expect_status, timeout).await,
             (None, Some(service), Some(argv)) => {
-                command_check(remote, stack, service, argv, check, timeout).await
+                command_check(ctx, remote, service, argv, check, timeout).await
             }
             _ => Err("neither http nor service/command".to_string()),
         }
@@ -144,19 +150,14 @@ async fn host_check(
 /// Runs the check's command in a running container of the service (`docker exec` on the
 /// container id: cheaper than `compose exec`, which parses the whole project first).
 async fn command_check(
+    ctx: &Ctx,
     remote: &Remote,
-    stack: &Stack,
     service: &str,
     argv: &[String],
     check: &Check,
     timeout: Duration,
 ) -> Result<String, String> {
-    let Some(container) = stack.service(service).find(|c| c.running()) else {
-        return Err(not_running(stack, service));
-    };
-    let mut words = vec!["docker".to_string(), "exec".into(), container.id.clone()];
-    words.extend(argv.iter().cloned());
-    let cmd = RemoteCommand::new(words)
+    let cmd = exec_in_service(&ctx.target, service, argv)
         .read_only()
         .timeout(timeout)
         .stop_on_disconnect();
@@ -308,6 +309,19 @@ fn service_rows(stack: &Stack, latency: Duration) -> Vec<Row> {
             }
         })
         .collect()
+}
+
+/// A command check of a service that is not running failed for that reason: say so, with the
+/// container's state, rather than what `docker` said.
+fn explain_stopped_services(rows: &mut [Row], stack: &Stack, checks: &BTreeMap<String, Check>) {
+    for row in rows.iter_mut().filter(|r| !r.ok) {
+        let service = checks.get(&row.name).and_then(|c| c.service.as_deref());
+        if let Some(service) = service {
+            if !stack.service(service).any(|c| c.running()) {
+                row.detail = not_running(stack, service);
+            }
+        }
+    }
 }
 
 fn not_running(stack: &Stack, service: &str) -> String {

@@ -59,7 +59,9 @@ impl Remote {
         let root = connect::control_root()?;
         connect::sweep_stale_masters(&root).await;
         out.echo_local(&format!("ssh {} (one multiplexed connection)", target.ssh));
+        let started = std::time::Instant::now();
         let session = connect::open(target, &root).await?;
+        tracing::debug!(host = %target.ssh, elapsed = ?started.elapsed(), "connected");
         Ok(Remote {
             session,
             host: target.ssh.clone(),
@@ -120,6 +122,7 @@ impl Remote {
             ro.and(re).map_err(|err| self.io_error(cmd, err))?;
             drop(stdin);
             let status = child.wait().await.map_err(|err| self.lost(cmd, err))?;
+            tracing::debug!(command = %cmd.label(), status = ?status.code(), "finished");
             Ok(Captured {
                 status: status.code().unwrap_or(255),
                 stdout: o,
