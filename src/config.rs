@@ -104,6 +104,9 @@ pub struct Migrate {
     pub current: Option<Vec<String>>,
     pub downgrade: Option<Vec<String>>,
     pub heads: Option<Vec<String>>,
+    /// ctops extension: where the migration scripts live in the repository, read at any
+    /// ref to learn its head revision without running its code.
+    pub versions: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -145,6 +148,7 @@ impl Deploy {
         m.current = m.current.or(words(&["alembic", "current"]));
         m.downgrade = m.downgrade.or(words(&["alembic", "downgrade"]));
         m.heads = m.heads.or(words(&["alembic", "heads"]));
+        m.versions = m.versions.or(Some("migrations/versions".into()));
         self.migrate = Some(m);
         self.notify_url = self.notify_url.filter(|u| !u.is_empty());
         self.notify_command = self.notify_command.or(Some(Vec::new()));
@@ -258,6 +262,7 @@ struct RawTarget {
     env_file: Option<String>,
     backup_dir: Option<String>,
     local_dir: Option<String>,
+    state_dir: Option<String>,
     #[serde(default)]
     timeouts: Timeouts,
     #[serde(default)]
@@ -305,6 +310,9 @@ pub struct Target {
     pub env_file: String,
     pub backup_dir: String,
     pub local_dir: PathBuf,
+    /// ctops extension: the host folder for the lock, the journal of operations in flight,
+    /// the release history and the audit log; outside git's reach, shared by every operator.
+    pub state_dir: String,
     pub timeouts: Timeouts,
     pub deploy: Deploy,
     pub checks: BTreeMap<String, Check>,
@@ -475,6 +483,7 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
             base,
             t.local_dir.as_deref().unwrap_or("~/calmtrader-backups"),
         ),
+        state_dir: or(&t.state_dir, "/var/lib/ctops"),
         timeouts: timeouts.with_defaults(),
         deploy: deploy.with_defaults(),
         checks,

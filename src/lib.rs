@@ -9,6 +9,7 @@ pub mod compose;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod lock;
 pub mod ops;
 pub mod output;
 pub mod remote;

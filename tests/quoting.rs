@@ -7,7 +7,8 @@ const PAYLOAD_FILE: &str = "/tmp/ctops-pwned";
 
 #[test]
 fn hostile_service_names_are_refused_before_connecting() {
-    let _lock = shared();
+    // Exclusive: it counts connections at the sshd.
+    let _lock = exclusive();
     let _ = std::fs::remove_file(PAYLOAD_FILE);
     let before = ssh_connections();
     for name in [

@@ -15,6 +15,7 @@ BASE="/srv/ctops sandbox"
 CHECKOUT="$BASE/trader-psy"
 ORIGIN="$BASE/origin.git"
 BACKUPS="$BASE/backups"
+HOSTSTATE="$BASE/state"               # ctops's lock, journal, releases and audit log
 DEPLOY=deploy
 DEPLOY_HOME=/home/deploy
 SSH_ALIAS=trader-psy-sandbox
@@ -288,11 +289,19 @@ branch = "main"
 health_url = "$HEALTH_URL"
 env_file = "infrastructure/.env"
 backup_dir = "$BACKUPS"
+state_dir = "$HOSTSTATE"
 local_dir = "local-backups"
 
 [timeouts]
 connect = "5s"
 command = "60s"
+build = "5m"
+migrate = "2m"
+
+[deploy]
+health_timeout = "30s"
+health_interval = "500ms"
+stable_for = "4s"
 
 [checks]
 postgres = { service = "postgres", command = ["pg_isready", "-h", "127.0.0.1", "-p", "$PG_PORT", "-U", "trader"] }
@@ -342,6 +351,7 @@ reset_git() {
 
 create_host_dirs() {
     install -d -o "$DEPLOY" -g "$DEPLOY" -m 0755 "$BASE" "$BACKUPS"
+    install -d -o "$DEPLOY" -g "$DEPLOY" -m 2775 "$HOSTSTATE"
     local tmp="$BASE/.origin.git.tmp"
     rm -rf "$tmp"
     "$HERE/make-origin.sh" "$tmp" >>"$STATE/sandbox.log" 2>&1 || die "make-origin.sh failed"
@@ -659,7 +669,7 @@ cmd_reset_host() {
         reset_database
         reset_object_store
         redis-cli -p "$REDIS_PORT" flushall >/dev/null 2>&1 || true
-        find "$BACKUPS" "$STATE/local-backups" -mindepth 1 -delete
+        find "$BACKUPS" "$STATE/local-backups" "$HOSTSTATE" -mindepth 1 -delete
         docker image prune -f --filter label=ctops.sandbox >/dev/null
         wait_healthy
     fi
