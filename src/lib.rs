@@ -10,6 +10,8 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod lock;
+pub mod migrations;
 pub mod ops;
 pub mod output;
 pub mod remote;
+pub mod runner;

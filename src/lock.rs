@@ -128,15 +128,20 @@ pub fn new_token() -> String {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
         .is_err()
     {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        bytes[..8].copy_from_slice(&(nanos.as_nanos() as u64 ^ std::process::id() as u64).to_le_bytes());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes[..8]
+            .copy_from_slice(&(nanos.as_nanos() as u64 ^ std::process::id() as u64).to_le_bytes());
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The operator as the lock and the audit log name them.
 pub fn operator() -> (String, String) {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -145,7 +150,11 @@ pub fn operator() -> (String, String) {
 
 impl HostLock {
     /// Takes the lock or refuses (exit 4) naming the live holder.
-    pub async fn acquire(remote: &Remote, state_dir: &str, command: &str) -> Result<HostLock, Error> {
+    pub async fn acquire(
+        remote: &Remote,
+        state_dir: &str,
+        command: &str,
+    ) -> Result<HostLock, Error> {
         let token = new_token();
         let (user, host) = operator();
         let args = vec![
@@ -156,7 +165,9 @@ impl HostLock {
             std::process::id().to_string(),
             command.to_string(),
         ];
-        let out = remote.run(&lock_command(state_dir, "acquire", &args)).await?;
+        let out = remote
+            .run(&lock_command(state_dir, "acquire", &args))
+            .await?;
         match out.status {
             0 => Ok(HostLock {
                 token,
@@ -165,23 +176,37 @@ impl HostLock {
             }),
             75 => {
                 let holder = Holder::parse(&out.stdout_text(), None);
-                let who = holder.map(|h| h.describe()).unwrap_or_else(|| "another operation".into());
+                let who = holder
+                    .map(|h| h.describe())
+                    .unwrap_or_else(|| "another operation".into());
                 Err(Error::refused(format!("the host lock on {} is held by {who}", remote.host()))
                     .with_help("wait for it to finish (`ctops lock status`); a lock whose lease lapsed can be released with `ctops lock release`"))
             }
-            _ => Err(remote.exited(&lock_command(state_dir, "acquire", &args), out.status, &out.stderr)),
+            _ => Err(remote.exited(
+                &lock_command(state_dir, "acquire", &args),
+                out.status,
+                &out.stderr,
+            )),
         }
     }
 
     pub async fn release(&self, remote: &Remote) -> Result<(), Error> {
-        remote.run_ok(&lock_command(&self.state_dir, "release", std::slice::from_ref(&self.token))).await?;
+        remote
+            .run_ok(&lock_command(
+                &self.state_dir,
+                "release",
+                std::slice::from_ref(&self.token),
+            ))
+            .await?;
         Ok(())
     }
 }
 
 /// The current holder, if any (read-only).
 pub async fn show(remote: &Remote, state_dir: &str) -> Result<Option<Holder>, Error> {
-    let out = remote.run_ok(&lock_command(state_dir, "show", &[]).read_only()).await?;
+    let out = remote
+        .run_ok(&lock_command(state_dir, "show", &[]).read_only())
+        .await?;
     Ok(Holder::parse(&out.stdout_text(), None))
 }
 
@@ -191,11 +216,16 @@ pub async fn break_stale(remote: &Remote, state_dir: &str) -> Result<Option<Hold
     match out.status {
         0 => Ok(Holder::parse(&out.stdout_text(), Some(i64::MAX))),
         75 => {
-            let who = Holder::parse(&out.stdout_text(), None).map(|h| h.describe()).unwrap_or_default();
+            let who = Holder::parse(&out.stdout_text(), None)
+                .map(|h| h.describe())
+                .unwrap_or_default();
             Err(Error::refused(format!("the lock is live: held by {who}"))
                 .with_help("a live lock is released by its holder; wait, or stop that operation"))
         }
-        status => Err(Error::failed(format!("releasing the lock failed (exit {status}): {}", out.stderr_text().trim()))),
+        status => Err(Error::failed(format!(
+            "releasing the lock failed (exit {status}): {}",
+            out.stderr_text().trim()
+        ))),
     }
 }
 
@@ -209,9 +239,16 @@ mod tests {
     fn a_lock_file_names_its_holder_and_lapses() {
         let live = Holder::parse(FILE, Some(999)).unwrap();
         assert!(!live.stale);
-        assert_eq!(live.describe(), "alice@laptop (pid 42) running `deploy` since 2026-11-26T20:00:00Z");
+        assert_eq!(
+            live.describe(),
+            "alice@laptop (pid 42) running `deploy` since 2026-11-26T20:00:00Z"
+        );
         assert!(Holder::parse(FILE, Some(1000)).unwrap().stale);
-        assert!(Holder::parse(&format!("{FILE}now=2000\n"), None).unwrap().stale);
+        assert!(
+            Holder::parse(&format!("{FILE}now=2000\n"), None)
+                .unwrap()
+                .stale
+        );
         assert!(Holder::parse("", Some(1)).is_none());
     }
 
@@ -222,9 +259,18 @@ mod tests {
         let run = |action: &str, args: &[&str]| {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
             let cmd = lock_command(&d, action, &args);
-            std::process::Command::new("sh").arg("-c").arg(cmd.render()).output().unwrap()
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd.render())
+                .output()
+                .unwrap()
         };
-        assert_eq!(run("acquire", &["t1", "60", "alice", "a", "1", "deploy"]).status.code(), Some(0));
+        assert_eq!(
+            run("acquire", &["t1", "60", "alice", "a", "1", "deploy"])
+                .status
+                .code(),
+            Some(0)
+        );
         let refused = run("acquire", &["t2", "60", "bob", "b", "2", "rollback"]);
         assert_eq!(refused.status.code(), Some(75));
         assert!(String::from_utf8_lossy(&refused.stdout).contains("user=alice"));
@@ -233,7 +279,12 @@ mod tests {
         assert_eq!(run("release", &["t1"]).status.code(), Some(0));
         assert!(!dir.path().join("lock").exists());
         // A lapsed lease is taken over, and the old holder is reported.
-        assert_eq!(run("acquire", &["t3", "0", "carol", "c", "3", "deploy"]).status.code(), Some(0));
+        assert_eq!(
+            run("acquire", &["t3", "0", "carol", "c", "3", "deploy"])
+                .status
+                .code(),
+            Some(0)
+        );
         let over = run("acquire", &["t4", "60", "dave", "d", "4", "deploy"]);
         assert_eq!(over.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&over.stdout).contains("stale=1"));

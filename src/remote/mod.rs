@@ -15,7 +15,7 @@ use openssh::{ForwardType, Session, Socket, Stdio};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
-pub use command::RemoteCommand;
+pub use command::{quote, RemoteCommand};
 
 use crate::config::Target;
 use crate::error::Error;
