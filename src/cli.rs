@@ -67,6 +67,15 @@ pub enum Command {
     Logs(LogsArgs),
     /// Runbook 6.4: docker stats, disk and memory as one report
     Stats,
+    /// Runbook 2.1-2.2: deploy a ref (default: the branch head), health-gated, rolled back on failure
+    Deploy(DeployArgs),
+    /// Runbook 3.2-3.3: return to the previously deployed release (or --to REF)
+    Rollback(RollbackArgs),
+    /// Runbook 3: the deployed release history on the host, newest first
+    Releases,
+    /// The host lock: who holds it, and releasing a stale one
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Validate the config and print it resolved for the target
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -77,6 +86,43 @@ pub enum Command {
     },
     /// Print the man page (roff)
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Tag, branch or commit to deploy [default: the head of the target's branch on origin]
+    #[arg(long, value_name = "REF")]
+    pub r#ref: Option<String>,
+    /// Skip the preflight checks (needs --reason, written to the audit log)
+    #[arg(long, requires = "reason")]
+    pub skip_preflight: bool,
+    /// Why preflight was skipped
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Rebuild even when the commit already runs
+    #[arg(long)]
+    pub force: bool,
+    /// The local checkout preflight checks [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Tag or commit to return to [default: the previously deployed release]
+    #[arg(long, value_name = "REF", conflicts_with = "steps")]
+    pub to: Option<String>,
+    /// Go this many deployed releases back
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub steps: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds the host lock, since when, and whether its lease lapsed
+    Status,
+    /// Release a lock whose lease lapsed (asks first)
+    Release,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,10 +161,20 @@ impl Command {
             Command::Status => "status",
             Command::Logs(_) => "logs",
             Command::Stats => "stats",
+            Command::Deploy(_) => "deploy",
+            Command::Rollback(_) => "rollback",
+            Command::Releases => "releases",
+            Command::Lock(LockCommand::Status) => "lock status",
+            Command::Lock(LockCommand::Release) => "lock release",
             Command::Config(ConfigCommand::Check) => "config check",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
         }
+    }
+
+    /// Commands that handle Ctrl-C themselves (finish the step, roll back, then exit 130).
+    pub fn handles_interrupts(&self) -> bool {
+        matches!(self, Command::Deploy(_) | Command::Rollback(_))
     }
 
     /// Commands that run until Ctrl-C, for which Ctrl-C is the normal way to end (exit 0).

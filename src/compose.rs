@@ -65,6 +65,11 @@ impl Compose {
         self.command(["ps", "--all"]).read_only()
     }
 
+    /// The resolved project: its name and services (compose v2).
+    pub fn config_json(&self) -> RemoteCommand {
+        self.command(["config", "--format", "json"]).read_only()
+    }
+
     pub fn config_services(&self) -> RemoteCommand {
         self.command(["config", "--services"]).read_only()
     }

@@ -40,6 +40,35 @@ impl Ctx {
         format!("{} ({})", self.target.name, self.target.ssh)
     }
 
+    /// Asks before a destructive step (SPEC principle 5): on a protected target the answer
+    /// is the target's name; without a TTY only `--yes` goes on (exit 4 otherwise).
+    pub fn confirm(&self, action: &str) -> Result<(), Error> {
+        use std::io::{BufRead, IsTerminal, Write};
+        if self.yes {
+            return Ok(());
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(
+                Error::refused(format!("refusing to {action} without confirmation"))
+                    .with_help("no TTY to ask on: pass --yes to confirm"),
+            );
+        }
+        let expected = if self.target.protected {
+            self.target.name.as_str()
+        } else {
+            "yes"
+        };
+        eprint!("{action}? type `{expected}` to go on: ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if answer.trim() == expected {
+            Ok(())
+        } else {
+            Err(Error::refused(format!("not confirmed: did not {action}")))
+        }
+    }
+
     /// Closes the connection, if one was opened.
     pub async fn close(self) {
         if let Some(remote) = self.remote.into_inner() {

@@ -15,3 +15,4 @@ pub mod ops;
 pub mod output;
 pub mod remote;
 pub mod runner;
+pub mod signals;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use ctops::cli::{Cli, Command, ConfigCommand};
+use ctops::cli::{Cli, Command, ConfigCommand, LockCommand};
 use ctops::context::Ctx;
 use ctops::error::{self, Exit};
 use ctops::output::Output;
@@ -64,10 +64,14 @@ async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> an
         cli.global.yes,
     );
     let until_interrupted = cli.command.runs_until_interrupted();
-    let result = tokio::select! {
-        biased;
-        result = dispatch(&ctx, cli.command) => result,
-        _ = interrupted() => Ok(if until_interrupted { Exit::Ok } else { Exit::Interrupted }),
+    let result = if cli.command.handles_interrupts() {
+        dispatch(&ctx, cli.command).await
+    } else {
+        tokio::select! {
+            biased;
+            result = dispatch(&ctx, cli.command) => result,
+            _ = ctops::signals::interrupted() => Ok(if until_interrupted { Exit::Ok } else { Exit::Interrupted }),
+        }
     };
     ctx.close().await;
     result
@@ -79,21 +83,14 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Status => ops::status::run(ctx).await,
         Command::Logs(args) => ops::logs::run(ctx, &args).await,
         Command::Stats => ops::stats::run(ctx).await,
+        Command::Deploy(args) => ops::deploy::run(ctx, &args).await,
+        Command::Rollback(args) => ops::rollback::run(ctx, &args).await,
+        Command::Releases => ops::releases::run(ctx).await,
+        Command::Lock(LockCommand::Status) => ops::lock::status(ctx).await,
+        Command::Lock(LockCommand::Release) => ops::lock::release(ctx).await,
         Command::Config(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("handled before connecting")
         }
-    }
-}
-
-/// Ctrl-C, SIGTERM or SIGHUP.
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
     }
 }
 

@@ -28,9 +28,10 @@ pub struct Step {
 
 impl Step {
     pub fn new(id: &'static str, title: impl Into<String>, commands: &[RemoteCommand]) -> Self {
+        // The runner has no channel to watch: its commands run as they are.
         let body = commands
             .iter()
-            .map(RemoteCommand::render)
+            .map(|c| c.clone().without_watcher().render())
             .collect::<Vec<_>>()
             .join("\n");
         Step {
@@ -80,6 +81,9 @@ pub struct Plan {
     pub release_fields: Option<String>,
     /// JSON fields for the audit entry, without `at` and `result`.
     pub audit_fields: String,
+    /// JSON fields of the release running before, recorded as `found` when the history is
+    /// empty (so the first deploy can be rolled back).
+    pub seed_release: Option<String>,
 }
 
 /// Helpers every runner has: journal, fencing, the gate, container lookup.
@@ -161,7 +165,14 @@ impl Plan {
         s.push_str(LOCK_FUNCTIONS);
         s.push_str(RUNNER_FUNCTIONS);
         let flags: Vec<&str> = self.forward.iter().filter_map(|st| st.marks).collect();
-        for flag in &flags {
+        let mut every_flag: Vec<&str> = flags
+            .iter()
+            .copied()
+            .chain(self.back.iter().filter_map(|st| st.when))
+            .collect();
+        every_flag.sort();
+        every_flag.dedup();
+        for flag in &every_flag {
             s.push_str(&format!("{flag}=0\n"));
         }
         for step in self.forward.iter().chain(&self.back) {
@@ -199,7 +210,7 @@ impl Plan {
 ( while sleep {renew}; do lock_renew "$TOKEN" {lease} || exit 0; done ) >/dev/null 2>&1 &
 renewer=$!
 printf '%s' "$OP" > "$D/last"
-journal begin {op} {describe}
+{seed}journal begin {op} {describe}
 if forward; then outcome={success}
 elif [ "${first_flag}" = 0 ]; then outcome=failed
 elif back; then outcome=rolled-back
@@ -226,6 +237,13 @@ lock_release "$TOKEN"
             describe = quote(&self.describe),
             success = quote(self.success),
             first_flag = flags.first().copied().unwrap_or("CHANGED"),
+            seed = match &self.seed_release {
+                Some(fields) => format!(
+                    "[ -s \"$D/releases.jsonl\" ] || printf '{{\"at\":\"%s\",\"result\":\"found\",%s}}\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" {} >> \"$D/releases.jsonl\"\n",
+                    quote(fields)
+                ),
+                None => String::new(),
+            },
         ));
         s
     }
@@ -463,6 +481,7 @@ mod tests {
             success: "deployed",
             release_fields: Some(r#""ref":"v1","commit":"abc""#.into()),
             audit_fields: r#""command":"deploy""#.into(),
+            seed_release: Some(r#""ref":"v0","commit":"old""#.into()),
         }
     }
 
@@ -508,7 +527,13 @@ mod tests {
         assert_eq!(outcome(&events), "deployed");
         assert_eq!(trail, "checkout\nmigrate\ngate\n");
         let releases = std::fs::read_to_string(dir.path().join("releases.jsonl")).unwrap();
-        let record: serde_json::Value = serde_json::from_str(releases.trim()).unwrap();
+        let lines: Vec<&str> = releases.lines().collect();
+        let found: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(
+            (found["result"].as_str(), found["ref"].as_str()),
+            (Some("found"), Some("v0"))
+        );
+        let record: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(
             (record["result"].as_str(), record["ref"].as_str()),
             (Some("deployed"), Some("v1"))
@@ -540,9 +565,10 @@ mod tests {
     fn a_failed_undo_is_reported_as_such() {
         let (dir, events, _) = run(&plan(Some("gate"), true));
         assert_eq!(outcome(&events), "rollback-failed");
+        let releases = std::fs::read_to_string(dir.path().join("releases.jsonl")).unwrap();
         assert!(
-            !dir.path().join("releases.jsonl").exists(),
-            "only a success is a release"
+            !releases.contains("deployed"),
+            "only a success is a release: {releases}"
         );
         let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
         assert!(audit.contains(r#""result":"rollback-failed""#));

@@ -1,10 +1,15 @@
 //! One module per runbook section. Each says *what* to run; `remote` and `compose` know how.
 
 pub mod config_check;
+pub mod deploy;
 pub mod health;
+pub mod lock;
 pub mod logs;
+pub mod releases;
+pub mod rollback;
 pub mod stats;
 pub mod status;
+pub mod switch;
 
 use serde::Serialize;
 

@@ -72,6 +72,20 @@ impl RemoteCommand {
         self
     }
 
+    /// Runs the command under `prefix` (`timeout 300 ...`), in the same folder.
+    pub fn wrapped(mut self, prefix: &[String]) -> Self {
+        let mut argv = prefix.to_vec();
+        argv.append(&mut self.argv);
+        self.argv = argv;
+        self
+    }
+
+    /// The same command without the watcher (for the detached runner, which has no channel).
+    pub fn without_watcher(mut self) -> Self {
+        self.stop_on_disconnect = false;
+        self
+    }
+
     pub fn stops_on_disconnect(&self) -> bool {
         self.stop_on_disconnect
     }

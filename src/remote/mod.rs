@@ -232,6 +232,16 @@ impl Remote {
         Ok(local)
     }
 
+    /// Drops the connection at once, as a cut link would (fault injection in tests).
+    pub fn kill_master(&self) {
+        let _ = std::process::Command::new("ssh")
+            .arg("-S")
+            .arg(self.session.control_socket())
+            .args(["-O", "exit", "ctops"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+
     /// Closes the connection and ends the master process.
     pub async fn close(self) {
         if let Err(e) = self.session.close().await {

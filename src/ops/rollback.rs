@@ -1,0 +1,80 @@
+//! Runbook 3.2-3.3, `rollback`: back to the previously *deployed* release from the host's
+//! release history (not `HEAD~1`, which is wrong after a deploy that spanned several
+//! commits), or to `--to REF`. The schema is downgraded with the current image, which has
+//! the newer scripts, before the old code is checked out.
+
+use anyhow::Result;
+
+use super::releases::read_history;
+use super::switch::{self, Kind};
+use crate::cli::RollbackArgs;
+use crate::context::Ctx;
+use crate::error::{Error, Exit};
+
+pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
+    let remote = ctx.remote().await?;
+    let target = match &args.to {
+        Some(r) => r.clone(),
+        None => {
+            let history = read_history(remote, &ctx.target.state_dir).await?;
+            previous_commit(&history, args.steps).ok_or_else(|| {
+                Error::usage(format!(
+                    "the release history on {} has no release {} back",
+                    remote.host(),
+                    args.steps
+                ))
+                .with_help("see `ctops releases`, then `ctops rollback --to REF`")
+            })?
+        }
+    };
+    if !ctx.dry_run {
+        ctx.confirm(&format!("roll {} back to {target}", ctx.target_label()))?;
+    }
+    let command_line = match &args.to {
+        Some(r) => format!("rollback --to {r}"),
+        None => format!("rollback --steps {}", args.steps),
+    };
+    switch::run(ctx, Kind::Rollback, Some(&target), false, &command_line).await
+}
+
+/// The commit `steps` deployed releases before the one running now (history newest first).
+fn previous_commit(history: &[super::releases::Record], steps: usize) -> Option<String> {
+    let mut commits: Vec<&str> = Vec::new();
+    for record in history
+        .iter()
+        .filter(|r| r.result == "deployed" || r.result == "found")
+    {
+        if commits.last() != Some(&record.commit.as_str()) {
+            commits.push(&record.commit);
+        }
+    }
+    commits.get(steps).map(|c| c.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::releases::Record;
+    use super::*;
+
+    fn rec(commit: &str, result: &str) -> Record {
+        Record {
+            commit: commit.into(),
+            result: result.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_previous_release_is_the_last_other_commit_that_was_live() {
+        let history = vec![
+            rec("c3", "deployed"),
+            rec("c9", "rolled-back"),
+            rec("c3", "deployed"),
+            rec("c2", "deployed"),
+            rec("c1", "found"),
+        ];
+        assert_eq!(previous_commit(&history, 1).as_deref(), Some("c2"));
+        assert_eq!(previous_commit(&history, 2).as_deref(), Some("c1"));
+        assert_eq!(previous_commit(&history, 3), None);
+    }
+}
