@@ -128,9 +128,20 @@ gate() { # EXPECTED_VERSION: health_url 2xx (reporting it), then every service u
     while :; do
         now_state=$(stack_state)
         down=$(printf '%s\n' "$now_state" | awk '$2 != "running" {print $1 " " $2}')
-        if [ -n "$down" ]; then echo "not running: $down"; return 1; fi
+        if [ -n "$down" ]; then
+            echo "not running: $down"
+            for svc in $(printf '%s\n' "$down" | awk '{print $1}'); do
+                cid=$(docker ps -aq --filter "label=com.docker.compose.project=$P" --filter "label=com.docker.compose.service=$svc" | head -n 1)
+                [ -n "$cid" ] && { echo "--- last lines of $svc:"; docker logs --tail 5 "$cid" 2>&1; }
+            done
+            return 1
+        fi
         if [ "$now_state" != "$first" ]; then
-            echo "restarted while the gate watched (stable_for):"; printf '%s\n' "$now_state" | awk '{print $1 " restarts " $3}'; return 1
+            echo "restarted while the gate watched (stable_for):"; printf '%s\n' "$now_state" | awk '{print $1 " restarts " $3}'
+            for svc in $(printf '%s\n%s\n' "$first" "$now_state" | sort | uniq -u | awk '{print $1}' | sort -u); do
+                echo "--- last lines of $svc:"; docker logs --tail 5 "$(container_of "$svc")" 2>&1
+            done
+            return 1
         fi
         [ "$(date +%s)" -ge "$end" ] && break
         sleep 1

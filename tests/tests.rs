@@ -5,6 +5,7 @@ mod util;
 
 mod cli;
 mod connection;
+mod deploy;
 mod health;
 mod logs;
 mod quoting;

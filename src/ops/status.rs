@@ -8,7 +8,9 @@ use super::Envelope;
 use crate::compose::{uptime, Stack};
 use crate::context::Ctx;
 use crate::error::Exit;
+use crate::lock::Holder;
 use crate::remote::{Remote, RemoteCommand};
+use crate::runner::{last_operation, LastOperation};
 
 #[derive(Debug, Serialize)]
 struct ServiceState {
@@ -40,6 +42,10 @@ struct Report<'a> {
     project: Option<String>,
     services: Vec<ServiceState>,
     checkout: Checkout,
+    /// The last operation ctops ran on the host (from its journal): in flight, interrupted,
+    /// or how it ended.
+    operation: Option<LastOperation>,
+    lock: Option<Holder>,
 }
 
 const CHECKOUT_SCRIPT: &str = r#"cd "$1" || exit 1
@@ -72,11 +78,13 @@ pub async fn read_checkout(remote: &Remote, dir: &str) -> Result<Checkout, crate
 
 pub async fn run(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;
-    let (stack, checkout) = tokio::join!(
+    let (stack, checkout, operation, lock) = tokio::join!(
         Stack::load(remote, &ctx.target),
-        read_checkout(remote, &ctx.target.dir)
+        read_checkout(remote, &ctx.target.dir),
+        last_operation(remote, &ctx.target.state_dir),
+        crate::lock::show(remote, &ctx.target.state_dir),
     );
-    let (stack, checkout) = (stack?, checkout?);
+    let (stack, checkout, operation, lock) = (stack?, checkout?, operation?, lock?);
     let services: Vec<ServiceState> = stack
         .containers
         .iter()
@@ -102,6 +110,8 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
             project: stack.project.clone(),
             services,
             checkout,
+            operation,
+            lock,
         })?;
         return Ok(Exit::Ok);
     }
@@ -139,6 +149,28 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
         },
         checkout.version.as_deref().unwrap_or("unknown"),
     ));
+    if let Some(op) = &operation {
+        let when = op
+            .ended
+            .as_deref()
+            .map(|e| format!(", ended {e}"))
+            .unwrap_or_default();
+        let failed = op
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.kind == "fail")
+            .map(|s| format!("; failed step: {} ({})", s.step, s.detail))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "\nlast operation {}: {} — {}{when}{failed}",
+            op.id, op.describe, op.state
+        ));
+    }
+    if let Some(holder) = &lock {
+        let stale = if holder.stale { " (stale)" } else { "" };
+        text.push_str(&format!("\nhost lock{stale}: {}", holder.describe()));
+    }
     ctx.out.print(&text)?;
     Ok(Exit::Ok)
 }

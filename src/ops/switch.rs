@@ -70,15 +70,14 @@ printf 'target_version\t%s\n' "$(git show "$t:VERSION" 2>/dev/null | head -n 1)"
 printf 'target_tag\t%s\n' "$(git describe --tags --exact-match "$t" 2>/dev/null)"
 git grep -E '^(revision|down_revision)' "$t" -- "$2" | sed 's/^/tgt_mig	/'"#;
 
-/// For each `SERVICE IMAGE`: the tags of the image the service runs, and whether
-/// `IMAGE:TAG` exists (`$1` project, `$2` tag, then pairs).
+/// For each `SERVICE IMAGE`: the image the service's container (running or not) uses, and
+/// the image kept as `IMAGE:TAG`, or `none` (`$1` project, `$2` tag, then pairs).
 const IMAGE_PROBE: &str = r#"p=$1; tag=$2; shift 2
 while [ $# -ge 2 ]; do
-    cid=$(docker ps -q --filter "label=com.docker.compose.project=$p" --filter "label=com.docker.compose.service=$1" | head -n 1)
-    running=""; [ -n "$cid" ] && running=$(docker inspect -f '{{.Image}}' "$cid")
-    tags=""; [ -n "$running" ] && tags=$(docker image inspect -f '{{join .RepoTags " "}}' "$running")
-    kept=no; docker image inspect "$2:$tag" >/dev/null 2>&1 && kept=yes
-    printf '%s\t%s\t%s\t%s\n' "$1" "${running:-none}" "$kept" "$tags"
+    cid=$(docker ps -aq --filter "label=com.docker.compose.project=$p" --filter "label=com.docker.compose.service=$1" | head -n 1)
+    used=""; [ -n "$cid" ] && used=$(docker inspect -f '{{.Image}}' "$cid")
+    kept=$(docker image inspect -f '{{.Id}}' "$2:$tag" 2>/dev/null)
+    printf '%s\t%s\t%s\n' "$1" "${used:-none}" "${kept:-none}"
     shift 2
 done"#;
 
@@ -204,7 +203,9 @@ impl Probe {
             migration: head(&current_graph, "running")?,
         };
         let target = Release {
+            // A commit id (what rollback passes) reads better as its tag, when it has one.
             reference: reference
+                .filter(|r| r.len() < 40)
                 .map(str::to_string)
                 .unwrap_or_else(|| describe(one("target_tag"), &target_commit)),
             commit: target_commit.clone(),
@@ -223,17 +224,13 @@ impl Probe {
         let mut needs_build = false;
         for line in images.lines() {
             let cols: Vec<&str> = line.split('\t').collect();
-            let (running, kept, tags) = (
-                cols.get(1).copied().unwrap_or("none"),
-                cols.get(2) == Some(&"yes"),
-                cols.get(3).copied().unwrap_or(""),
-            );
-            target_images_kept &= kept;
-            let ours = format!("ctops-{}", short(&target_commit));
-            let other_commit = tags
-                .split(' ')
-                .any(|tag| tag.contains(":ctops-") && !tag.ends_with(&ours));
-            needs_build |= running == "none" || other_commit;
+            let used = cols.get(1).copied().unwrap_or("none");
+            let kept = cols.get(2).copied().unwrap_or("none");
+            target_images_kept &= kept != "none";
+            // The commit's kept image is its label: a container on another image needs the
+            // right one. Without a kept image (never deployed by ctops) the running one is
+            // trusted, so that a deploy of the running commit only converges.
+            needs_build |= used == "none" || (kept != "none" && kept != used);
         }
         let stopped = stack
             .services()

@@ -1,0 +1,437 @@
+//! Deploy and rollback against the sandbox, checking the host itself: the version /health
+//! reports, the schema revision, the release history, the lock, the journal.
+
+use std::time::Duration;
+
+use crate::util::*;
+
+const STATE_DIR: &str = "/srv/ctops sandbox/state";
+const BACKUPS: &str = "/srv/ctops sandbox/backups";
+
+/// Puts the host back to v1.26.0 (schema 0002), no history, no lock.
+fn reset_host() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sandbox/sandbox.sh");
+    let out = std::process::Command::new(script)
+        .arg("reset-host")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reset-host: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn deploy(reference: &str) -> Run {
+    sandbox_ctops([
+        "deploy",
+        "--ref",
+        reference,
+        "--skip-preflight",
+        "--reason",
+        "integration test",
+        "--json",
+    ])
+    .run()
+}
+
+fn health_version() -> String {
+    let body = host("curl -s -m 5 http://127.0.0.1:18000/health");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("/health: {body}"));
+    v["version"].as_str().unwrap_or_default().to_string()
+}
+
+fn db_revision() -> String {
+    host(&format!("docker exec {} psql -U trader -d trader_psy -tAc 'SELECT version_num FROM alembic_version'", container("postgres")))
+        .trim()
+        .to_string()
+}
+
+/// The schema, with the random `\restrict` lines of recent pg_dump releases removed.
+fn schema() -> String {
+    host(&format!(
+        "docker exec {} pg_dump -U trader --schema-only trader_psy",
+        container("postgres")
+    ))
+    .lines()
+    .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+fn head_commit() -> String {
+    host(&format!(
+        "git -c safe.directory='*' -C '{CHECKOUT}' rev-parse HEAD"
+    ))
+    .trim()
+    .to_string()
+}
+
+fn commit_of(reference: &str) -> String {
+    host(&format!(
+        "git -c safe.directory='*' -C '{CHECKOUT}' rev-parse '{reference}^{{commit}}'"
+    ))
+    .trim()
+    .to_string()
+}
+
+fn assert_lock_free() {
+    let run = sandbox_ctops(["lock", "status", "--json"]).run().expect(0);
+    let doc = run.json();
+    assert_schema("lock-status.json", &doc);
+    assert_eq!(doc["held"], false, "{}", run.describe());
+}
+
+fn running(service: &str) -> bool {
+    host(&format!(
+        "docker inspect -f '{{{{.State.Status}}}}' {}",
+        container(service)
+    ))
+    .trim()
+        == "running"
+}
+
+#[test]
+fn deploy_v1_27_0_over_v1_26_0() {
+    let _lock = exclusive();
+    reset_host();
+    let run = deploy("v1.27.0").expect(0);
+    let doc = run.json();
+    assert_schema("deploy.json", &doc);
+    assert_eq!(
+        (
+            doc["from"]["version"].as_str(),
+            doc["to"]["version"].as_str()
+        ),
+        (Some("1.26.0"), Some("1.27.0"))
+    );
+    assert_eq!(doc["to"]["migration"], "0003");
+    assert_eq!(health_version(), "1.27.0");
+    assert_eq!(db_revision(), "0003");
+    assert_eq!(head_commit(), commit_of("v1.27.0"));
+
+    let releases = sandbox_ctops(["releases", "--json"]).run().expect(0).json();
+    assert_schema("releases.json", &releases);
+    assert_eq!(releases["releases"][0]["ref"], "v1.27.0");
+    assert_eq!(releases["releases"][0]["result"], "deployed");
+    let audit = host(&format!("cat '{STATE_DIR}/audit.jsonl'"));
+    assert!(
+        audit.contains(r#""result":"deployed""#) && audit.contains("integration test"),
+        "{audit}"
+    );
+    let backups = host(&format!("ls '{BACKUPS}'"));
+    assert!(
+        backups.contains("pre-deploy.dump") && backups.contains(".sha256"),
+        "no pre-migration backup: {backups}"
+    );
+    assert!(
+        host_ok(&format!("cd '{BACKUPS}' && sha256sum -c *.sha256")),
+        "the backup's checksum does not match"
+    );
+    assert_lock_free();
+}
+
+fn assert_broken_version_rolls_back(reference: &str) {
+    reset_host();
+    deploy("v1.27.0").expect(0);
+    let before = schema();
+    let run = deploy(reference).expect(1);
+    let doc = run.json();
+    assert_schema("deploy.json", &doc);
+    assert_eq!(doc["rolled_back"], true, "{}", run.describe());
+    assert_eq!(health_version(), "1.27.0", "{}", run.describe());
+    assert_eq!(db_revision(), "0003");
+    assert_eq!(schema(), before, "the schema must be as before");
+    assert_eq!(head_commit(), commit_of("v1.27.0"));
+    assert!(running("bot") && running("api"));
+    assert!(
+        run.stderr().contains("1.27.0"),
+        "says what runs now: {}",
+        run.describe()
+    );
+    assert_lock_free();
+}
+
+#[test]
+fn a_migration_that_fails_half_way_is_undone() {
+    let _lock = exclusive();
+    assert_broken_version_rolls_back("broken-migration");
+}
+
+#[test]
+fn an_api_that_crashes_at_start_is_rolled_back_with_its_migration() {
+    let _lock = exclusive();
+    assert_broken_version_rolls_back("broken-api-crash");
+}
+
+#[test]
+fn a_crash_looping_bot_fails_the_gate() {
+    let _lock = exclusive();
+    assert_broken_version_rolls_back("broken-bot");
+}
+
+#[test]
+fn rollback_returns_to_the_previous_release_not_head_minus_one() {
+    let _lock = exclusive();
+    reset_host();
+    deploy("v1.27.0").expect(0);
+    // main is three commits past v1.27.0.
+    let run = sandbox_ctops(["deploy", "--skip-preflight", "--reason", "integration test"])
+        .run()
+        .expect(0);
+    assert_eq!(head_commit(), commit_of("main"), "{}", run.describe());
+    assert_eq!(health_version(), "1.27.1");
+    let run = sandbox_ctops(["rollback", "--yes", "--json"])
+        .run()
+        .expect(0);
+    assert_schema("deploy.json", &run.json());
+    assert_eq!(head_commit(), commit_of("v1.27.0"), "{}", run.describe());
+    assert_ne!(head_commit(), commit_of("main~1"));
+    assert_eq!(health_version(), "1.27.0");
+    assert_eq!(db_revision(), "0003");
+    // The next deploy of the branch works from there.
+    sandbox_ctops(["deploy", "--skip-preflight", "--reason", "integration test"])
+        .run()
+        .expect(0);
+    assert_eq!(health_version(), "1.27.1");
+}
+
+#[test]
+fn rollback_to_v1_25_0_downgrades_both_migrations_first() {
+    let _lock = exclusive();
+    reset_host();
+    deploy("v1.27.0").expect(0);
+    let run = sandbox_ctops(["rollback", "--to", "v1.25.0", "--yes", "--json"])
+        .run()
+        .expect(0);
+    let doc = run.json();
+    let steps: Vec<&str> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "ok")
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    let downgrade = steps
+        .iter()
+        .position(|s| *s == "downgrade")
+        .expect("a downgrade step");
+    let checkout = steps.iter().position(|s| *s == "checkout").unwrap();
+    assert!(
+        downgrade < checkout,
+        "downgrade with the current image before the old code: {steps:?}"
+    );
+    assert_eq!(health_version(), "1.25.0");
+    assert_eq!(db_revision(), "0001");
+}
+
+#[test]
+fn two_deploys_at_once_one_proceeds_the_other_names_the_holder() {
+    let _lock = exclusive();
+    reset_host();
+    let (first, _home) = sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "first",
+    ])
+    .env("CTOPS_STEP_DELAY", "1")
+    .spawn();
+    wait_until(
+        "the first deploy to hold the lock",
+        Duration::from_secs(20),
+        || host_ok(&format!("test -f '{STATE_DIR}/lock'")),
+    );
+    let second = deploy("v1.27.0").expect(4);
+    assert!(
+        second.stderr().contains("held by") && second.stderr().contains("deploy --ref v1.27.0"),
+        "{}",
+        second.describe()
+    );
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(health_version(), "1.27.0");
+    assert_lock_free();
+}
+
+fn wait_for_the_runner_to_end() {
+    wait_until(
+        "the runner to finish on the host",
+        Duration::from_secs(90),
+        || {
+            let last = host(&format!("cat '{STATE_DIR}/last' 2>/dev/null || true"));
+            !last.is_empty()
+                && host_ok(&format!(
+                    "grep -q '	end	' '{STATE_DIR}/ops/{}/journal'",
+                    last.trim()
+                ))
+        },
+    );
+}
+
+fn cut_the_connection_at(step: &str) {
+    reset_host();
+    let run = sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "fault",
+        "--json",
+    ])
+    .env("CTOPS_FAULT", format!("disconnect-at:{step}"))
+    .env("CTOPS_STEP_DELAY", "1")
+    .run()
+    .expect(6);
+    assert!(
+        run.stderr().contains("goes on on the host"),
+        "{}",
+        run.describe()
+    );
+    wait_for_the_runner_to_end();
+    assert_eq!(health_version(), "1.27.0");
+    assert_eq!(db_revision(), "0003");
+    let status = sandbox_ctops(["status", "--json"]).run().expect(0).json();
+    assert_schema("status.json", &status);
+    assert_eq!(status["operation"]["state"], "deployed", "{status:#}");
+    assert!(status["lock"].is_null(), "no lock left: {status:#}");
+}
+
+#[test]
+fn a_connection_cut_during_the_migration_does_not_strand_the_host() {
+    let _lock = exclusive();
+    cut_the_connection_at("migrate");
+}
+
+#[test]
+fn a_connection_cut_during_the_health_gate_does_not_strand_the_host() {
+    let _lock = exclusive();
+    cut_the_connection_at("gate");
+}
+
+#[test]
+fn ctrl_c_during_the_migration_rolls_back_and_status_matches_the_host() {
+    let _lock = exclusive();
+    reset_host();
+    let (child, _home) = sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "ctrl-c",
+    ])
+    .env("CTOPS_STEP_DELAY", "2")
+    .spawn();
+    wait_until(
+        "the migration step to start",
+        Duration::from_secs(60),
+        || {
+            host_ok(&format!(
+                "grep -q '	start	migrate' '{STATE_DIR}'/ops/*/journal 2>/dev/null"
+            ))
+        },
+    );
+    host(&format!("kill -INT {}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(health_version(), "1.26.0");
+    assert_eq!(db_revision(), "0002");
+    let status = sandbox_ctops(["status", "--json"]).run().expect(0).json();
+    assert_eq!(status["operation"]["state"], "rolled-back");
+    assert_eq!(status["checkout"]["commit"], commit_of("v1.26.0"));
+    assert_eq!(status["checkout"]["version"], "1.26.0");
+    assert!(status["lock"].is_null());
+}
+
+#[test]
+fn deploying_the_running_commit_brings_a_stopped_bot_back_without_a_rebuild() {
+    let _lock = exclusive();
+    reset_host();
+    host(&format!("docker stop -t 1 {}", container("bot")));
+    let run = deploy("v1.26.0").expect(0);
+    let doc = run.json();
+    let steps: Vec<&str> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        !steps.contains(&"build") && !steps.contains(&"checkout"),
+        "{steps:?}"
+    );
+    assert!(running("bot"));
+    assert_eq!(health_version(), "1.26.0");
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let _lock = exclusive();
+    reset_host();
+    let containers = || {
+        host("docker ps -a --format '{{.ID}} {{.Image}} {{.Status}}' --filter label=com.docker.compose.project=infrastructure | sed 's/ Up .*/ Up/' | sort")
+    };
+    let tree = || {
+        host(&format!(
+            "git -c safe.directory='*' -C '{CHECKOUT}' status --porcelain"
+        ))
+    };
+    let (commit, before_tree, before_containers, before_schema) =
+        (head_commit(), tree(), containers(), schema());
+    let run = sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "dry",
+        "--dry-run",
+    ])
+    .run()
+    .expect(0);
+    assert!(
+        run.stdout().contains("s_migrate()") && run.stdout().contains("alembic upgrade head"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(head_commit(), commit);
+    assert_eq!(tree(), before_tree);
+    assert_eq!(containers(), before_containers);
+    assert_eq!(schema(), before_schema);
+    assert!(!host_ok(&format!("test -e '{STATE_DIR}/lock'")));
+}
+
+#[test]
+fn an_unknown_ref_is_refused_before_anything_changes() {
+    let _lock = exclusive();
+    reset_host();
+    let run = deploy("v9.9.9").expect(2);
+    assert!(run.stderr().contains("unknown ref"), "{}", run.describe());
+    assert_eq!(head_commit(), commit_of("v1.26.0"));
+    assert_lock_free();
+    sandbox_ctops([
+        "deploy",
+        "--ref",
+        "--upload-pack=touch /tmp/x",
+        "--skip-preflight",
+        "--reason",
+        "x",
+    ])
+    .run()
+    .expect(2);
+}
