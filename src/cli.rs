@@ -71,6 +71,8 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Runbook 3.2-3.3: return to the previously deployed release (or --to REF)
     Rollback(RollbackArgs),
+    /// Runbook 2.3: the pre-deployment checklist on the local checkout (also run by deploy)
+    Preflight(PreflightArgs),
     /// Runbook 3: the deployed release history on the host, newest first
     Releases,
     /// The host lock: who holds it, and releasing a stale one
@@ -103,6 +105,16 @@ pub struct DeployArgs {
     #[arg(long)]
     pub force: bool,
     /// The local checkout preflight checks [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// The ref deploy would deploy [default: the head of the target's branch on origin]
+    #[arg(long, value_name = "REF")]
+    pub r#ref: Option<String>,
+    /// The local checkout [default: the current directory]
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
 }
@@ -164,6 +176,7 @@ impl Command {
             Command::Deploy(_) => "deploy",
             Command::Rollback(_) => "rollback",
             Command::Releases => "releases",
+            Command::Preflight(_) => "preflight",
             Command::Lock(LockCommand::Status) => "lock status",
             Command::Lock(LockCommand::Release) => "lock release",
             Command::Config(ConfigCommand::Check) => "config check",

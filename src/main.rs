@@ -86,6 +86,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Deploy(args) => ops::deploy::run(ctx, &args).await,
         Command::Rollback(args) => ops::rollback::run(ctx, &args).await,
         Command::Releases => ops::releases::run(ctx).await,
+        Command::Preflight(args) => ops::preflight::run(ctx, &args).await,
         Command::Lock(LockCommand::Status) => ops::lock::status(ctx).await,
         Command::Lock(LockCommand::Release) => ops::lock::release(ctx).await,
         Command::Config(_) | Command::Completions { .. } | Command::Man => {

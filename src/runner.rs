@@ -100,8 +100,9 @@ run_step() { # forward|back ID FLAG TITLE
     [ -n "$3" ] && eval "$3=1"
     journal start "$2" "$4"
     if [ -n "${CTOPS_STEP_DELAY:-}" ]; then sleep "$CTOPS_STEP_DELAY"; fi
-    ( "s_$2" ) > "$O/$2.log" 2>&1
-    rc=$?
+    # Each step's output goes to its own log and to output.log, which `-v` streams.
+    { ( "s_$2" ); echo $? > "$O/$2.rc"; } 2>&1 | tee "$O/$2.log" >> "$O/output.log"
+    rc=$(cat "$O/$2.rc" 2>/dev/null || echo 1)
     if [ $rc -eq 0 ]; then journal ok "$2"; else journal fail "$2" "exit $rc: $(tail -n 4 "$O/$2.log" | tr '\n\t' '  ')"; fi
     return $rc
 }
@@ -332,29 +333,42 @@ impl Event {
 
 /// Streams the runner's journal until its `end` line (or until the runner dies), calling
 /// `on_event` for each line. Returns the outcome, or `None` when the runner ended without one.
+/// With `output`, the steps' own output (build logs, alembic) is streamed to stderr too.
 pub async fn follow<F>(
     remote: &Remote,
     state_dir: &str,
     op_id: &str,
     pid: u32,
+    output: bool,
     mut on_event: F,
 ) -> Result<Option<String>, Error>
 where
     F: FnMut(&Event),
 {
-    let journal = format!("{}/ops/{op_id}/journal", state_dir.trim_end_matches('/'));
-    let cmd = RemoteCommand::new([
-        "tail",
-        "-s",
-        "0.2",
-        "-n",
-        "+1",
-        "-F",
-        &format!("--pid={pid}"),
-        journal.as_str(),
-    ])
-    .read_only()
-    .stop_on_disconnect();
+    let dir = format!("{}/ops/{op_id}", state_dir.trim_end_matches('/'));
+    let tail = |file: &str| {
+        let path = format!("{dir}/{file}");
+        RemoteCommand::new([
+            "tail",
+            "-s",
+            "0.2",
+            "-n",
+            "+1",
+            "-F",
+            &format!("--pid={pid}"),
+            path.as_str(),
+        ])
+        .read_only()
+        .stop_on_disconnect()
+    };
+    let cmd = tail("journal");
+    let step_output = async {
+        if output {
+            let _ = remote
+                .stream(&tail("output.log"), &mut tokio::io::stderr(), None)
+                .await;
+        }
+    };
     let (mut writer, reader) = tokio::io::duplex(64 * 1024);
     let stream = async {
         let status = remote.stream(&cmd, &mut writer, None).await;
@@ -374,7 +388,7 @@ where
         }
         outcome
     };
-    let (status, outcome) = tokio::join!(stream, read);
+    let (status, outcome, ()) = tokio::join!(stream, read, step_output);
     status?;
     Ok(outcome)
 }

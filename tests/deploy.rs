@@ -435,3 +435,173 @@ fn an_unknown_ref_is_refused_before_anything_changes() {
     .run()
     .expect(2);
 }
+
+/// A local clone of the fixture's origin, as the engineer's checkout.
+fn local_checkout(reference: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    host(&format!(
+        "git clone -q '/srv/ctops sandbox/origin.git' {d} && git -C {d} checkout -q {reference} && git -C {d} config user.email t@t && git -C {d} config user.name t",
+        d = dir.path().display()
+    ));
+    dir
+}
+
+#[test]
+fn preflight_passes_on_the_branch_head_and_says_what_it_did_not_check() {
+    let _lock = exclusive();
+    reset_host();
+    let repo = local_checkout("main");
+    let run = sandbox_ctops([
+        "preflight",
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "--json",
+    ])
+    .run()
+    .expect(0);
+    let doc = run.json();
+    let verdict = |name: &str| {
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["verdict"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for name in [
+        "clean tree",
+        "same commit",
+        "version",
+        "changelog",
+        "commit messages",
+        "one migration head",
+    ] {
+        assert_eq!(verdict(name), "passed", "{name}: {}", run.describe());
+    }
+    assert_eq!(verdict("tests"), "not_checked");
+    // deploy runs the same checks from the checkout it is started in.
+    let run = sandbox_ctops(["deploy", "--repo", repo.path().to_str().unwrap()])
+        .run()
+        .expect(0);
+    assert!(run.stderr().contains("preflight"), "{}", run.describe());
+    assert_eq!(health_version(), "1.27.1");
+}
+
+#[test]
+fn preflight_failures_say_how_to_fix_them_and_stop_the_deploy() {
+    let _lock = exclusive();
+    reset_host();
+    let repo = local_checkout("main");
+    host(&format!(
+        "cd {} && echo x >> README.md && git commit -qam 'wip stuff'",
+        repo.path().display()
+    ));
+    let run = sandbox_ctops(["deploy", "--repo", repo.path().to_str().unwrap()])
+        .run()
+        .expect(4);
+    assert!(
+        run.stderr().contains("commit messages") && run.stderr().contains("same commit"),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stderr().contains("fix:"), "{}", run.describe());
+    assert_eq!(head_commit(), commit_of("v1.26.0"), "nothing deployed");
+    assert_lock_free();
+}
+
+/// An HTTP receiver on loopback that appends each POST body to a file.
+fn start_receiver(dir: &std::path::Path) -> (std::process::Child, u16, std::path::PathBuf) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.join("posts");
+    let server = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        open(sys.argv[2], 'ab').write(body + b'\n')
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+"#;
+    let child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", server, &port.to_string(), log.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    wait_until("the receiver to listen", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (child, port, log)
+}
+
+#[test]
+fn a_new_version_is_announced_once_and_a_failed_announcement_only_warns() {
+    let _lock = exclusive();
+    reset_host();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut receiver, port, log) = start_receiver(dir.path());
+    let config = variant_config(dir.path(), |t| {
+        t.replace(
+            "[deploy]\n",
+            &format!("[deploy]\nnotify_url = \"http://127.0.0.1:{port}/release\"\n"),
+        )
+    });
+    let ctops_with = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        ctops(all).run()
+    };
+    let posts = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    ctops_with(&[
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "notify",
+    ])
+    .expect(0);
+    let sent = posts();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let post: serde_json::Value = serde_json::from_str(&sent[0]).unwrap();
+    assert_eq!(post["version"], "1.27.0");
+    assert_eq!(post["commit"], commit_of("v1.27.0"));
+    assert!(
+        !post["notes"].as_str().unwrap().is_empty(),
+        "the CHANGELOG section: {post}"
+    );
+    // A redeploy and a rollback announce nothing.
+    ctops_with(&[
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "notify",
+    ])
+    .expect(0);
+    ctops_with(&["rollback", "--yes"]).expect(0);
+    assert_eq!(posts().len(), 1);
+    // A receiver that is gone: a warning, and the deploy still succeeds.
+    receiver.kill().unwrap();
+    let _ = receiver.wait();
+    let run = ctops_with(&["deploy", "--skip-preflight", "--reason", "notify"]).expect(0);
+    assert!(
+        run.stderr().contains("warning: notification failed"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(health_version(), "1.27.1");
+}

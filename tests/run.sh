@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tests/sandbox/sandbox.sh up
+# reset-host does all `up` does (install, start, wait for health), then puts the host back
+# to its initial state, whatever an earlier run left.
+tests/sandbox/sandbox.sh reset-host
 export CTOPS_SANDBOX="${CTOPS_SANDBOX:-/var/tmp/ctops-sandbox}"
 cargo test --locked --all-targets -- --test-threads "${CTOPS_TEST_THREADS:-4}"

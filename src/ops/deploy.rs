@@ -3,35 +3,33 @@
 
 use anyhow::Result;
 
-use super::switch::{self, Kind};
+use super::switch::{self, Kind, Request};
 use crate::cli::DeployArgs;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
 
 pub async fn run(ctx: &Ctx, args: &DeployArgs) -> Result<Exit> {
-    if args.skip_preflight {
+    let preflight = if args.skip_preflight {
         let reason = args.reason.as_deref().unwrap_or("").trim();
         if reason.is_empty() {
             return Err(Error::usage("--skip-preflight needs a --reason").into());
         }
         ctx.out.warn(format!("preflight skipped: {reason}"));
+        None
     } else {
-        return Err(Error::refused("preflight is not available yet in this build")
-            .with_help("run the runbook 2.3 checklist by hand, then `ctops deploy --skip-preflight --reason TEXT`")
-            .into());
-    }
+        Some(args.repo.clone().unwrap_or_else(|| ".".into()))
+    };
     if ctx.target.protected && !ctx.dry_run {
         ctx.confirm(&format!("deploy to {}", ctx.target_label()))?;
     }
-    let command_line = command_line(args);
-    switch::run(
-        ctx,
-        Kind::Deploy,
-        args.r#ref.as_deref(),
-        args.force,
-        &command_line,
-    )
-    .await
+    let request = Request {
+        kind: Kind::Deploy,
+        reference: args.r#ref.clone(),
+        force: args.force,
+        command_line: command_line(args),
+        preflight,
+    };
+    switch::run(ctx, &request).await
 }
 
 /// What the lock and the audit log record as the command.

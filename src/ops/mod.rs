@@ -5,6 +5,7 @@ pub mod deploy;
 pub mod health;
 pub mod lock;
 pub mod logs;
+pub mod preflight;
 pub mod releases;
 pub mod rollback;
 pub mod stats;

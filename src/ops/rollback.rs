@@ -6,7 +6,7 @@
 use anyhow::Result;
 
 use super::releases::read_history;
-use super::switch::{self, Kind};
+use super::switch::{self, Kind, Request};
 use crate::cli::RollbackArgs;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
@@ -34,7 +34,14 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
         Some(r) => format!("rollback --to {r}"),
         None => format!("rollback --steps {}", args.steps),
     };
-    switch::run(ctx, Kind::Rollback, Some(&target), false, &command_line).await
+    let request = Request {
+        kind: Kind::Rollback,
+        reference: Some(target),
+        force: false,
+        command_line,
+        preflight: None,
+    };
+    switch::run(ctx, &request).await
 }
 
 /// The commit `steps` deployed releases before the one running now (history newest first).

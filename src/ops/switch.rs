@@ -326,6 +326,7 @@ pub fn plan(
     force: bool,
     op_id: &str,
     command_line: &str,
+    notify: Option<&Notify>,
 ) -> Result<Plan, Error> {
     let t = &ctx.target;
     let compose = Compose::new(t, Some(probe.project.clone()));
@@ -423,11 +424,24 @@ pub fn plan(
             )
             .marks("STARTED"),
         );
-        forward.push(Step::shell(
-            "gate",
-            format!("health gate for {}", probe.target.version),
-            gate(&probe.target.version),
-        ));
+        // Nothing was started: one health check suffices; the stability window is for
+        // services that (re)started, where a crash loop shows.
+        let (title, body) = if probe.stopped.is_empty() {
+            (
+                "health check (nothing was stopped)".to_string(),
+                format!("STABLE_FOR=0; {}", gate(&probe.target.version)),
+            )
+        } else {
+            (
+                format!(
+                    "health gate for {} ({} started)",
+                    probe.target.version,
+                    probe.stopped.join(", ")
+                ),
+                gate(&probe.target.version),
+            )
+        };
+        forward.push(Step::shell("gate", title, body));
     } else {
         forward.push(
             Step::shell("keep", format!("keep the running images as {cur12}"), keep)
@@ -495,6 +509,13 @@ pub fn plan(
             format!("health gate for {}", probe.target.version),
             gate(&probe.target.version),
         ));
+        if let Some(notify) = notify {
+            forward.push(Step::shell(
+                "notify",
+                format!("announce {}", probe.target.version),
+                notify.body(&compose, &service),
+            ));
+        }
 
         let back_to = probe
             .db_revision
@@ -622,6 +643,118 @@ fn with_timeout(cmd: RemoteCommand, limit: Option<std::time::Duration>) -> Remot
     }
 }
 
+/// The announcement of a new version (runbook 2.1 "Notify"): a POST of `{version, commit,
+/// notes}` to `notify_url` and/or `notify_command` run in the migrate service with the
+/// notes on stdin. Once per version: never for a redeploy, a rollback or a dry run. It runs
+/// in the runner after the gate; a failure is a warning, never a failed deploy.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    url: Option<String>,
+    command: Vec<String>,
+    payload: String,
+    notes: String,
+    version: String,
+    commit: String,
+}
+
+impl Notify {
+    async fn for_new_version(
+        ctx: &Ctx,
+        remote: &Remote,
+        probe: &Probe,
+    ) -> Result<Option<Notify>, Error> {
+        let d = &ctx.target.deploy;
+        let command = d.notify_command.clone().unwrap_or_default();
+        if (d.notify_url.is_none() && command.is_empty())
+            || ctx.dry_run
+            || probe.target.version == probe.current.version
+        {
+            return Ok(None);
+        }
+        let history = super::releases::read_history(remote, &ctx.target.state_dir).await?;
+        if history.iter().any(|r| {
+            r.version == probe.target.version && (r.result == "deployed" || r.result == "found")
+        }) {
+            return Ok(None);
+        }
+        let show = format!("{}:CHANGELOG.md", probe.target.commit);
+        let changelog = remote
+            .run(
+                &RemoteCommand::new(["git", "show", show.as_str()])
+                    .in_dir(&ctx.target.dir)
+                    .read_only(),
+            )
+            .await?
+            .stdout_text();
+        let notes = changelog_section(&changelog, &probe.target.version);
+        let payload = serde_json::json!({"version": probe.target.version, "commit": probe.target.commit, "notes": notes}).to_string();
+        Ok(Some(Notify {
+            url: d.notify_url.clone(),
+            command,
+            payload,
+            notes,
+            version: probe.target.version.clone(),
+            commit: probe.target.commit.clone(),
+        }))
+    }
+
+    fn body(&self, compose: &Compose, service: &str) -> String {
+        let mut body = Vec::new();
+        if let Some(url) = &self.url {
+            let post = RemoteCommand::new([
+                "curl",
+                "-fsS",
+                "-m",
+                "10",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &self.payload,
+                url,
+            ]);
+            body.push(format!(
+                "{} >/dev/null || journal note \"notification failed: POST {} did not succeed\"",
+                post.render(),
+                quote(url).replace('"', "")
+            ));
+        }
+        if !self.command.is_empty() {
+            let mut argv = vec![
+                "env".to_string(),
+                format!("CTOPS_VERSION={}", self.version),
+                format!("CTOPS_COMMIT={}", self.commit),
+            ];
+            argv.extend(self.command.iter().cloned());
+            let run = compose.exec(service, &argv);
+            body.push(format!(
+                "printf '%s' {} | {} || journal note \"notification failed: notify_command exited $?\"",
+                quote(&self.notes),
+                run.render()
+            ));
+        }
+        body.push("true".into());
+        body.join("\n")
+    }
+}
+
+/// The CHANGELOG section of `version`: its lines up to the next `## ` heading.
+pub fn changelog_section(changelog: &str, version: &str) -> String {
+    let mut lines = changelog
+        .lines()
+        .skip_while(|l| !(l.starts_with("## ") && l.contains(version)));
+    let Some(_heading) = lines.next() else {
+        return String::new();
+    };
+    lines
+        .take_while(|l| !l.starts_with("## "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
 /// A `pg_dump` before migrating, written atomically with its checksum.
 fn backup_body(ctx: &Ctx) -> String {
     let t = &ctx.target;
@@ -660,14 +793,20 @@ pub struct Report<'a> {
 }
 
 /// Locks, probes, plans, runs and reports one switch.
-pub async fn run(
-    ctx: &Ctx,
-    kind: Kind,
-    reference: Option<&str>,
-    force: bool,
-    command_line: &str,
-) -> Result<Exit> {
-    if let Some(r) = reference {
+/// One switch, as the user asked for it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub kind: Kind,
+    pub reference: Option<String>,
+    pub force: bool,
+    /// What the lock and the audit log record.
+    pub command_line: String,
+    /// Run preflight (runbook 2.3) on this local checkout before anything changes.
+    pub preflight: Option<std::path::PathBuf>,
+}
+
+pub async fn run(ctx: &Ctx, request: &Request) -> Result<Exit> {
+    if let Some(r) = &request.reference {
         validate_ref(r)?;
     }
     let remote = ctx.remote().await?;
@@ -676,22 +815,13 @@ pub async fn run(
     let lock = if ctx.dry_run {
         None
     } else {
-        Some(HostLock::acquire(remote, &t.state_dir, command_line).await?)
+        Some(HostLock::acquire(remote, &t.state_dir, &request.command_line).await?)
     };
     if let Some(stale) = lock.as_ref().and_then(|l| l.took_over.as_ref()) {
         ctx.out
             .warn(format!("took over a stale host lock: {}", stale.describe()));
     }
-    let result = plan_and_run(
-        ctx,
-        remote,
-        kind,
-        reference,
-        force,
-        command_line,
-        lock.as_ref(),
-    )
-    .await;
+    let result = plan_and_run(ctx, remote, request, lock.as_ref()).await;
     if let (Err(_), Some(lock)) = (&result, &lock) {
         // The runner never started (or never got the lock's lease): free it here.
         let _ = lock.release(remote).await;
@@ -702,14 +832,12 @@ pub async fn run(
 async fn plan_and_run(
     ctx: &Ctx,
     remote: &Remote,
-    kind: Kind,
-    reference: Option<&str>,
-    force: bool,
-    command_line: &str,
+    request: &Request,
     lock: Option<&HostLock>,
 ) -> Result<Exit> {
     let t = &ctx.target;
-    let probe = Probe::read(ctx, remote, reference).await?;
+    let kind = request.kind;
+    let probe = Probe::read(ctx, remote, request.reference.as_deref()).await?;
     if !probe.dirty.is_empty() {
         return Err(Error::refused(format!("the checkout {} on {} has local changes: {}", t.dir, remote.host(), probe.dirty.join(", ")))
             .with_help("commit or discard them on the host (ctops never runs `git clean`, which would delete .env)")
@@ -717,7 +845,23 @@ async fn plan_and_run(
     }
     let host_time = chrono_now(remote).await?;
     let op_id = runner::op_id(host_time, kind.name());
-    let plan = plan(ctx, &probe, kind, force, &op_id, command_line)?;
+    if let Some(repo) = &request.preflight {
+        ctx.out.status("preflight (runbook 2.3):");
+        super::preflight::report(ctx, &super::preflight::run_checks(ctx, repo, &probe), false)?;
+    }
+    let notify = match kind {
+        Kind::Deploy => Notify::for_new_version(ctx, remote, &probe).await?,
+        Kind::Rollback => None,
+    };
+    let plan = plan(
+        ctx,
+        &probe,
+        kind,
+        request.force,
+        &op_id,
+        &request.command_line,
+        notify.as_ref(),
+    )?;
     ctx.out.status(format!(
         "{} {} on {}: {} ({}) -> {} ({})",
         kind.name(),
@@ -795,6 +939,7 @@ async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid: u3
                     took as f64 / 1000.0
                 ));
             }
+            "note" if e.step.starts_with("notification failed") => ctx.out.warn(&e.step),
             "note" => ctx.out.status(format!("  note: {}", e.step)),
             _ => {}
         }
@@ -803,7 +948,7 @@ async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid: u3
     let mut interrupted = false;
     let mut abandoned = false;
     let result = {
-        let follow = runner::follow(remote, &t.state_dir, op_id, pid, print);
+        let follow = runner::follow(remote, &t.state_dir, op_id, pid, ctx.out.verbose > 0, print);
         tokio::pin!(follow);
         loop {
             tokio::select! {
@@ -931,6 +1076,28 @@ pub async fn warn_about_last_operation(ctx: &Ctx, remote: &Remote) {
                 last.id, last.describe
             )),
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_changelog_section_of_a_version_is_its_notes() {
+        let text = "# Changelog\n\n## [1.27.1] - 2026-01-13\n### Fixed\n- calmer bot\n\n## [1.27.0]\n- older\n";
+        assert_eq!(changelog_section(text, "1.27.1"), "### Fixed\n- calmer bot");
+        assert_eq!(changelog_section(text, "9.9.9"), "");
+    }
+
+    #[test]
+    fn refs_are_validated() {
+        for ok in ["v1.26.0", "main", "feature/x", "abc123"] {
+            validate_ref(ok).unwrap();
+        }
+        for bad in ["--upload-pack=x", "a..b", "$(id)", "a b", ""] {
+            assert!(validate_ref(bad).is_err(), "{bad}");
         }
     }
 }
