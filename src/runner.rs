@@ -103,7 +103,7 @@ run_step() { # forward|back ID FLAG TITLE
     # Each step's output goes to its own log and to output.log, which `-v` streams.
     { ( "s_$2" ); echo $? > "$O/$2.rc"; } 2>&1 | tee "$O/$2.log" >> "$O/output.log"
     rc=$(cat "$O/$2.rc" 2>/dev/null || echo 1)
-    if [ $rc -eq 0 ]; then journal ok "$2"; else journal fail "$2" "exit $rc: $(tail -n 4 "$O/$2.log" | tr '\n\t' '  ')"; fi
+    if [ $rc -eq 0 ]; then journal ok "$2"; else journal fail "$2" "exit $rc: $(tail -n 12 "$O/$2.log" | tr '\t' ' ' | sed ':a;N;$!ba;s/\n/ | /g')"; fi
     return $rc
 }
 container_of() { docker ps -q --filter "label=com.docker.compose.project=$P" --filter "label=com.docker.compose.service=$1" | head -n 1; }
@@ -393,6 +393,12 @@ where
     Ok(outcome)
 }
 
+/// Marks an operation's end as seen by an operator.
+pub async fn mark_seen(remote: &Remote, state_dir: &str, op_id: &str) -> Result<(), Error> {
+    let cmd = RemoteCommand::sh(r#": > "$1/ops/$2/seen""#, [state_dir, op_id]);
+    remote.run_ok(&cmd).await.map(|_| ())
+}
+
 /// Asks the runner to stop after its current step and roll back.
 pub async fn request_abort(remote: &Remote, state_dir: &str, op_id: &str) -> Result<(), Error> {
     let cmd = RemoteCommand::sh(r#": > "$1/ops/$2/abort""#, [state_dir, op_id]);
@@ -409,6 +415,8 @@ pub struct LastOperation {
     pub state: String,
     pub started: String,
     pub ended: Option<String>,
+    /// Whether a ctops saw the end (false: it finished while nobody watched).
+    pub watched: bool,
     pub steps: Vec<Event>,
 }
 
@@ -416,6 +424,7 @@ const LAST_SCRIPT: &str = r#"D=$1; [ -f "$D/last" ] || exit 0
 op=$(cat "$D/last"); O="$D/ops/$op"
 echo "$op"
 if [ -f "$O/pid" ] && kill -0 "$(cat "$O/pid")" 2>/dev/null; then echo running; else echo stopped; fi
+if [ -f "$O/seen" ]; then echo seen; else echo unseen; fi
 cat "$O/journal" 2>/dev/null"#;
 
 /// Reads the last operation's journal (read-only).
@@ -428,7 +437,7 @@ pub async fn last_operation(
         .await?;
     let text = out.stdout_text();
     let mut lines = text.lines();
-    let (Some(id), Some(alive)) = (lines.next(), lines.next()) else {
+    let (Some(id), Some(alive), Some(seen)) = (lines.next(), lines.next(), lines.next()) else {
         return Ok(None);
     };
     let events: Vec<Event> = lines.filter_map(Event::parse).collect();
@@ -446,6 +455,7 @@ pub async fn last_operation(
         state,
         started: begin.map(|b| b.at.clone()).unwrap_or_default(),
         ended: end.map(|e| e.at.clone()),
+        watched: seen == "seen",
         steps: events
             .into_iter()
             .filter(|e| e.kind != "begin" && e.kind != "end")

@@ -303,6 +303,10 @@ fn cut_the_connection_at(step: &str) {
     let status = sandbox_ctops(["status", "--json"]).run().expect(0).json();
     assert_schema("status.json", &status);
     assert_eq!(status["operation"]["state"], "deployed", "{status:#}");
+    assert_eq!(
+        status["operation"]["watched"], false,
+        "it finished while nobody watched: {status:#}"
+    );
     assert!(status["lock"].is_null(), "no lock left: {status:#}");
 }
 

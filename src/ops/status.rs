@@ -162,8 +162,13 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
             .find(|s| s.kind == "fail")
             .map(|s| format!("; failed step: {} ({})", s.step, s.detail))
             .unwrap_or_default();
+        let away = if op.ended.is_some() && !op.watched {
+            " (finished while nobody watched)"
+        } else {
+            ""
+        };
         text.push_str(&format!(
-            "\nlast operation {}: {} — {}{when}{failed}",
+            "\nlast operation {}: {} — {}{when}{away}{failed}",
             op.id, op.describe, op.state
         ));
     }

@@ -881,6 +881,9 @@ async fn plan_and_run(
     let script = plan.render(&t.state_dir, &lock.token);
     let pid = runner::start(remote, &t.state_dir, &op_id, &script).await?;
     let outcome = follow_with_interrupts(ctx, remote, &op_id, pid).await;
+    if matches!(outcome, Followed::Ended { .. }) {
+        let _ = runner::mark_seen(remote, &t.state_dir, &op_id).await;
+    }
     report(ctx, &probe, kind, &op_id, outcome)
 }
 
@@ -1075,6 +1078,15 @@ pub async fn warn_about_last_operation(ctx: &Ctx, remote: &Remote) {
                 "operation {} ({}) was interrupted mid-way: check `ctops status`",
                 last.id, last.describe
             )),
+            outcome if !last.watched => {
+                ctx.out.warn(format!(
+                    "operation {} ({}) finished while nobody watched: {outcome} at {}",
+                    last.id,
+                    last.describe,
+                    last.ended.as_deref().unwrap_or("?")
+                ));
+                let _ = runner::mark_seen(remote, &ctx.target.state_dir, &last.id).await;
+            }
             _ => {}
         }
     }

@@ -25,7 +25,7 @@ put_host_at() { "$ctops" -q deploy --ref "$1" --skip-preflight --reason bench-se
 # Runbook 2.2, steps 1-6 as written (step 7, `logs -f`, never ends); `exec` needs -T
 # without a TTY, the only change.
 runbook() {
-  "${ssh[@]}" "cd '$dir' && git pull -q origin main && docker compose -f infrastructure/docker-compose.yml up -d --build -q 2>/dev/null && docker compose -f infrastructure/docker-compose.yml exec -T api alembic upgrade head" >/dev/null 2>&1
+  "${ssh[@]}" "cd '$dir' && git pull -q origin main && docker compose -f infrastructure/docker-compose.yml up -d --build && docker compose -f infrastructure/docker-compose.yml exec -T api alembic upgrade head" >/dev/null 2>&1
   curl -s http://127.0.0.1:18000/health >/dev/null
 }
 ctops_deploy() { "$ctops" -q deploy --skip-preflight --reason bench >/dev/null 2>&1; }
