@@ -229,9 +229,10 @@ elif back; then outcome=rolled-back
 else outcome=rollback-failed
 fi
 record "$outcome"
-journal end "$outcome"
 kill "$renewer" 2>/dev/null
 lock_release "$TOKEN"
+# Last: whoever reads `end` finds the release recorded and the lock free.
+journal end "$outcome"
 "#,
             release_line = if release.is_empty() {
                 String::new()
@@ -380,17 +381,26 @@ where
         let mut outcome = None;
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(event) = Event::parse(&line) {
+                on_event(&event);
                 if event.kind == "end" {
                     outcome = Some(event.step.clone());
+                    break;
                 }
-                on_event(&event);
             }
         }
         outcome
     };
-    let (status, outcome, ()) = tokio::join!(stream, read, step_output);
-    status?;
-    Ok(outcome)
+    // The `end` line is the end: stop the tails at once rather than wait for them to notice
+    // that the runner exited.
+    let streams = async { tokio::join!(stream, step_output).0 };
+    tokio::pin!(read, streams);
+    tokio::select! {
+        outcome = &mut read => Ok(outcome),
+        status = &mut streams => {
+            status?;
+            Ok(read.await)
+        }
+    }
 }
 
 /// Marks an operation's end as seen by an operator.

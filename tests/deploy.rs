@@ -322,9 +322,9 @@ fn a_connection_cut_during_the_health_gate_does_not_strand_the_host() {
     cut_the_connection_at("gate");
 }
 
-#[test]
-fn ctrl_c_during_the_migration_rolls_back_and_status_matches_the_host() {
-    let _lock = exclusive();
+/// Ctrl-C while `step` runs: the step finishes, then the runner rolls back (or, after the
+/// last step, the deploy stands); either way `status --json` matches the host.
+fn ctrl_c_at(step: &str) {
     reset_host();
     let (child, _home) = sandbox_ctops([
         "deploy",
@@ -337,29 +337,58 @@ fn ctrl_c_during_the_migration_rolls_back_and_status_matches_the_host() {
     .env("CTOPS_STEP_DELAY", "2")
     .spawn();
     wait_until(
-        "the migration step to start",
-        Duration::from_secs(60),
+        &format!("the {step} step to start"),
+        Duration::from_secs(90),
         || {
             host_ok(&format!(
-                "grep -q '	start	migrate' '{STATE_DIR}'/ops/*/journal 2>/dev/null"
+                "grep -q '\tstart\t{step}\t' '{STATE_DIR}'/ops/*/journal 2>/dev/null"
             ))
         },
     );
     host(&format!("kill -INT {}", child.id()));
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(health_version(), "1.26.0");
-    assert_eq!(db_revision(), "0002");
+    let stderr = String::from_utf8_lossy(&out.stderr);
     let status = sandbox_ctops(["status", "--json"]).run().expect(0).json();
-    assert_eq!(status["operation"]["state"], "rolled-back");
-    assert_eq!(status["checkout"]["commit"], commit_of("v1.26.0"));
-    assert_eq!(status["checkout"]["version"], "1.26.0");
-    assert!(status["lock"].is_null());
+    assert_schema("status.json", &status);
+    assert!(status["lock"].is_null(), "{status:#}");
+    let live = health_version();
+    assert_eq!(
+        status["checkout"]["commit"],
+        head_commit(),
+        "{step}: {status:#}"
+    );
+    assert_eq!(
+        status["checkout"]["version"], live,
+        "{step}: the checkout matches what runs"
+    );
+    match status["operation"]["state"].as_str() {
+        Some("rolled-back") => {
+            assert_eq!(out.status.code(), Some(130), "{step}: {stderr}");
+            assert_eq!(
+                (live.as_str(), db_revision().as_str()),
+                ("1.26.0", "0002"),
+                "{step}"
+            );
+        }
+        Some("deployed") => {
+            assert_eq!(
+                step, "gate",
+                "only an interrupt during the last step lets the deploy stand"
+            );
+            assert_eq!((live.as_str(), db_revision().as_str()), ("1.27.0", "0003"));
+        }
+        other => panic!("{step}: unexpected state {other:?}: {stderr}"),
+    }
+}
+
+#[test]
+fn ctrl_c_at_each_step_leaves_a_host_that_status_describes() {
+    let _lock = exclusive();
+    for step in [
+        "keep", "checkout", "build", "tag", "backup", "migrate", "up", "gate",
+    ] {
+        ctrl_c_at(step);
+    }
 }
 
 #[test]

@@ -811,12 +811,16 @@ pub async fn run(ctx: &Ctx, request: &Request) -> Result<Exit> {
     }
     let remote = ctx.remote().await?;
     let t = &ctx.target;
-    warn_about_last_operation(ctx, remote).await;
-    let lock = if ctx.dry_run {
-        None
-    } else {
-        Some(HostLock::acquire(remote, &t.state_dir, &request.command_line).await?)
+    let acquire = async {
+        match ctx.dry_run {
+            true => Ok(None),
+            false => HostLock::acquire(remote, &t.state_dir, &request.command_line)
+                .await
+                .map(Some),
+        }
     };
+    let ((), lock) = tokio::join!(warn_about_last_operation(ctx, remote), acquire);
+    let lock = lock?;
     if let Some(stale) = lock.as_ref().and_then(|l| l.took_over.as_ref()) {
         ctx.out
             .warn(format!("took over a stale host lock: {}", stale.describe()));

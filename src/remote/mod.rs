@@ -51,6 +51,45 @@ pub struct Remote {
     out: Output,
     /// Port forwards opened so far, reused (by `health --watch`, say).
     forwards: Mutex<HashMap<(String, u16), SocketAddr>>,
+    busy: Busy,
+}
+
+/// How long at least one remote command was in flight: what ctops spends beyond that is its
+/// own time (reported at `-vv`, and read by the benchmarks).
+#[derive(Default)]
+struct Busy(std::sync::Mutex<BusyState>);
+
+#[derive(Default)]
+struct BusyState {
+    in_flight: usize,
+    since: Option<std::time::Instant>,
+    total: Duration,
+    opened: Option<std::time::Instant>,
+}
+
+struct BusyGuard<'a>(&'a Busy);
+
+impl Busy {
+    fn enter(&self) -> BusyGuard<'_> {
+        let mut s = self.0.lock().expect("busy lock");
+        if s.in_flight == 0 {
+            s.since = Some(std::time::Instant::now());
+        }
+        s.in_flight += 1;
+        BusyGuard(self)
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0 .0.lock().expect("busy lock");
+        s.in_flight -= 1;
+        if s.in_flight == 0 {
+            if let Some(since) = s.since.take() {
+                s.total += since.elapsed();
+            }
+        }
+    }
 }
 
 impl Remote {
@@ -70,6 +109,10 @@ impl Remote {
             dry_run,
             out: out.clone(),
             forwards: Mutex::new(HashMap::new()),
+            busy: Busy(std::sync::Mutex::new(BusyState {
+                opened: Some(std::time::Instant::now()),
+                ..Default::default()
+            })),
         })
     }
 
@@ -102,6 +145,7 @@ impl Remote {
             .acquire()
             .await
             .expect("semaphore never closed");
+        let _busy = self.busy.enter();
         let timeout = self.timeout_of(cmd);
         let work = async {
             let mut child = self
@@ -151,6 +195,7 @@ impl Remote {
             .acquire()
             .await
             .expect("semaphore never closed");
+        let _busy = self.busy.enter();
         let work = async {
             let mut child = self.spawn(cmd, true).await?;
             // Held open so the host-side watcher sees EOF only when we go away.
@@ -244,6 +289,14 @@ impl Remote {
 
     /// Closes the connection and ends the master process.
     pub async fn close(self) {
+        if let Ok(s) = self.busy.0.lock() {
+            let open = s.opened.map(|o| o.elapsed()).unwrap_or_default();
+            tracing::debug!(
+                busy_ms = s.total.as_millis() as u64,
+                open_ms = open.as_millis() as u64,
+                "remote commands were in flight for busy_ms of the open_ms the connection was open"
+            );
+        }
         if let Err(e) = self.session.close().await {
             tracing::debug!("closing the ssh session: {e}");
         }
