@@ -28,7 +28,15 @@ runbook() {
   "${ssh[@]}" "cd '$dir' && git pull -q origin main && docker compose -f infrastructure/docker-compose.yml up -d --build && docker compose -f infrastructure/docker-compose.yml exec -T api alembic upgrade head" >/dev/null 2>&1
   curl -s http://127.0.0.1:18000/health >/dev/null
 }
-ctops_deploy() { "$ctops" -q deploy --skip-preflight --reason bench >/dev/null 2>&1; }
+ctops_deploy() { "$ctops" deploy --skip-preflight --reason bench -vv >/dev/null 2>/tmp/ctops-bench.err; }
+# ctops's own time: the wall time less the connection set-up and the time during which at
+# least one remote command (probe, runner step, journal stream) was in flight (from -vv).
+own_ms() { # WALL
+  local connect busy
+  connect=$(sed -E 's/\x1b\[[0-9;]*m//g' /tmp/ctops-bench.err | grep -o 'connected.*elapsed=[0-9.]*ms' | grep -o '[0-9.]*ms' | tr -d ms)
+  busy=$(sed -E 's/\x1b\[[0-9;]*m//g' /tmp/ctops-bench.err | grep -o 'busy_ms=[0-9]*' | cut -d= -f2)
+  awk "BEGIN{printf \"%d\", $1 - $connect - $busy}"
+}
 
 connections() { grep -c 'Connection from' "$sandbox/sshd/sshd.log" || true; }
 ms() { date +%s%3N; }
@@ -42,19 +50,29 @@ runner_span() {
 
 declare -A t
 measure() { # NAME SETUP FN
-  local name=$1 setup=$2 fn=$3 times=() overheads=() c0 c1
+  local name=$1 setup=$2 fn=$3 times=() overheads=() owns=() c0 c1
   for _ in $(seq "$runs"); do
     $setup
     c0=$(connections); local a b; a=$(ms); $fn; b=$(ms); c1=$(connections)
     times+=($((b - a)))
-    if [ "$fn" = ctops_deploy ]; then overheads+=($(( (b - a) - $(runner_span) ))); fi
+    if [ "$fn" = ctops_deploy ]; then
+      overheads+=($(( (b - a) - $(runner_span) )))
+      owns+=($(own_ms $((b - a))))
+      t[$name.op]=$(cat "$state/last")
+    fi
   done
   t[$name]=$(printf '%s\n' "${times[@]}" | median)
   t[$name.conns]=$((c1 - c0))
   [ ${#overheads[@]} -gt 0 ] && t[$name.overhead]=$(printf '%s\n' "${overheads[@]}" | median)
+  [ ${#owns[@]} -gt 0 ] && t[$name.own]=$(printf '%s\n' "${owns[@]}" | median)
   return 0
 }
-at_prev() { put_host_at "$prev"; }
+main12=$(git --git-dir="$origin" rev-parse main | cut -c1-12)
+# A new commit is one whose images were never built: drop what an earlier run kept.
+at_prev() {
+  put_host_at "$prev"
+  docker rmi "infrastructure-api:ctops-$main12" "infrastructure-bot:ctops-$main12" >/dev/null 2>&1 || true
+}
 at_main() { put_host_at main; }
 
 measure runbook_new at_prev runbook
@@ -62,11 +80,14 @@ measure ctops_new at_prev ctops_deploy
 measure runbook_same at_main runbook
 measure ctops_same at_main ctops_deploy
 
-printf '%-38s %10s %10s %16s %22s\n' "deploy ($runs runs each)" "median ms" "ssh conns" "ratio to runbook" "ctops beyond runner ms"
-printf '%-38s %10s %10s %16s %22s\n' "one new commit: runbook 2.2" "${t[runbook_new]}" "${t[runbook_new.conns]}" 1.00 -
-printf '%-38s %10s %10s %16s %22s\n' "one new commit: ctops deploy" "${t[ctops_new]}" "${t[ctops_new.conns]}" "$(awk "BEGIN{printf \"%.2f\", ${t[ctops_new]}/${t[runbook_new]}}")" "${t[ctops_new.overhead]}"
-printf '%-38s %10s %10s %16s %22s\n' "running commit: runbook 2.2" "${t[runbook_same]}" "${t[runbook_same.conns]}" 1.00 -
-printf '%-38s %10s %10s %16s %22s\n' "running commit: ctops deploy" "${t[ctops_same]}" "${t[ctops_same.conns]}" "$(awk "BEGIN{printf \"%.2f\", ${t[ctops_same]}/${t[runbook_same]}}")" "${t[ctops_same.overhead]}"
+row() { printf '%-32s %9s %9s %8s %18s %14s\n' "$@"; }
+ratio() { awk "BEGIN{printf \"%.2f\", $1/$2}"; }
+row "deploy ($runs runs each)" "median ms" "ssh conns" "ratio" "beyond runner ms" "ctops own ms"
+row "one new commit: runbook 2.2" "${t[runbook_new]}" "${t[runbook_new.conns]}" 1.00 - -
+row "one new commit: ctops deploy" "${t[ctops_new]}" "${t[ctops_new.conns]}" "$(ratio "${t[ctops_new]}" "${t[runbook_new]}")" "${t[ctops_new.overhead]}" "${t[ctops_new.own]}"
+row "running commit: runbook 2.2" "${t[runbook_same]}" "${t[runbook_same.conns]}" 1.00 - -
+row "running commit: ctops deploy" "${t[ctops_same]}" "${t[ctops_same.conns]}" "$(ratio "${t[ctops_same]}" "${t[runbook_same]}")" "${t[ctops_same.overhead]}" "${t[ctops_same.own]}"
 echo
-echo "host-side step times of the last new-commit deploy are in $state/ops/*/journal (tab-separated, ms)"
+echo "host-side step times of the last new-commit deploy (runner journal, ms):"
+awk -F'\t' '$3=="start"{s[$4]=$2} $3=="ok"||$3=="fail"{printf "  %-10s %6d\n", $4, $2-s[$4]}' "$state/ops/${t[ctops_new.op]}/journal"
 tests/sandbox/sandbox.sh reset-host >/dev/null
