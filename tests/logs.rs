@@ -137,3 +137,38 @@ fn several_services_are_prefixed() {
         .collect();
     assert!(services.iter().any(|s| s == "bot"), "{}", run.describe());
 }
+
+#[test]
+fn follow_goes_on_across_a_recreate_of_the_service() {
+    let _lock = exclusive();
+    let (mut child, _home) = sandbox_ctops(["logs", "bot", "-f", "--tail", "0"]).spawn();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let before = container("bot");
+    host(&format!(
+        "runuser -u deploy -- sh -c 'cd \"{CHECKOUT}\" && docker compose -f infrastructure/docker-compose.yml up -d --force-recreate bot' >/dev/null 2>&1"
+    ));
+    let after = container("bot");
+    assert_ne!(before, after, "the bot container was recreated");
+    let sentinel = format!("sentinel-recreate-{}", child.id());
+    write_to_bot_log(&sentinel);
+    let started = Instant::now();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended at the recreate"
+        );
+        if line.contains(&sentinel) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no line from the new container"
+        );
+    }
+    host(&format!("kill -INT {}", child.id()));
+    child.wait().unwrap();
+    wait_healthy();
+}

@@ -88,3 +88,24 @@ fn verbose_echoes_every_remote_command_as_sent() {
     let quiet = sandbox_ctops(["status", "-q"]).run().expect(0);
     assert!(quiet.stderr().is_empty(), "{}", quiet.describe());
 }
+
+#[test]
+fn a_compose_project_other_than_the_running_one_is_refused() {
+    let _lock = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |text| {
+        text.replace(
+            "protected = false\n",
+            "protected = false\ncompose_project = \"trader\"\n",
+        )
+    });
+    let run = ctops(["--config", config.to_str().unwrap(), "status"])
+        .run()
+        .expect(4);
+    assert!(
+        run.stderr().contains("compose project `infrastructure`")
+            && run.stderr().contains("empty volumes"),
+        "{}",
+        run.describe()
+    );
+}
