@@ -73,6 +73,12 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Runbook 2.3: the pre-deployment checklist on the local checkout (also run by deploy)
     Preflight(PreflightArgs),
+    /// Runbook 5: database dumps and .env copies that count only when complete
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Runbook 5.3: restore a database dump safely (into a new database, swapped in by rename)
+    #[command(subcommand)]
+    Restore(RestoreCommand),
     /// Runbook 3: the deployed release history on the host, newest first
     Releases,
     /// The host lock: who holds it, and releasing a stale one
@@ -107,6 +113,41 @@ pub struct DeployArgs {
     /// The local checkout preflight checks [default: the current directory]
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Runbook 5.2: pg_dump inside the postgres service, atomic, with a manifest written last
+    Db {
+        /// Also copy it to local_dir on this machine, checking its sha256
+        #[arg(long)]
+        download: bool,
+        /// custom (pg_restore) or sql (plain, as the runbook's own command writes)
+        #[arg(long, value_enum, default_value_t = BackupFormat::Custom)]
+        format: BackupFormat,
+    },
+    /// Runbook 5.1: a copy of .env (mode 0600) when it changed; kept indefinitely
+    Env,
+    /// Backups on the host and on this machine, newest first
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Restore NAME (or the newest backup) over the database; asks for the database's name
+    Db {
+        /// A backup name from `ctops backup list`, or `latest`
+        name: String,
+        /// Upgrade the restored database to the running code's migration head
+        #[arg(long)]
+        migrate: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackupFormat {
+    Custom,
+    Sql,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +218,10 @@ impl Command {
             Command::Rollback(_) => "rollback",
             Command::Releases => "releases",
             Command::Preflight(_) => "preflight",
+            Command::Backup(BackupCommand::Db { .. }) => "backup db",
+            Command::Backup(BackupCommand::Env) => "backup env",
+            Command::Backup(BackupCommand::List) => "backup list",
+            Command::Restore(RestoreCommand::Db { .. }) => "restore db",
             Command::Lock(LockCommand::Status) => "lock status",
             Command::Lock(LockCommand::Release) => "lock release",
             Command::Config(ConfigCommand::Check) => "config check",
@@ -187,7 +232,10 @@ impl Command {
 
     /// Commands that handle Ctrl-C themselves (finish the step, roll back, then exit 130).
     pub fn handles_interrupts(&self) -> bool {
-        matches!(self, Command::Deploy(_) | Command::Rollback(_))
+        matches!(
+            self,
+            Command::Deploy(_) | Command::Rollback(_) | Command::Restore(_)
+        )
     }
 
     /// Commands that run until Ctrl-C, for which Ctrl-C is the normal way to end (exit 0).

@@ -106,6 +106,14 @@ impl Compose {
         self.command(["down"])
     }
 
+    pub fn stop(&self, services: &[String]) -> RemoteCommand {
+        self.command(with(["stop"], services))
+    }
+
+    pub fn start(&self, services: &[String]) -> RemoteCommand {
+        self.command(with(["start"], services))
+    }
+
     pub fn restart(&self, services: &[String]) -> RemoteCommand {
         self.command(with(["restart"], services))
     }
@@ -336,7 +344,7 @@ fn compose_path(target: &Target) -> String {
 }
 
 /// What compose records as the project's working dir: the compose file's folder.
-fn working_dir(target: &Target) -> String {
+pub fn working_dir(target: &Target) -> String {
     let file = compose_path(target);
     file.rsplit_once('/')
         .map(|(d, _)| d.to_string())

@@ -189,6 +189,8 @@ pub struct BackupDb {
     pub database: Option<String>,
     pub keep_days: Option<u32>,
     pub max_age: Option<HumanDuration>,
+    /// ctops extension: the services that write to the database, stopped for a restore.
+    pub writers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -212,7 +214,7 @@ pub struct Backup {
 
 impl Backup {
     fn overlay(&mut self, over: &Backup) {
-        overlay!(self.db, over.db; service, user, database, keep_days, max_age);
+        overlay!(self.db, over.db; service, user, database, keep_days, max_age, writers);
         overlay!(self.minio, over.minio; endpoint, access_key_var, secret_key_var, buckets, keep_days);
     }
 
@@ -222,6 +224,7 @@ impl Backup {
         self.db.user = self.db.user.or(s("trader"));
         self.db.database = self.db.database.or(s("trader_psy"));
         self.db.keep_days = self.db.keep_days.or(Some(7));
+        self.db.writers = self.db.writers.or(Some(vec!["api".into(), "bot".into()]));
         self.db.max_age = self
             .db
             .max_age

@@ -43,6 +43,16 @@ impl Ctx {
     /// Asks before a destructive step (SPEC principle 5): on a protected target the answer
     /// is the target's name; without a TTY only `--yes` goes on (exit 4 otherwise).
     pub fn confirm(&self, action: &str) -> Result<(), Error> {
+        let expected = if self.target.protected {
+            self.target.name.as_str()
+        } else {
+            "yes"
+        };
+        self.confirm_word(action, expected)
+    }
+
+    /// Asks for `expected` to be typed (a restore asks for the database's name).
+    pub fn confirm_word(&self, action: &str, expected: &str) -> Result<(), Error> {
         use std::io::{BufRead, IsTerminal, Write};
         if self.yes {
             return Ok(());
@@ -53,11 +63,6 @@ impl Ctx {
                     .with_help("no TTY to ask on: pass --yes to confirm"),
             );
         }
-        let expected = if self.target.protected {
-            self.target.name.as_str()
-        } else {
-            "yes"
-        };
         eprint!("{action}? type `{expected}` to go on: ");
         let _ = std::io::stderr().flush();
         let mut answer = String::new();

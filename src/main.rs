@@ -87,6 +87,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Rollback(args) => ops::rollback::run(ctx, &args).await,
         Command::Releases => ops::releases::run(ctx).await,
         Command::Preflight(args) => ops::preflight::run(ctx, &args).await,
+        Command::Backup(command) => ops::backup::run(ctx, &command).await,
+        Command::Restore(command) => ops::restore::run(ctx, &command).await,
         Command::Lock(LockCommand::Status) => ops::lock::status(ctx).await,
         Command::Lock(LockCommand::Release) => ops::lock::release(ctx).await,
         Command::Config(_) | Command::Completions { .. } | Command::Man => {

@@ -103,6 +103,7 @@ run_step() { # forward|back ID FLAG TITLE
     # Each step's output goes to its own log and to output.log, which `-v` streams.
     { ( "s_$2" ); echo $? > "$O/$2.rc"; } 2>&1 | tee "$O/$2.log" >> "$O/output.log"
     rc=$(cat "$O/$2.rc" 2>/dev/null || echo 1)
+    if [ "${CTOPS_FAIL_STEP:-}" = "$2" ]; then echo "injected failure (CTOPS_FAIL_STEP)" >> "$O/$2.log"; rc=99; fi
     if [ $rc -eq 0 ]; then journal ok "$2"; else journal fail "$2" "exit $rc: $(tail -n 12 "$O/$2.log" | tr '\t' ' ' | sed ':a;N;$!ba;s/\n/ | /g')"; fi
     return $rc
 }
@@ -280,17 +281,17 @@ pub async fn start(
 cat > "$O/script.sh.tmp" && mv -f "$O/script.sh.tmp" "$O/script.sh" || exit 1
 setsid nohup sh "$O/script.sh" </dev/null >"$O/runner.log" 2>&1 &
 echo $! | tee "$O/pid""#;
-    let mut cmd = RemoteCommand::sh(START, [state_dir, op_id]);
-    if let Ok(delay) = std::env::var("CTOPS_STEP_DELAY") {
-        // Test hook: widen each step's window for fault injection.
-        cmd = RemoteCommand::sh(
-            &format!(
-                "CTOPS_STEP_DELAY={}; export CTOPS_STEP_DELAY; {START}",
-                quote(&delay)
-            ),
-            [state_dir, op_id],
-        );
-    }
+    // Test hooks, passed to the runner: widen each step's window (CTOPS_STEP_DELAY) or make
+    // one step fail after it ran (CTOPS_FAIL_STEP), for fault injection.
+    let hooks: String = ["CTOPS_STEP_DELAY", "CTOPS_FAIL_STEP"]
+        .iter()
+        .filter_map(|k| {
+            std::env::var(k)
+                .ok()
+                .map(|v| format!("{k}={}; export {k}; ", quote(&v)))
+        })
+        .collect();
+    let cmd = RemoteCommand::sh(&format!("{hooks}{START}"), [state_dir, op_id]);
     let out = remote.run_with_input(&cmd, Some(script.as_bytes())).await?;
     if out.status != 0 {
         return Err(remote.exited(&cmd, out.status, &out.stderr));

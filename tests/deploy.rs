@@ -120,15 +120,19 @@ fn deploy_v1_27_0_over_v1_26_0() {
         audit.contains(r#""result":"deployed""#) && audit.contains("integration test"),
         "{audit}"
     );
-    let backups = host(&format!("ls '{BACKUPS}'"));
-    assert!(
-        backups.contains("pre-deploy.dump") && backups.contains(".sha256"),
-        "no pre-migration backup: {backups}"
+    let manifest = host(&format!(
+        "cat '{BACKUPS}'/db-*-pre-deploy.dump.manifest.json"
+    ));
+    let manifest: serde_json::Value =
+        serde_json::from_str(manifest.trim()).expect("a pre-migration backup with its manifest");
+    let name = manifest["name"].as_str().unwrap();
+    let sha = host(&format!("sha256sum '{BACKUPS}/{name}' | cut -d' ' -f1"));
+    assert_eq!(
+        manifest["sha256"],
+        sha.trim(),
+        "the backup's checksum matches its manifest"
     );
-    assert!(
-        host_ok(&format!("cd '{BACKUPS}' && sha256sum -c *.sha256")),
-        "the backup's checksum does not match"
-    );
+    assert_eq!(manifest["revision"], "0002", "taken before the migration");
     assert_lock_free();
 }
 

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod backup;
 mod cli;
 mod connection;
 mod deploy;

@@ -1,5 +1,6 @@
 //! One module per runbook section. Each says *what* to run; `remote` and `compose` know how.
 
+pub mod backup;
 pub mod config_check;
 pub mod deploy;
 pub mod health;
@@ -7,6 +8,7 @@ pub mod lock;
 pub mod logs;
 pub mod preflight;
 pub mod releases;
+pub mod restore;
 pub mod rollback;
 pub mod stats;
 pub mod status;

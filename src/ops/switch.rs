@@ -489,11 +489,10 @@ pub fn plan(
             ));
         }
         if direction == Direction::Upgrade {
-            forward.push(Step::shell(
-                "backup",
-                "backup db before migrating",
-                backup_body(ctx),
-            ));
+            // The same backup as `ctops backup db`, with its manifest.
+            let backup =
+                super::backup::db_backup_command(t, crate::cli::BackupFormat::Custom, "pre-deploy");
+            forward.push(Step::new("backup", "backup db before migrating", &[backup]));
             forward.push(
                 Step::new(
                     "migrate",
@@ -587,11 +586,6 @@ pub fn plan(
             .trim_end_matches('}')
             .to_string()
     };
-    let health_interval = t
-        .deploy
-        .health_interval
-        .map(|d| d.0.as_secs_f64())
-        .unwrap_or(1.0);
     Ok(Plan {
         op: kind.name(),
         op_id: op_id.to_string(),
@@ -603,27 +597,7 @@ pub fn plan(
             probe.current.reference,
             short(&probe.current.commit)
         ),
-        vars: vec![
-            ("P", quote(&probe.project).into_owned()),
-            ("HEALTH_URL", quote(&t.health_url).into_owned()),
-            (
-                "HEALTH_TIMEOUT",
-                t.deploy
-                    .health_timeout
-                    .map(|d| d.0.as_secs())
-                    .unwrap_or(60)
-                    .to_string(),
-            ),
-            ("HEALTH_INTERVAL", format!("{health_interval}")),
-            (
-                "STABLE_FOR",
-                t.deploy
-                    .stable_for
-                    .map(|d| d.0.as_secs())
-                    .unwrap_or(10)
-                    .to_string(),
-            ),
-        ],
+        vars: gate_vars(t, &probe.project),
         forward,
         back,
         success: "deployed",
@@ -755,24 +729,6 @@ pub fn changelog_section(changelog: &str, version: &str) -> String {
         .to_string()
 }
 
-/// A `pg_dump` before migrating, written atomically with its checksum.
-fn backup_body(ctx: &Ctx) -> String {
-    let t = &ctx.target;
-    let db = &t.backup.db;
-    format!(
-        r#"dir={dir}; mkdir -p "$dir" || exit 1
-f="$dir/db-$(date -u +%Y%m%dT%H%M%SZ)-pre-deploy.dump"
-cid=$(container_of {service}); [ -n "$cid" ] || {{ echo "no running {service} container"; exit 1; }}
-docker exec "$cid" pg_dump -U {user} -Fc {database} > "$f.tmp" && sync "$f.tmp" && mv "$f.tmp" "$f" || {{ rm -f "$f.tmp"; exit 1; }}
-(cd "$dir" && sha256sum "$(basename "$f")" > "$f.sha256.tmp" && mv "$f.sha256.tmp" "$f.sha256")
-echo "$f""#,
-        dir = quote(&t.backup_dir),
-        service = quote(db.service.as_deref().unwrap_or("postgres")),
-        user = quote(db.user.as_deref().unwrap_or("postgres")),
-        database = quote(db.database.as_deref().unwrap_or("postgres")),
-    )
-}
-
 /// How a switch ended, for humans and `--json`.
 #[derive(Debug, Serialize)]
 pub struct Report<'a> {
@@ -891,7 +847,26 @@ async fn plan_and_run(
     report(ctx, &probe, kind, &op_id, outcome)
 }
 
-async fn chrono_now(remote: &Remote) -> Result<i64, Error> {
+/// The variables the runner's `gate` and `container_of` read.
+pub fn gate_vars(t: &crate::config::Target, project: &str) -> Vec<(&'static str, String)> {
+    let secs = |d: Option<crate::config::HumanDuration>, default: u64| {
+        d.map(|d| d.0.as_secs()).unwrap_or(default).to_string()
+    };
+    let interval = t
+        .deploy
+        .health_interval
+        .map(|d| d.0.as_secs_f64())
+        .unwrap_or(1.0);
+    vec![
+        ("P", quote(project).into_owned()),
+        ("HEALTH_URL", quote(&t.health_url).into_owned()),
+        ("HEALTH_TIMEOUT", secs(t.deploy.health_timeout, 60)),
+        ("HEALTH_INTERVAL", format!("{interval}")),
+        ("STABLE_FOR", secs(t.deploy.stable_for, 10)),
+    ]
+}
+
+pub async fn chrono_now(remote: &Remote) -> Result<i64, Error> {
     let out = remote
         .run_ok(&RemoteCommand::new(["date", "-u", "+%s"]).read_only())
         .await?;
@@ -899,7 +874,7 @@ async fn chrono_now(remote: &Remote) -> Result<i64, Error> {
 }
 
 /// What following the runner came to.
-enum Followed {
+pub enum Followed {
     Ended {
         outcome: String,
         steps: Vec<Event>,
@@ -913,7 +888,7 @@ enum Followed {
 /// Streams the journal, printing each step with its elapsed time. The first Ctrl-C (or
 /// SIGTERM/SIGHUP) asks the runner to stop after the current step and roll back; a second
 /// stops watching at once.
-async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid: u32) -> Followed {
+pub async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid: u32) -> Followed {
     let t = &ctx.target;
     let mut steps: Vec<Event> = Vec::new();
     let mut started: BTreeMap<String, u64> = BTreeMap::new();

@@ -1,0 +1,456 @@
+//! Runbook 5.1-5.2, `backup`: PostgreSQL dumps that cannot be mistaken for complete when they
+//! are not, and copies of `.env`.
+//!
+//! The runbook's `pg_dump ... > /opt/backups/db_$(date +%Y%m%d).sql` leaves a partial file
+//! that looks like a backup when the dump is killed, expands `$(date)` on the operator's
+//! laptop in local time, and overwrites same-day dumps. ctops checks free space first, writes
+//! under a temporary name, flushes, renames, and writes a manifest last (sha256, size, UTC
+//! time from the host, migration revision, per-table row counts read back from the dump
+//! itself): the manifest is what makes a backup count.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::Envelope;
+use crate::cli::{BackupCommand, BackupFormat};
+use crate::compose::working_dir;
+use crate::config::Target;
+use crate::context::Ctx;
+use crate::error::{Error, Exit};
+use crate::lock::HostLock;
+use crate::remote::{Remote, RemoteCommand};
+
+/// Exit status of the backup script when the backup dir lacks space.
+const NO_SPACE: i32 = 75;
+
+/// `dir workdir service user database format label`: dump, flush, rename, manifest last.
+const DB_BACKUP: &str = r#"set -u
+dir=$1; wd=$2; service=$3; user=$4; db=$5; format=$6; label=$7
+umask 027
+mkdir -p "$dir" || exit 1
+cid=$(docker ps -q --filter "label=com.docker.compose.project.working_dir=$wd" --filter "label=com.docker.compose.service=$service" | head -n 1)
+[ -n "$cid" ] || { echo "service $service has no running container" >&2; exit 1; }
+# What interrupted backups left: temporary files of writers that are gone, dumps whose
+# manifest was never written.
+for f in "$dir"/.tmp-*; do
+    [ -e "$f" ] || continue
+    pid=${f##*/.tmp-}; pid=${pid%%-*}
+    kill -0 "$pid" 2>/dev/null || rm -f "$f"
+done
+find "$dir" -maxdepth 1 -name 'db-*' ! -name '*.manifest.json' -mmin +1 | while read -r f; do
+    [ -e "$f.manifest.json" ] || rm -f "$f"
+done
+size=$(docker exec "$cid" psql -U "$user" -d "$db" -tAc 'SELECT pg_database_size(current_database())') || exit 1
+avail=$(df -PB1 "$dir" | awk 'NR == 2 {print $4}')
+need=$(( size + size / 5 + 16777216 ))
+if [ "$avail" -lt "$need" ]; then
+    echo "not enough space in $dir: $avail bytes free, $need needed (database $size bytes, 20% and 16 MiB margin)" >&2
+    exit 75
+fi
+ts=$(date -u +%Y%m%dT%H%M%SZ); created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+case $format in sql) ext=sql; opt=-Fp ;; *) ext=dump; opt=-Fc ;; esac
+name="db-$ts${label:+-$label}.$ext"; tmp="$dir/.tmp-$$-$name"
+docker exec "$cid" pg_dump -U "$user" $opt "$db" > "$tmp" || { rm -f "$tmp"; echo "pg_dump failed" >&2; exit 1; }
+sync "$tmp" 2>/dev/null || sync
+sha=$(sha256sum "$tmp" | cut -d' ' -f1); bytes=$(stat -c %s "$tmp")
+if [ "$ext" = dump ]; then
+    data() { docker exec -i "$cid" pg_restore -f - --data-only < "$tmp"; }
+else
+    data() { cat "$tmp"; }
+fi
+counts=$(data | awk '
+    /^COPY / { t = $2; n = 0; inside = 1; next }
+    inside && $0 == "\\." { print "table\t" t "\t" n; inside = 0; next }
+    inside { n++; if (t ~ /alembic_version$/) rev = $1; next }
+    END { if (rev != "") print "revision\t" rev }')
+tables=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "table" { gsub(/"/, "\\\"", $2); printf "%s\"%s\":%s", sep, $2, $3; sep = "," }')
+rev=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "revision" { print $2 }')
+manifest=$(printf '{"kind":"db","name":"%s","format":"%s","sha256":"%s","size":%s,"created":"%s","database":"%s","revision":%s,"label":"%s","tables":{%s}}' \
+    "$name" "$format" "$sha" "$bytes" "$created" "$db" "$( [ -n "$rev" ] && printf '"%s"' "$rev" || printf null)" "$label" "$tables")
+mv "$tmp" "$dir/$name" || exit 1
+printf '%s\n' "$manifest" > "$dir/.tmp-$$-$name.manifest.json" && sync "$dir/.tmp-$$-$name.manifest.json" 2>/dev/null
+mv "$dir/.tmp-$$-$name.manifest.json" "$dir/$name.manifest.json" || exit 1
+sync "$dir" 2>/dev/null || true
+printf '%s\n' "$manifest""#;
+
+/// A backup's manifest, as written on the host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub kind: String,
+    pub name: String,
+    pub format: String,
+    pub sha256: String,
+    pub size: u64,
+    pub created: String,
+    pub database: String,
+    pub revision: Option<String>,
+    #[serde(default)]
+    pub label: String,
+    pub tables: std::collections::BTreeMap<String, u64>,
+}
+
+/// The backup command for the target's database (also the deploy runner's pre-migration
+/// backup, so both make the same kind of backup).
+pub fn db_backup_command(t: &Target, format: BackupFormat, label: &str) -> RemoteCommand {
+    let db = &t.backup.db;
+    let format = match format {
+        BackupFormat::Custom => "custom",
+        BackupFormat::Sql => "sql",
+    };
+    RemoteCommand::sh(
+        DB_BACKUP,
+        [
+            t.backup_dir.clone(),
+            working_dir(t),
+            db.service.clone().unwrap_or_else(|| "postgres".into()),
+            db.user.clone().unwrap_or_else(|| "postgres".into()),
+            db.database.clone().unwrap_or_else(|| "postgres".into()),
+            format.to_string(),
+            label.to_string(),
+        ],
+    )
+    .timeout(
+        t.timeouts
+            .backup
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(7200)),
+    )
+    .stop_on_disconnect()
+}
+
+/// `dir env_file`: a copy of `.env` (mode 0600) when it differs from the newest copy.
+const ENV_BACKUP: &str = r#"set -u
+dir=$1/env; src=$2
+umask 077
+mkdir -p "$dir" || exit 1
+[ -f "$src" ] || { echo "no $src" >&2; exit 1; }
+new=$(sha256sum < "$src" | cut -d' ' -f1)
+last=$(ls "$dir"/env-* 2>/dev/null | grep -v '\.tmp' | sort | tail -n 1)
+if [ -n "$last" ] && [ "$(sha256sum < "$last" | cut -d' ' -f1)" = "$new" ]; then echo "unchanged $last"; exit 0; fi
+name="env-$(date -u +%Y%m%dT%H%M%SZ)"
+cp "$src" "$dir/$name.tmp" && chmod 0600 "$dir/$name.tmp" && sync "$dir/$name.tmp" 2>/dev/null
+mv "$dir/$name.tmp" "$dir/$name" && echo "created $dir/$name""#;
+
+pub fn env_backup_command(t: &Target) -> RemoteCommand {
+    let env = format!("{}/{}", t.dir.trim_end_matches('/'), t.env_file);
+    RemoteCommand::sh(ENV_BACKUP, [t.backup_dir.clone(), env])
+}
+
+#[derive(Serialize)]
+struct BackupDoc<'a> {
+    #[serde(flatten)]
+    envelope: Envelope<'a>,
+    backups: Vec<Listed>,
+}
+
+/// One backup in `backup list` (and what `backup db|env` made).
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub kind: String,
+    pub name: String,
+    pub place: String,
+    pub size: u64,
+    pub created: String,
+    pub sha256: Option<String>,
+    pub verified: bool,
+}
+
+impl Listed {
+    fn from_manifest(m: &Manifest, place: &str, verified: bool) -> Self {
+        Listed {
+            kind: m.kind.clone(),
+            name: m.name.clone(),
+            place: place.into(),
+            size: m.size,
+            created: m.created.clone(),
+            sha256: Some(m.sha256.clone()),
+            verified,
+        }
+    }
+}
+
+pub async fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
+    match command {
+        BackupCommand::Db { download, format } => {
+            let listed = backup_db(ctx, *format, *download).await?;
+            report(ctx, "backup db", listed)
+        }
+        BackupCommand::Env => {
+            let listed = backup_env(ctx).await?;
+            report(ctx, "backup env", listed)
+        }
+        BackupCommand::List => list(ctx).await,
+    }
+}
+
+fn report(ctx: &Ctx, command: &str, backups: Vec<Listed>) -> Result<Exit> {
+    if ctx.out.json {
+        ctx.out.json_doc(&BackupDoc {
+            envelope: Envelope::new(command, ctx, true),
+            backups,
+        })?;
+    } else {
+        for b in &backups {
+            ctx.out.status(format!(
+                "{} backup {} ({} bytes) on {}",
+                b.kind, b.name, b.size, b.place
+            ));
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// Takes the host lock, waiting a bounded time for a deploy to finish (backups never
+/// overlap a migration).
+async fn lock_for_backup(ctx: &Ctx, remote: &Remote, what: &str) -> Result<HostLock, Error> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        match HostLock::acquire(remote, &ctx.target.state_dir, what).await {
+            Err(e)
+                if e.exit == crate::error::Exit::Refused
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!("waiting for the host lock: {e}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn backup_db(ctx: &Ctx, format: BackupFormat, download: bool) -> Result<Vec<Listed>> {
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    if ctx.dry_run {
+        ctx.out.status(format!(
+            "dry run: would run on {}: {}",
+            remote.host(),
+            db_backup_command(t, format, "").render()
+        ));
+        return Ok(Vec::new());
+    }
+    let lock = lock_for_backup(ctx, remote, "backup db").await?;
+    let out = remote.run(&db_backup_command(t, format, "")).await;
+    let _ = lock.release(remote).await;
+    let out = out?;
+    if out.status == NO_SPACE {
+        return Err(Error::refused(format!(
+            "backup refused on {}: {}",
+            remote.host(),
+            out.stderr_text().trim()
+        ))
+        .with_help("free space in backup_dir or point it at a larger disk; nothing was written")
+        .into());
+    }
+    if out.status != 0 {
+        return Err(Error::failed(format!(
+            "backup db failed on {}: {}",
+            remote.host(),
+            out.stderr_text().trim()
+        ))
+        .with_help("no partial file counts as a backup; earlier backups are untouched")
+        .into());
+    }
+    let manifest: Manifest = serde_json::from_str(out.stdout_text().trim())
+        .map_err(|e| Error::failed(format!("unreadable manifest from {}: {e}", remote.host())))?;
+    let mut listed = vec![Listed::from_manifest(&manifest, "host", false)];
+    if download {
+        let local = download_dump(ctx, remote, &manifest).await?;
+        ctx.out.status(format!(
+            "downloaded to {} (sha256 checked)",
+            local.display()
+        ));
+        listed.push(Listed::from_manifest(&manifest, "local", true));
+    }
+    Ok(listed)
+}
+
+/// Streams a dump to `local_dir/db/` with its sha256 checked; memory stays flat.
+async fn download_dump(ctx: &Ctx, remote: &Remote, m: &Manifest) -> Result<PathBuf> {
+    let dir = ctx.target.local_dir.join("db");
+    tokio::fs::create_dir_all(&dir).await?;
+    let path = dir.join(&m.name);
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), m.name));
+    let remote_path = format!("{}/{}", ctx.target.backup_dir.trim_end_matches('/'), m.name);
+    let cat = RemoteCommand::new(["cat", remote_path.as_str()])
+        .read_only()
+        .stop_on_disconnect();
+    let file = tokio::fs::File::create(&tmp).await?;
+    let mut sink = HashingWriter {
+        inner: file,
+        hasher: Sha256::new(),
+        bar: progress(ctx, m.size),
+    };
+    let status = remote.stream(&cat, &mut sink, None).await;
+    sink.inner.flush().await?;
+    sink.inner.sync_all().await?;
+    let digest = hex(&sink.hasher.finalize());
+    sink.bar.finish_and_clear();
+    if status? != 0 || digest != m.sha256 {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(Error::failed(format!(
+            "download of {} failed its checksum (got {digest})",
+            m.name
+        ))
+        .into());
+    }
+    tokio::fs::rename(&tmp, &path).await?;
+    let manifest = serde_json::to_vec(m)?;
+    tokio::fs::write(dir.join(format!("{}.manifest.json", m.name)), manifest).await?;
+    Ok(path)
+}
+
+fn progress(ctx: &Ctx, size: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if ctx.out.quiet || ctx.out.json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    indicatif::ProgressBar::new(size)
+}
+
+/// Writes through to a file while hashing and counting for the progress bar.
+struct HashingWriter {
+    inner: tokio::fs::File,
+    hasher: Sha256,
+    bar: indicatif::ProgressBar,
+}
+
+impl tokio::io::AsyncWrite for HashingWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(Ok(n)) => {
+                this.hasher.update(&buf[..n]);
+                this.bar.inc(n as u64);
+                std::task::Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn backup_env(ctx: &Ctx) -> Result<Vec<Listed>> {
+    let remote = ctx.remote().await?;
+    let out = remote
+        .run_ok(&env_backup_command(&ctx.target))
+        .await?
+        .stdout_text();
+    let (what, path) = out.trim().split_once(' ').unwrap_or(("", ""));
+    ctx.out.status(format!(".env backup {what}: {path}"));
+    Ok(vec![Listed {
+        kind: "env".into(),
+        name: path.rsplit('/').next().unwrap_or(path).to_string(),
+        place: "host".into(),
+        size: 0,
+        created: String::new(),
+        sha256: None,
+        verified: false,
+    }])
+}
+
+const LIST: &str = r#"cat "$1"/db-*.manifest.json 2>/dev/null; for f in "$1"/env/env-*; do [ -f "$f" ] && case $f in *.tmp) ;; *) printf 'env\t%s\t%s\t%s\n' "${f##*/}" "$(stat -c %s "$f")" "$(date -u -r "$f" +%Y-%m-%dT%H:%M:%SZ)";; esac; done; true"#;
+
+async fn list(ctx: &Ctx) -> Result<Exit> {
+    let remote = ctx.remote().await?;
+    let out = remote
+        .run_ok(&RemoteCommand::sh(LIST, [ctx.target.backup_dir.as_str()]).read_only())
+        .await?
+        .stdout_text();
+    let mut backups = Vec::new();
+    for line in out.lines() {
+        if let Ok(m) = serde_json::from_str::<Manifest>(line) {
+            backups.push(Listed::from_manifest(&m, "host", false));
+        } else if let Some(rest) = line.strip_prefix("env\t") {
+            let cols: Vec<&str> = rest.split('\t').collect();
+            backups.push(Listed {
+                kind: "env".into(),
+                name: cols.first().unwrap_or(&"").to_string(),
+                place: "host".into(),
+                size: cols.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+                created: cols.get(2).unwrap_or(&"").to_string(),
+                sha256: None,
+                verified: false,
+            });
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(ctx.target.local_dir.join("db")) {
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().ends_with(".manifest.json") {
+                continue;
+            }
+            let manifest = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
+            if let Some(m) = manifest {
+                backups.push(Listed::from_manifest(&m, "local", true));
+            }
+        }
+    }
+    backups.sort_by(|a, b| b.created.cmp(&a.created));
+    if ctx.out.json {
+        ctx.out.json_doc(&BackupDoc {
+            envelope: Envelope::new("backup list", ctx, true),
+            backups,
+        })?;
+        return Ok(Exit::Ok);
+    }
+    ctx.out.status(format!("backups of {}", ctx.target_label()));
+    let rows = backups
+        .iter()
+        .map(|b| {
+            vec![
+                b.kind.clone(),
+                b.name.clone(),
+                b.place.clone(),
+                b.size.to_string(),
+                b.created.clone(),
+                b.sha256
+                    .clone()
+                    .map(|s| s[..12].to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    ctx.out.print(&ctx.out.table(
+        &["KIND", "NAME", "PLACE", "SIZE", "CREATED", "SHA256"],
+        rows,
+    ))?;
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_parse() {
+        let m: Manifest = serde_json::from_str(r#"{"kind":"db","name":"db-20261126T200000Z.dump","format":"custom","sha256":"ab","size":10,"created":"2026-11-26T20:00:00Z","database":"trader_psy","revision":"0002","label":"","tables":{"public.users":3}}"#).unwrap();
+        assert_eq!(m.tables["public.users"], 3);
+        assert_eq!(m.revision.as_deref(), Some("0002"));
+    }
+}

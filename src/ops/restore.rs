@@ -1,0 +1,407 @@
+//! Runbook 5.3, `restore db`: restores that cannot make things worse.
+//!
+//! The runbook pipes a dump into `psql` on the live database, which carries on after
+//! errors and leaves a half-restored database. ctops checks the checksum and the migration
+//! revision before touching anything, restores into a *new* database in one transaction
+//! that stops at the first error, then (writers stopped) swaps it in by rename, keeps the
+//! old database as the safety copy, starts the writers and runs the health gate; on any
+//! failure it swaps back. It runs as a detached runner, like deploy.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::backup::Manifest;
+use super::switch::{chrono_now, follow_with_interrupts, gate_vars, Followed};
+use crate::cli::RestoreCommand;
+use crate::compose::{exec_in_service, Stack};
+use crate::context::Ctx;
+use crate::error::{Error, Exit};
+use crate::lock::HostLock;
+use crate::migrations::Graph;
+use crate::remote::{quote, Remote, RemoteCommand};
+use crate::runner::{self, Event, Plan, Step};
+
+/// `dir name`: the manifest of NAME (or of the newest backup for `latest`), then the sha256
+/// of the file as it is now.
+const INSPECT: &str = r#"dir=$1; name=$2
+if [ "$name" = latest ]; then
+    m=$(ls -1 "$dir"/db-*.manifest.json 2>/dev/null | sort | tail -n 1)
+    [ -n "$m" ] || { echo "no backups in $dir" >&2; exit 66; }
+    name=$(basename "$m" .manifest.json)
+fi
+[ -f "$dir/$name.manifest.json" ] || { echo "no backup $name in $dir (or it has no manifest: it never completed)" >&2; exit 66; }
+cat "$dir/$name.manifest.json"
+sha256sum "$dir/$name" | cut -d' ' -f1"#;
+
+/// Reads a backup's manifest and the checksum of its file now.
+pub async fn inspect(
+    remote: &Remote,
+    backup_dir: &str,
+    name: &str,
+) -> Result<(Manifest, String), Error> {
+    let out = remote
+        .run(&RemoteCommand::sh(INSPECT, [backup_dir, name]).read_only())
+        .await?;
+    if out.status == 66 {
+        return Err(
+            Error::usage(out.stderr_text().trim().to_string()).with_help("see `ctops backup list`")
+        );
+    }
+    if out.status != 0 {
+        return Err(remote.exited(
+            &RemoteCommand::sh(INSPECT, [backup_dir, name]),
+            out.status,
+            &out.stderr,
+        ));
+    }
+    let text = out.stdout_text();
+    let mut lines = text.lines();
+    let manifest: Manifest = serde_json::from_str(lines.next().unwrap_or_default())
+        .map_err(|e| Error::failed(format!("unreadable manifest for {name}: {e}")))?;
+    Ok((
+        manifest,
+        lines.next().unwrap_or_default().trim().to_string(),
+    ))
+}
+
+fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = name == "latest"
+        || (name.starts_with("db-")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!("invalid backup name {name:?}"))
+            .with_help("see `ctops backup list`"))
+    }
+}
+
+/// `"name"` for SQL identifiers, `'text'` for literals.
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[derive(Serialize)]
+struct Doc<'a> {
+    command: &'a str,
+    target: &'a str,
+    host: &'a str,
+    ok: bool,
+    op: String,
+    outcome: String,
+    backup: Manifest,
+    safety_copy: Option<String>,
+    steps: Vec<Event>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, command: &RestoreCommand) -> Result<Exit> {
+    let RestoreCommand::Db { name, migrate } = command;
+    validate_name(name)?;
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let db = &t.backup.db;
+    let database = db.database.clone().unwrap_or_else(|| "postgres".into());
+    let user = db.user.clone().unwrap_or_else(|| "postgres".into());
+    let service = db.service.clone().unwrap_or_else(|| "postgres".into());
+
+    let (manifest, sha) = inspect(remote, &t.backup_dir, name).await?;
+    if sha != manifest.sha256 {
+        return Err(Error::refused(format!(
+            "{} does not match its checksum (manifest {}, file {sha}): refusing to restore; the database was not touched",
+            manifest.name, manifest.sha256
+        ))
+        .with_help("the file is damaged; restore an earlier backup (`ctops backup list`)")
+        .into());
+    }
+    let versions = t
+        .deploy
+        .migrate
+        .clone()
+        .unwrap_or_default()
+        .versions
+        .unwrap_or_default();
+    let grep = RemoteCommand::new([
+        "git",
+        "grep",
+        "-E",
+        "^(revision|down_revision)",
+        "HEAD",
+        "--",
+        versions.as_str(),
+    ])
+    .in_dir(&t.dir)
+    .read_only();
+    let code_head = Graph::parse_grep(&remote.run(&grep).await?.stdout_text())
+        .head()
+        .ok()
+        .flatten();
+    if manifest.revision != code_head && !migrate {
+        return Err(Error::refused(format!(
+            "{} is at migration revision {}, but the running code expects {}",
+            manifest.name,
+            manifest.revision.as_deref().unwrap_or("none"),
+            code_head.as_deref().unwrap_or("none")
+        ))
+        .with_help("deploy the release that matches the backup first, or pass --migrate to upgrade it after the restore")
+        .into());
+    }
+    if !ctx.dry_run {
+        ctx.confirm_word(
+            &format!(
+                "restore {} over database `{database}` on {}",
+                manifest.name,
+                ctx.target_label()
+            ),
+            &database,
+        )?;
+    }
+    let lock = if ctx.dry_run {
+        None
+    } else {
+        Some(
+            HostLock::acquire(
+                remote,
+                &t.state_dir,
+                &format!("restore db {}", manifest.name),
+            )
+            .await?,
+        )
+    };
+    let result = plan_and_run(
+        ctx,
+        remote,
+        &manifest,
+        *migrate,
+        lock.as_ref(),
+        &database,
+        &user,
+        &service,
+    )
+    .await;
+    if let (Err(_), Some(lock)) = (&result, &lock) {
+        let _ = lock.release(remote).await;
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan_and_run(
+    ctx: &Ctx,
+    remote: &Remote,
+    manifest: &Manifest,
+    migrate: bool,
+    lock: Option<&HostLock>,
+    database: &str,
+    user: &str,
+    service: &str,
+) -> Result<Exit> {
+    let t = &ctx.target;
+    let stack = Stack::load(remote, t).await?;
+    let project = stack.project.clone().unwrap_or_else(|| "default".into());
+    let compose = stack.compose(t);
+    let host_time = chrono_now(remote).await?;
+    let op_id = runner::op_id(host_time, "restore");
+    let stamp = op_id.split('-').next().unwrap_or("now").to_lowercase();
+    let fresh = format!("{database}_restore_{stamp}");
+    let safety = format!("{database}_before_{stamp}");
+    let failed_copy = format!("{database}_failed_{stamp}");
+    let writers = t.backup.db.writers.clone().unwrap_or_default();
+    let file = format!("{}/{}", t.backup_dir.trim_end_matches('/'), manifest.name);
+    let psql = |db: &str, sql: &[String]| {
+        let mut argv = vec![
+            "psql".to_string(),
+            "-U".into(),
+            user.to_string(),
+            "-d".into(),
+            db.to_string(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+        ];
+        for s in sql {
+            argv.extend(["-c".to_string(), s.clone()]);
+        }
+        exec_in_service(t, service, &argv)
+    };
+    let rename = |from: &str, to: &str| {
+        psql(
+            "postgres",
+            &[
+                format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()", literal(from)),
+                format!("ALTER DATABASE {} RENAME TO {}", ident(from), ident(to)),
+            ],
+        )
+    };
+    // Into a new database, in one transaction that stops at the first error; the database
+    // in use is not touched, and a failed attempt leaves nothing behind.
+    let load = match manifest.format.as_str() {
+        "sql" => format!("docker exec -i \"$cid\" psql -U {u} -d {f} -v ON_ERROR_STOP=1 -1 -q < {file} >/dev/null", u = quote(user), f = quote(&fresh), file = quote(&file)),
+        _ => format!("docker exec -i \"$cid\" pg_restore -U {u} -d {f} --single-transaction --exit-on-error --no-owner < {file}", u = quote(user), f = quote(&fresh), file = quote(&file)),
+    };
+    let restore_body = format!(
+        "cid=$(container_of {svc}); [ -n \"$cid\" ] || {{ echo 'no running {svc} container'; exit 1; }}\n\
+         echo {sha} {file} | sed 's/ /  /' | sha256sum -c - || exit 1\n\
+         docker exec \"$cid\" createdb -U {u} {f} || exit 1\n\
+         {load} || {{ docker exec \"$cid\" dropdb -U {u} {f}; exit 1; }}",
+        svc = quote(service),
+        sha = quote(&manifest.sha256),
+        file = quote(&file),
+        u = quote(user),
+        f = quote(&fresh),
+    );
+    let mut forward = vec![
+        Step::shell(
+            "restore",
+            format!("restore {} into a new database {fresh}", manifest.name),
+            restore_body,
+        ),
+        Step::new(
+            "stop_writers",
+            format!("stop the writers ({})", writers.join(", ")),
+            &[compose.stop(&writers)],
+        )
+        .marks("STOPPED"),
+        Step::new(
+            "swap",
+            format!("swap {fresh} in; keep the old database as {safety}"),
+            &[rename(database, &safety), rename(&fresh, database)],
+        )
+        .marks("SWAPPED"),
+    ];
+    if migrate {
+        let migrate = t.deploy.migrate.clone().unwrap_or_default();
+        let argv = migrate.upgrade.clone().unwrap_or_default();
+        forward.push(Step::new(
+            "migrate",
+            "alembic upgrade head on the restored database",
+            &[compose.run_rm(migrate.service.as_deref().unwrap_or("api"), &argv)],
+        ));
+    }
+    forward.push(Step::new(
+        "start_writers",
+        "start the writers",
+        &[compose.start(&writers)],
+    ));
+    forward.push(Step::shell("gate", "health gate", "gate ''"));
+    let back = vec![
+        Step::new(
+            "swap_back",
+            format!("put the old database back (the restored one kept as {failed_copy})"),
+            &[rename(database, &failed_copy), rename(&safety, database)],
+        )
+        .when("SWAPPED"),
+        Step::new(
+            "start_back",
+            "start the writers",
+            &[compose.start(&writers)],
+        )
+        .when("STOPPED"),
+        Step::shell("gate_back", "health gate", "gate ''").when("STOPPED"),
+    ];
+    let (op_user, op_host) = crate::lock::operator();
+    let audit = serde_json::json!({"user": op_user, "host": op_host, "command": format!("restore db {}", manifest.name), "target": t.name, "op": op_id, "safety_copy": safety});
+    let plan = Plan {
+        op: "restore",
+        op_id: op_id.clone(),
+        describe: format!(
+            "restore {} into {database} (the old database kept as {safety})",
+            manifest.name
+        ),
+        vars: gate_vars(t, &project),
+        forward,
+        back,
+        success: "restored",
+        release_fields: None,
+        audit_fields: audit
+            .to_string()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .to_string(),
+        seed_release: None,
+    };
+    let Some(lock) = lock else {
+        ctx.out
+            .status("dry run: the plan below would run on the host, detached; nothing was changed");
+        ctx.out.print(&plan.render(&t.state_dir, "DRY-RUN"))?;
+        return Ok(Exit::Ok);
+    };
+    ctx.out.status(format!(
+        "restore {} on {}",
+        manifest.name,
+        ctx.target_label()
+    ));
+    let pid = runner::start(
+        remote,
+        &t.state_dir,
+        &op_id,
+        &plan.render(&t.state_dir, &lock.token),
+    )
+    .await?;
+    let followed = follow_with_interrupts(ctx, remote, &op_id, pid).await;
+    let (outcome, steps, interrupted) = match followed {
+        Followed::Ended {
+            outcome,
+            steps,
+            interrupted,
+        } => (outcome, steps, interrupted),
+        Followed::RunnerDied(steps) => ("interrupted".to_string(), steps, false),
+        Followed::Lost(_, steps) | Followed::Abandoned(steps) => {
+            ("unknown".to_string(), steps, false)
+        }
+    };
+    if outcome != "unknown" && outcome != "interrupted" {
+        let _ = runner::mark_seen(remote, &t.state_dir, &op_id).await;
+    }
+    let (exit, message) = match outcome.as_str() {
+        "restored" => (Exit::Ok, None),
+        "failed" => (Exit::Failed, Some(format!("restore of {} failed before the database was touched", manifest.name))),
+        "rolled-back" if interrupted => (Exit::Interrupted, Some("interrupted: the old database is back in place".to_string())),
+        "rolled-back" => (Exit::Failed, Some(format!("restore of {} failed; the database is as it was (the attempt is kept as {failed_copy})", manifest.name))),
+        _ => (Exit::Stranded, Some(format!("restore {op_id} did not end cleanly ({outcome}): see `ctops status`"))),
+    };
+    if ctx.out.json {
+        ctx.out.json_doc(&Doc {
+            command: "restore db",
+            target: &t.name,
+            host: &t.ssh,
+            ok: exit == Exit::Ok,
+            op: op_id.clone(),
+            outcome: outcome.clone(),
+            backup: manifest.clone(),
+            safety_copy: (exit == Exit::Ok).then(|| safety.clone()),
+            steps,
+            error: message
+                .as_ref()
+                .map(|m| serde_json::json!({"kind": exit.kind(), "message": m})),
+            state: (exit != Exit::Ok).then(|| outcome.clone()),
+        })?;
+    }
+    match message {
+        None => ctx.out.status(format!("restored {}; the previous database is kept as `{safety}` (drop it when you no longer need it)", manifest.name)),
+        Some(m) => eprintln!("error: {m}"),
+    }
+    Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_identifiers_are_safe() {
+        validate_name("latest").unwrap();
+        validate_name("db-20261126T200000Z.dump").unwrap();
+        assert!(validate_name("../etc/passwd").is_err());
+        assert!(validate_name("db-$(id)").is_err());
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,317 @@
+//! Backups and restores against the sandbox's real PostgreSQL: every row comes back, a
+//! damaged or failing restore leaves the database as it was.
+
+use crate::util::*;
+
+const BACKUPS: &str = "/srv/ctops sandbox/backups";
+const TABLES: [&str; 3] = ["users", "messages", "alembic_version"];
+
+fn reset_host() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sandbox/sandbox.sh");
+    let out = std::process::Command::new(script)
+        .arg("reset-host")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reset-host: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn psql(sql: &str) -> String {
+    host(&format!(
+        "docker exec {} psql -U trader -d trader_psy -tAc {}",
+        container("postgres"),
+        shell_word(sql)
+    ))
+}
+
+fn shell_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Every table's rows, ordered: what a restore must give back byte for byte.
+fn rows() -> String {
+    TABLES
+        .iter()
+        .map(|t| {
+            let order = if *t == "alembic_version" {
+                "version_num"
+            } else {
+                "id"
+            };
+            host(&format!(
+                "docker exec {} psql -U trader -d trader_psy -c {}",
+                container("postgres"),
+                shell_word(&format!(
+                    "COPY (SELECT * FROM {t} ORDER BY {order}) TO STDOUT"
+                ))
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join("\n--\n")
+}
+
+fn databases() -> String {
+    psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+}
+
+fn backup_db(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["backup", "db", "--json"];
+    all.extend_from_slice(args);
+    let run = sandbox_ctops(all).run().expect(0);
+    let doc = run.json();
+    assert_schema("backup.json", &doc);
+    doc["backups"][0].clone()
+}
+
+fn change_the_data() {
+    psql("INSERT INTO users (name) VALUES ('after the backup')");
+    psql("DELETE FROM messages WHERE id = (SELECT min(id) FROM messages)");
+}
+
+#[test]
+fn a_backup_restores_every_row_and_keeps_the_old_database() {
+    let _lock = exclusive();
+    reset_host();
+    let before = rows();
+    let backup = backup_db(&[]);
+    let name = backup["name"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&host(&format!("cat '{BACKUPS}/{name}.manifest.json'"))).unwrap();
+    assert_eq!(
+        manifest["tables"]["public.users"]
+            .as_u64()
+            .unwrap()
+            .to_string(),
+        psql("SELECT count(*) FROM users").trim()
+    );
+    assert_eq!(manifest["revision"], "0002");
+    assert_eq!(
+        host(&format!("stat -c %a '{BACKUPS}/{name}'")).trim(),
+        "640"
+    );
+    change_the_data();
+    assert_ne!(rows(), before);
+    let run = sandbox_ctops(["restore", "db", "latest", "--yes", "--json"])
+        .run()
+        .expect(0);
+    assert_eq!(run.json()["outcome"], "restored", "{}", run.describe());
+    assert_eq!(rows(), before, "every row as it was at the backup");
+    assert!(
+        databases().contains("trader_psy_before_"),
+        "the old database is kept: {}",
+        databases()
+    );
+    wait_healthy();
+}
+
+#[test]
+fn a_plain_sql_backup_restores_with_the_runbooks_own_command() {
+    let _lock = exclusive();
+    reset_host();
+    let before = rows();
+    let name = backup_db(&["--format", "sql"])["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(name.ends_with(".sql"));
+    // Runbook 5.3 as written, into an empty database with the writers stopped.
+    let pg = container("postgres");
+    host(&format!(
+        "docker stop -t 2 {} {}",
+        container("api"),
+        container("bot")
+    ));
+    let _restore = Restore(vec![format!(
+        "{}/tests/sandbox/sandbox.sh reset-host >/dev/null 2>&1",
+        env!("CARGO_MANIFEST_DIR")
+    )]);
+    host(&format!("docker exec {pg} dropdb -U trader trader_psy && docker exec {pg} createdb -U trader trader_psy"));
+    host(&format!(
+        "ssh -F {cfg} trader-psy-sandbox \"cat '{BACKUPS}/{name}' | docker compose -f '{CHECKOUT}/infrastructure/docker-compose.yml' exec -T postgres psql -U trader trader_psy\" >/dev/null",
+        cfg = sandbox().join("ssh_config").display()
+    ));
+    assert_eq!(rows(), before);
+}
+
+#[test]
+fn a_damaged_backup_is_refused_before_the_database_is_touched() {
+    let _lock = exclusive();
+    reset_host();
+    let name = backup_db(&[])["name"].as_str().unwrap().to_string();
+    change_the_data();
+    let (before, dbs) = (rows(), databases());
+    // Flip one byte in the middle of the dump.
+    host(&format!(
+        "f='{BACKUPS}/{name}'; off=$(( $(stat -c %s \"$f\") / 2 )); b=$(dd if=\"$f\" bs=1 skip=$off count=1 2>/dev/null | od -An -tu1 | tr -d ' '); printf \"$(printf '\\\\%03o' $(( (b + 1) % 256 )))\" | dd of=\"$f\" bs=1 seek=$off conv=notrunc 2>/dev/null"
+    ));
+    let run = sandbox_ctops(["restore", "db", &name, "--yes"])
+        .run()
+        .expect(4);
+    assert!(
+        run.stderr().contains("does not match its checksum"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(
+        (rows(), databases()),
+        (before, dbs),
+        "the database was not touched"
+    );
+}
+
+#[test]
+fn a_restore_that_fails_half_way_leaves_the_database_as_it_was() {
+    let _lock = exclusive();
+    reset_host();
+    backup_db(&[]);
+    change_the_data();
+    let before = rows();
+    // The gate fails after the new database was swapped in: everything is swapped back.
+    let run = sandbox_ctops(["restore", "db", "latest", "--yes", "--json"])
+        .env("CTOPS_FAIL_STEP", "gate")
+        .run()
+        .expect(1);
+    assert_eq!(run.json()["outcome"], "rolled-back", "{}", run.describe());
+    assert_eq!(rows(), before, "the database is as it was");
+    assert!(
+        databases().contains("trader_psy_failed_"),
+        "{}",
+        databases()
+    );
+    wait_healthy();
+}
+
+#[test]
+fn a_dump_from_another_migration_revision_needs_migrate() {
+    let _lock = exclusive();
+    reset_host();
+    backup_db(&[]);
+    sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "restore test",
+    ])
+    .run()
+    .expect(0);
+    let run = sandbox_ctops(["restore", "db", "latest", "--yes"])
+        .run()
+        .expect(4);
+    assert!(
+        run.stderr().contains("revision 0002") && run.stderr().contains("--migrate"),
+        "{}",
+        run.describe()
+    );
+    sandbox_ctops(["restore", "db", "latest", "--yes", "--migrate"])
+        .run()
+        .expect(0);
+    assert_eq!(
+        psql("SELECT version_num FROM alembic_version").trim(),
+        "0003"
+    );
+    wait_healthy();
+}
+
+#[test]
+fn a_backup_dir_too_small_is_refused_up_front() {
+    let _lock = exclusive();
+    reset_host();
+    let tiny = tempfile::tempdir().unwrap();
+    host(&format!(
+        "mount -t tmpfs -o size=1m ctops-tiny {0} && chown deploy {0}",
+        tiny.path().display()
+    ));
+    let _unmount = Restore(vec![format!("umount {}", tiny.path().display())]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |t| {
+        t.replace(
+            &format!("backup_dir = {BACKUPS:?}"),
+            &format!("backup_dir = {:?}", tiny.path().display().to_string()),
+        )
+    });
+    let run = ctops(["--config", config.to_str().unwrap(), "backup", "db"])
+        .run()
+        .expect(4);
+    assert!(
+        run.stderr().contains("not enough space"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(
+        host(&format!("ls -A {}", tiny.path().display())).trim(),
+        "",
+        "nothing written"
+    );
+}
+
+#[test]
+fn a_download_is_checked_against_the_manifest() {
+    let _lock = exclusive();
+    reset_host();
+    let run = sandbox_ctops(["backup", "db", "--download", "--json"])
+        .run()
+        .expect(0);
+    let doc = run.json();
+    let name = doc["backups"][0]["name"].as_str().unwrap();
+    let local = sandbox().join("local-backups/db").join(name);
+    let sha = host(&format!("sha256sum '{}' | cut -d' ' -f1", local.display()));
+    assert_eq!(doc["backups"][1]["place"], "local");
+    assert_eq!(doc["backups"][0]["sha256"], sha.trim());
+    let list = sandbox_ctops(["backup", "list", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_schema("backup.json", &list);
+    let places: Vec<&str> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["place"].as_str().unwrap())
+        .collect();
+    assert!(
+        places.contains(&"host") && places.contains(&"local"),
+        "{list:#}"
+    );
+}
+
+#[test]
+fn env_backups_are_private_and_never_printed() {
+    let _lock = exclusive();
+    reset_host();
+    let env = host(&format!("cat '{CHECKOUT}/infrastructure/.env'"));
+    let first = sandbox_ctops(["backup", "env", "-v"]).run().expect(0);
+    let second = sandbox_ctops(["backup", "env", "--json"]).run().expect(0);
+    assert!(
+        second.stderr().contains("unchanged"),
+        "{}",
+        second.describe()
+    );
+    let copies = host(&format!("ls '{BACKUPS}/env'"));
+    assert_eq!(
+        copies.lines().count(),
+        1,
+        "a copy only when it changed: {copies}"
+    );
+    let copy = format!("{BACKUPS}/env/{}", copies.trim());
+    assert_eq!(host(&format!("stat -c %a '{copy}'")).trim(), "600");
+    assert_eq!(host(&format!("cat '{copy}'")), env);
+    for line in env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(_, v)| v)
+        .filter(|v| v.len() > 6)
+    {
+        for run in [&first, &second] {
+            assert!(
+                !run.stdout().contains(line) && !run.stderr().contains(line),
+                "a value leaked: {}",
+                run.describe()
+            );
+        }
+    }
+}
