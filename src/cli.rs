@@ -130,6 +130,12 @@ pub enum BackupCommand {
     Env,
     /// Backups on the host and on this machine, newest first
     List,
+    /// Checksum, a full read, and a restore into a scratch database compared with the manifest
+    Verify {
+        /// A backup name from `ctops backup list`, or `latest`
+        #[arg(default_value = "latest")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +227,7 @@ impl Command {
             Command::Backup(BackupCommand::Db { .. }) => "backup db",
             Command::Backup(BackupCommand::Env) => "backup env",
             Command::Backup(BackupCommand::List) => "backup list",
+            Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
             Command::Restore(RestoreCommand::Db { .. }) => "restore db",
             Command::Lock(LockCommand::Status) => "lock status",
             Command::Lock(LockCommand::Release) => "lock release",

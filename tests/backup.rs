@@ -92,6 +92,21 @@ fn a_backup_restores_every_row_and_keeps_the_old_database() {
         host(&format!("stat -c %a '{BACKUPS}/{name}'")).trim(),
         "640"
     );
+    let verify = sandbox_ctops(["backup", "verify", "latest", "--json"])
+        .run()
+        .expect(0);
+    let doc = verify.json();
+    let users = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "rows public.users" && c["ok"] == true);
+    assert!(users, "{}", verify.describe());
+    let list = sandbox_ctops(["backup", "list", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_eq!(list["backups"][0]["verified"], true, "{list:#}");
     change_the_data();
     assert_ne!(rows(), before);
     let run = sandbox_ctops(["restore", "db", "latest", "--yes", "--json"])
@@ -154,6 +169,15 @@ fn a_damaged_backup_is_refused_before_the_database_is_touched() {
         run.stderr().contains("does not match its checksum"),
         "{}",
         run.describe()
+    );
+    let verify = sandbox_ctops(["backup", "verify", &name, "--json"])
+        .run()
+        .expect(1);
+    assert_eq!(
+        verify.json()["checks"][0]["ok"],
+        false,
+        "{}",
+        verify.describe()
     );
     assert_eq!(
         (rows(), databases()),

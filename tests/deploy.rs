@@ -330,6 +330,11 @@ fn a_connection_cut_during_the_health_gate_does_not_strand_the_host() {
 /// last step, the deploy stands); either way `status --json` matches the host.
 fn ctrl_c_at(step: &str) {
     reset_host();
+    // Images kept by an earlier deploy of v1.27.0 would be reused: make this one build.
+    let kept = format!("ctops-{}", &commit_of("v1.27.0")[..12]);
+    host(&format!(
+        "docker rmi infrastructure-api:{kept} infrastructure-bot:{kept} >/dev/null 2>&1 || true"
+    ));
     let (child, _home) = sandbox_ctops([
         "deploy",
         "--ref",

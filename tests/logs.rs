@@ -17,7 +17,7 @@ fn write_to_bot_log(line: &str) {
 fn logs_prints_the_last_n_lines_exactly() {
     let _lock = exclusive();
     let bot = container("bot");
-    for i in 0..3 {
+    for i in 0..8 {
         write_to_bot_log(&format!("sentinel-tail-{i}"));
     }
     host(&format!("docker pause {bot}"));
@@ -27,7 +27,7 @@ fn logs_prints_the_last_n_lines_exactly() {
         .expect(0);
     let expected = host(&format!("docker logs --tail 7 {bot} 2>&1"));
     assert_eq!(run.stdout(), expected, "{}", run.describe());
-    assert!(run.stdout().contains("sentinel-tail-2"));
+    assert!(run.stdout().contains("sentinel-tail-7"));
     assert_eq!(run.stdout().lines().count(), 7);
 
     let run = sandbox_ctops(["logs", "bot", "--tail", "3", "--json"])

@@ -42,7 +42,7 @@ for f in "$dir"/.tmp-*; do
     pid=${f##*/.tmp-}; pid=${pid%%-*}
     kill -0 "$pid" 2>/dev/null || rm -f "$f"
 done
-find "$dir" -maxdepth 1 -name 'db-*' ! -name '*.manifest.json' -mmin +1 | while read -r f; do
+find "$dir" -maxdepth 1 -name 'db-*' ! -name '*.manifest.json' ! -name '*.verified' -mmin +1 | while read -r f; do
     [ -e "$f.manifest.json" ] || rm -f "$f"
 done
 size=$(docker exec "$cid" psql -U "$user" -d "$db" -tAc 'SELECT pg_database_size(current_database())') || exit 1
@@ -185,7 +185,148 @@ pub async fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
             report(ctx, "backup env", listed)
         }
         BackupCommand::List => list(ctx).await,
+        BackupCommand::Verify { name } => verify(ctx, name).await,
     }
+}
+
+/// `dir workdir service user name format sql`: restores NAME into a scratch database in the
+/// postgres service (a full read of the archive), prints the row counts, drops the scratch.
+const VERIFY: &str = r#"set -u
+dir=$1; wd=$2; service=$3; user=$4; name=$5; format=$6; sql=$7
+cid=$(docker ps -q --filter "label=com.docker.compose.project.working_dir=$wd" --filter "label=com.docker.compose.service=$service" | head -n 1)
+[ -n "$cid" ] || { echo "service $service has no running container" >&2; exit 1; }
+scratch="ctops_verify_$$"
+docker exec "$cid" createdb -U "$user" "$scratch" || exit 1
+trap 'docker exec "$cid" dropdb -U "$user" --if-exists "$scratch" >/dev/null 2>&1' EXIT
+if [ "$format" = sql ]; then
+    docker exec -i "$cid" psql -U "$user" -d "$scratch" -v ON_ERROR_STOP=1 -1 -q < "$dir/$name" >/dev/null
+else
+    docker exec -i "$cid" pg_restore -U "$user" -d "$scratch" --single-transaction --exit-on-error --no-owner < "$dir/$name"
+fi || { echo "the restore into a scratch database failed" >&2; exit 1; }
+docker exec "$cid" psql -U "$user" -d "$scratch" -tA -F '	' -c "$sql" || exit 1
+date -u +%Y-%m-%dT%H:%M:%SZ > "$dir/$name.verified" 2>/dev/null || true"#;
+
+#[derive(Serialize)]
+struct VerifyDoc<'a> {
+    #[serde(flatten)]
+    envelope: Envelope<'a>,
+    backup: Manifest,
+    checks: Vec<super::health::Row>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+}
+
+/// Checksum, a full read of the archive by restoring it into a scratch database, and the
+/// row counts there compared with the manifest's.
+async fn verify(ctx: &Ctx, name: &str) -> Result<Exit> {
+    super::restore::validate_name(name)?;
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let started = std::time::Instant::now();
+    let (manifest, sha) = super::restore::inspect(remote, &t.backup_dir, name).await?;
+    let row =
+        |name: String, ok: bool, detail: String, since: std::time::Instant| super::health::Row {
+            name,
+            ok,
+            latency_ms: since.elapsed().as_millis() as u64,
+            detail,
+        };
+    let mut checks = vec![row(
+        "checksum".into(),
+        sha == manifest.sha256,
+        format!("sha256 {sha}"),
+        started,
+    )];
+    if checks[0].ok {
+        let sql = manifest
+            .tables
+            .keys()
+            .map(|table| {
+                format!(
+                    "SELECT '{}', count(*) FROM {table}",
+                    table.replace('\'', "''")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let db = &t.backup.db;
+        let cmd = RemoteCommand::sh(
+            VERIFY,
+            [
+                t.backup_dir.clone(),
+                working_dir(t),
+                db.service.clone().unwrap_or_else(|| "postgres".into()),
+                db.user.clone().unwrap_or_else(|| "postgres".into()),
+                manifest.name.clone(),
+                manifest.format.clone(),
+                if sql.is_empty() {
+                    "SELECT 1 WHERE false".into()
+                } else {
+                    sql
+                },
+            ],
+        )
+        .timeout(
+            t.timeouts
+                .backup
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(7200)),
+        )
+        .stop_on_disconnect();
+        let restore_started = std::time::Instant::now();
+        let out = remote.run(&cmd).await?;
+        checks.push(row(
+            "scratch restore".into(),
+            out.status == 0,
+            out.stderr_text().trim().to_string(),
+            restore_started,
+        ));
+        if out.status == 0 {
+            let counted: std::collections::BTreeMap<String, u64> = out
+                .stdout_text()
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(t, n)| (t.to_string(), n.trim().parse().unwrap_or(u64::MAX)))
+                .collect();
+            for (table, expected) in &manifest.tables {
+                let got = counted.get(table).copied();
+                checks.push(row(
+                    format!("rows {table}"),
+                    got == Some(*expected),
+                    format!(
+                        "{} restored, {expected} in the manifest",
+                        got.map_or("none".into(), |g| g.to_string())
+                    ),
+                    restore_started,
+                ));
+            }
+        }
+    }
+    let ok = checks.iter().all(|c| c.ok);
+    if ctx.out.json {
+        ctx.out.json_doc(&VerifyDoc {
+            envelope: Envelope::new("backup verify", ctx, ok),
+            backup: manifest.clone(),
+            checks: checks.clone(),
+            error: (!ok).then(|| serde_json::json!({"kind": "failed", "message": format!("{} failed verification", manifest.name)})),
+            state: (!ok).then_some("unchanged"),
+        })?;
+    } else {
+        ctx.out.status(format!(
+            "verify {} on {}",
+            manifest.name,
+            ctx.target_label()
+        ));
+        let rows = checks
+            .iter()
+            .map(|c| vec![c.name.clone(), ctx.out.mark(c.ok), c.detail.clone()])
+            .collect();
+        ctx.out
+            .print(&ctx.out.table(&["CHECK", "STATUS", "DETAIL"], rows))?;
+    }
+    Ok(if ok { Exit::Ok } else { Exit::Failed })
 }
 
 fn report(ctx: &Ctx, command: &str, backups: Vec<Listed>) -> Result<Exit> {
@@ -373,7 +514,7 @@ async fn backup_env(ctx: &Ctx) -> Result<Vec<Listed>> {
     }])
 }
 
-const LIST: &str = r#"cat "$1"/db-*.manifest.json 2>/dev/null; for f in "$1"/env/env-*; do [ -f "$f" ] && case $f in *.tmp) ;; *) printf 'env\t%s\t%s\t%s\n' "${f##*/}" "$(stat -c %s "$f")" "$(date -u -r "$f" +%Y-%m-%dT%H:%M:%SZ)";; esac; done; true"#;
+const LIST: &str = r#"for m in "$1"/db-*.manifest.json; do [ -f "$m" ] || continue; cat "$m"; n=${m%.manifest.json}; [ -f "$n.verified" ] && printf 'verified\t%s\n' "${n##*/}"; done; for f in "$1"/env/env-*; do [ -f "$f" ] && case $f in *.tmp) ;; *) printf 'env\t%s\t%s\t%s\n' "${f##*/}" "$(stat -c %s "$f")" "$(date -u -r "$f" +%Y-%m-%dT%H:%M:%SZ)";; esac; done; true"#;
 
 async fn list(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;
@@ -385,6 +526,10 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
     for line in out.lines() {
         if let Ok(m) = serde_json::from_str::<Manifest>(line) {
             backups.push(Listed::from_manifest(&m, "host", false));
+        } else if let Some(name) = line.strip_prefix("verified\t") {
+            if let Some(b) = backups.iter_mut().find(|b| b.name == name) {
+                b.verified = true;
+            }
         } else if let Some(rest) = line.strip_prefix("env\t") {
             let cols: Vec<&str> = rest.split('\t').collect();
             backups.push(Listed {

@@ -64,7 +64,7 @@ pub async fn inspect(
     ))
 }
 
-fn validate_name(name: &str) -> Result<(), Error> {
+pub fn validate_name(name: &str) -> Result<(), Error> {
     let ok = name == "latest"
         || (name.starts_with("db-")
             && name
