@@ -136,6 +136,10 @@ pub enum BackupCommand {
         #[arg(default_value = "latest")]
         name: String,
     },
+    /// Remove database backups older than keep_days (never the newest); --dry-run lists them
+    Prune,
+    /// For cron: db, then env, then prune after a successful backup; silent on success
+    All,
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +232,8 @@ impl Command {
             Command::Backup(BackupCommand::Env) => "backup env",
             Command::Backup(BackupCommand::List) => "backup list",
             Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
+            Command::Backup(BackupCommand::Prune) => "backup prune",
+            Command::Backup(BackupCommand::All) => "backup all",
             Command::Restore(RestoreCommand::Db { .. }) => "restore db",
             Command::Lock(LockCommand::Status) => "lock status",
             Command::Lock(LockCommand::Release) => "lock release",

@@ -339,3 +339,92 @@ fn env_backups_are_private_and_never_printed() {
         }
     }
 }
+
+/// Copies of a real backup, made to look `days` old (name and manifest).
+fn fake_old_backups(source: &str, days: std::ops::RangeInclusive<u32>) {
+    for d in days {
+        host(&format!(
+            r#"cd '{BACKUPS}' && created=$(date -u -d '-{d} days' +%Y-%m-%dT%H:%M:%SZ) && n="db-$(date -u -d '-{d} days' +%Y%m%dT%H%M%SZ)-old.dump" && cp '{source}' "$n" && sed "s/\"name\":\"[^\"]*\"/\"name\":\"$n\"/; s/\"created\":\"[^\"]*\"/\"created\":\"$created\"/" '{source}.manifest.json' > "$n.manifest.json""#
+        ));
+    }
+}
+
+fn backup_count() -> usize {
+    host(&format!("ls '{BACKUPS}'/*.manifest.json | wc -l"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn retention_keeps_a_week_and_a_failed_backup_prunes_nothing() {
+    let _lock = exclusive();
+    reset_host();
+    let name = backup_db(&[])["name"].as_str().unwrap().to_string();
+    fake_old_backups(&name, 1..=10);
+    assert_eq!(backup_count(), 11);
+
+    // A backup that fails (postgres stopped) prunes nothing, and says so in one line.
+    let pg = container("postgres");
+    host(&format!("docker stop -t 2 {pg}"));
+    let restart = Restore(vec![format!("docker start {pg}")]);
+    let run = sandbox_ctops(["backup", "all"]).run().expect(1);
+    assert_eq!(
+        run.stderr()
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1,
+        "{}",
+        run.describe()
+    );
+    assert_eq!(backup_count(), 11);
+    drop(restart);
+
+    let listed = sandbox_ctops(["backup", "prune", "--dry-run", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_eq!(
+        listed["backups"].as_array().unwrap().len(),
+        3,
+        "days 8 to 10: {listed:#}"
+    );
+    assert_eq!(backup_count(), 11, "a dry run removes nothing");
+    sandbox_ctops(["backup", "prune"]).run().expect(4);
+    assert_eq!(backup_count(), 11, "no TTY and no --yes: nothing removed");
+
+    // backup all: a new backup, then the policy (7 days); silent on success.
+    let run = sandbox_ctops(["backup", "all"]).run().expect(0);
+    assert!(
+        run.stdout().is_empty() && run.stderr().is_empty(),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(backup_count(), 12 - 3);
+
+    // Whatever the policy, the newest good backup survives.
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |t| {
+        t.replace("[backup.db]\n", "[backup.db]\nkeep_days = 0\n")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    ctops([
+        "--config",
+        config.to_str().unwrap(),
+        "backup",
+        "prune",
+        "--yes",
+    ])
+    .run()
+    .expect(0);
+    assert_eq!(backup_count(), 1);
+    let newest = sandbox_ctops(["backup", "list", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert!(!newest["backups"][0]["name"]
+        .as_str()
+        .unwrap()
+        .contains("-old"));
+}

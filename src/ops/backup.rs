@@ -181,12 +181,157 @@ pub async fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
             report(ctx, "backup db", listed)
         }
         BackupCommand::Env => {
-            let listed = backup_env(ctx).await?;
+            let listed = backup_env(ctx, true).await?;
             report(ctx, "backup env", listed)
         }
         BackupCommand::List => list(ctx).await,
         BackupCommand::Verify { name } => verify(ctx, name).await,
+        BackupCommand::Prune => {
+            let pruned = prune(ctx, true).await?;
+            report(ctx, "backup prune", pruned)
+        }
+        BackupCommand::All => all(ctx).await,
     }
+}
+
+/// `backup all`, for cron: the database, then `.env`, then pruning, which happens only
+/// after the backup succeeded. Silent on success (unless `-v`); one line on stderr and exit
+/// 1 on failure; everything within `timeouts.backup`.
+async fn all(ctx: &Ctx) -> Result<Exit> {
+    let deadline = ctx
+        .target
+        .timeouts
+        .backup
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(7200));
+    let work = async {
+        let mut made = backup_db(ctx, BackupFormat::Custom, false).await?;
+        made.extend(backup_env(ctx, ctx.out.verbose > 0).await?);
+        let pruned = prune(ctx, false).await?;
+        Ok::<_, anyhow::Error>((made, pruned))
+    };
+    let (made, pruned) = tokio::time::timeout(deadline, work).await.map_err(|_| {
+        Error::failed(format!(
+            "backup all did not finish within {} (timeouts.backup)",
+            humantime::format_duration(deadline)
+        ))
+    })??;
+    if ctx.out.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            envelope: Envelope<'a>,
+            backups: Vec<Listed>,
+            pruned: Vec<Listed>,
+        }
+        ctx.out.json_doc(&Doc {
+            envelope: Envelope::new("backup all", ctx, true),
+            backups: made,
+            pruned,
+        })?;
+    } else if ctx.out.verbose > 0 {
+        for b in made.iter().chain(&pruned) {
+            ctx.out.status(format!("{} {} {}", b.kind, b.name, b.place));
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// `dir names...`: removes database backups with their manifest and verification mark.
+const PRUNE: &str = r#"dir=$1; shift
+for n in "$@"; do rm -f "$dir/$n.manifest.json" "$dir/$n.verified" "$dir/$n" || exit 1; done"#;
+
+/// Which backups the policy removes: older than `keep_days` by the host's clock, never the
+/// newest one (whatever its age).
+pub fn to_prune(backups: &[Manifest], keep_days: u32, now: i64) -> Vec<Manifest> {
+    let age_limit = i64::from(keep_days) * 86_400;
+    let created = |m: &Manifest| crate::compose::epoch_of(&m.created).unwrap_or(i64::MAX);
+    let newest = backups
+        .iter()
+        .max_by_key(|m| created(m))
+        .map(|m| m.name.clone());
+    backups
+        .iter()
+        .filter(|m| Some(&m.name) != newest.as_ref() && now - created(m) > age_limit)
+        .cloned()
+        .collect()
+}
+
+/// Applies the retention policy on the host and in `local_dir` (asks first when `ask`).
+async fn prune(ctx: &Ctx, ask: bool) -> Result<Vec<Listed>> {
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let keep_days = t.backup.db.keep_days.unwrap_or(7);
+    let now = super::switch::chrono_now(remote).await?;
+    let text = remote
+        .run_ok(&RemoteCommand::sh(LIST, [t.backup_dir.as_str()]).read_only())
+        .await?
+        .stdout_text();
+    let host: Vec<Manifest> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let doomed = to_prune(&host, keep_days, now);
+    let local_dir = t.local_dir.join("db");
+    let local: Vec<Manifest> = std::fs::read_dir(&local_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".manifest.json"))
+                .filter_map(|e| {
+                    std::fs::read(e.path())
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let local_doomed = to_prune(&local, keep_days, now);
+    let listed: Vec<Listed> = doomed
+        .iter()
+        .map(|m| Listed::from_manifest(m, "host", false))
+        .chain(
+            local_doomed
+                .iter()
+                .map(|m| Listed::from_manifest(m, "local", false)),
+        )
+        .collect();
+    if listed.is_empty() {
+        return Ok(listed);
+    }
+    if ctx.dry_run {
+        for b in &listed {
+            ctx.out.status(format!(
+                "dry run: would remove {} ({}, {})",
+                b.name, b.place, b.created
+            ));
+        }
+        return Ok(listed);
+    }
+    if ask {
+        ctx.confirm(&format!(
+            "remove {} backups older than {keep_days} days on {}",
+            listed.len(),
+            ctx.target_label()
+        ))?;
+    }
+    if !doomed.is_empty() {
+        let mut args = vec![t.backup_dir.clone()];
+        args.extend(doomed.iter().map(|m| m.name.clone()));
+        for name in &args[1..] {
+            super::restore::validate_name(name)?;
+        }
+        remote.run_ok(&RemoteCommand::sh(PRUNE, args)).await?;
+    }
+    for m in &local_doomed {
+        for path in [
+            local_dir.join(&m.name),
+            local_dir.join(format!("{}.manifest.json", m.name)),
+        ] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(listed)
 }
 
 /// `dir workdir service user name format sql`: restores NAME into a scratch database in the
@@ -495,14 +640,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn backup_env(ctx: &Ctx) -> Result<Vec<Listed>> {
+async fn backup_env(ctx: &Ctx, announce: bool) -> Result<Vec<Listed>> {
     let remote = ctx.remote().await?;
     let out = remote
         .run_ok(&env_backup_command(&ctx.target))
         .await?
         .stdout_text();
     let (what, path) = out.trim().split_once(' ').unwrap_or(("", ""));
-    ctx.out.status(format!(".env backup {what}: {path}"));
+    if announce {
+        ctx.out.status(format!(".env backup {what}: {path}"));
+    }
     Ok(vec![Listed {
         kind: "env".into(),
         name: path.rsplit('/').next().unwrap_or(path).to_string(),
@@ -591,6 +738,42 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manifest(name: &str, created: &str) -> Manifest {
+        Manifest {
+            kind: "db".into(),
+            name: name.into(),
+            format: "custom".into(),
+            sha256: String::new(),
+            size: 1,
+            created: created.into(),
+            database: "d".into(),
+            revision: None,
+            label: String::new(),
+            tables: Default::default(),
+        }
+    }
+
+    #[test]
+    fn retention_keeps_recent_backups_and_always_the_newest() {
+        let now = crate::compose::epoch_of("2026-11-26T12:00:00Z").unwrap();
+        let backups: Vec<Manifest> = (0..10)
+            .map(|d| {
+                manifest(
+                    &format!("db-{d}"),
+                    &format!("2026-11-{:02}T11:00:00Z", 26 - d),
+                )
+            })
+            .collect();
+        let gone: Vec<String> = to_prune(&backups, 7, now)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(gone, ["db-7", "db-8", "db-9"]);
+        let gone = to_prune(&backups, 0, now);
+        assert_eq!(gone.len(), 9, "the newest survives any policy");
+        assert!(!gone.iter().any(|m| m.name == "db-0"));
+    }
 
     #[test]
     fn manifests_parse() {
