@@ -194,7 +194,8 @@ pub async fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
     }
 }
 
-/// `backup all`, for cron: the database, then `.env`, then pruning, which happens only
+/// `backup all`, for cron: the database (also copied to `local_dir`), then `.env`, then
+/// pruning, which happens only
 /// after the backup succeeded. Silent on success (unless `-v`); one line on stderr and exit
 /// 1 on failure; everything within `timeouts.backup`.
 async fn all(ctx: &Ctx) -> Result<Exit> {
@@ -205,7 +206,8 @@ async fn all(ctx: &Ctx) -> Result<Exit> {
         .map(|d| d.0)
         .unwrap_or(Duration::from_secs(7200));
     let work = async {
-        let mut made = backup_db(ctx, BackupFormat::Custom, false).await?;
+        // Off the host too: a backup on the same disk as the database is not enough.
+        let mut made = backup_db(ctx, BackupFormat::Custom, true).await?;
         made.extend(backup_env(ctx, ctx.out.verbose > 0).await?);
         let pruned = prune(ctx, false).await?;
         Ok::<_, anyhow::Error>((made, pruned))
@@ -547,10 +549,7 @@ async fn backup_db(ctx: &Ctx, format: BackupFormat, download: bool) -> Result<Ve
     let mut listed = vec![Listed::from_manifest(&manifest, "host", false)];
     if download {
         let local = download_dump(ctx, remote, &manifest).await?;
-        ctx.out.status(format!(
-            "downloaded to {} (sha256 checked)",
-            local.display()
-        ));
+        tracing::debug!("downloaded to {} (sha256 checked)", local.display());
         listed.push(Listed::from_manifest(&manifest, "local", true));
     }
     Ok(listed)
