@@ -387,8 +387,8 @@ fn retention_keeps_a_week_and_a_failed_backup_prunes_nothing() {
         .json();
     assert_eq!(
         listed["backups"].as_array().unwrap().len(),
-        3,
-        "days 8 to 10: {listed:#}"
+        4,
+        "7 days are kept (today and the six before): days 7 to 10 go: {listed:#}"
     );
     assert_eq!(backup_count(), 11, "a dry run removes nothing");
     sandbox_ctops(["backup", "prune"]).run().expect(4);
@@ -401,7 +401,7 @@ fn retention_keeps_a_week_and_a_failed_backup_prunes_nothing() {
         "{}",
         run.describe()
     );
-    assert_eq!(backup_count(), 12 - 3);
+    assert_eq!(backup_count(), 12 - 4);
 
     // Whatever the policy, the newest good backup survives.
     let dir = tempfile::tempdir().unwrap();

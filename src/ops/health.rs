@@ -157,10 +157,13 @@ async fn command_check(
     check: &Check,
     timeout: Duration,
 ) -> Result<String, String> {
+    // No watcher here: a check is short, and every process the watcher adds is felt when
+    // all checks start at once; the host's `timeout` ends it if ctops goes away.
+    let limit = vec!["timeout".to_string(), timeout.as_secs().max(1).to_string()];
     let cmd = exec_in_service(&ctx.target, service, argv)
+        .wrapped(&limit)
         .read_only()
-        .timeout(timeout)
-        .stop_on_disconnect();
+        .timeout(timeout);
     let out = remote.run(&cmd).await.map_err(|e| e.message)?;
     let said = first_line(&out.stdout_text())
         .or_else(|| first_line(&out.stderr_text()))

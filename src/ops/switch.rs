@@ -70,17 +70,6 @@ printf 'target_version\t%s\n' "$(git show "$t:VERSION" 2>/dev/null | head -n 1)"
 printf 'target_tag\t%s\n' "$(git describe --tags --exact-match "$t" 2>/dev/null)"
 git grep -E '^(revision|down_revision)' "$t" -- "$2" | sed 's/^/tgt_mig	/'"#;
 
-/// For each `SERVICE IMAGE`: the image the service's container (running or not) uses, and
-/// the image kept as `IMAGE:TAG`, or `none` (`$1` project, `$2` tag, then pairs).
-const IMAGE_PROBE: &str = r#"p=$1; tag=$2; shift 2
-while [ $# -ge 2 ]; do
-    cid=$(docker ps -aq --filter "label=com.docker.compose.project=$p" --filter "label=com.docker.compose.service=$1" | head -n 1)
-    used=""; [ -n "$cid" ] && used=$(docker inspect -f '{{.Image}}' "$cid")
-    kept=$(docker image inspect -f '{{.Id}}' "$2:$tag" 2>/dev/null)
-    printf '%s\t%s\t%s\n' "$1" "${used:-none}" "${kept:-none}"
-    shift 2
-done"#;
-
 /// A git ref must look like one (and never like an option).
 pub fn validate_ref(reference: &str) -> Result<(), Error> {
     let ok = !reference.is_empty()
@@ -137,13 +126,24 @@ impl Probe {
         )
         .read_only();
         let config = Compose::new(t, t.compose_project.clone()).config_json();
-        let (git, db, config, stack) = tokio::join!(
+        // Every image kept under a commit tag, read with the rest in one round trip.
+        let kept_images = RemoteCommand::new([
+            "docker",
+            "images",
+            "--no-trunc",
+            "--format",
+            "{{.Repository}}:{{.Tag}}\t{{.ID}}",
+        ])
+        .read_only();
+        let (git, db, config, stack, kept_images) = tokio::join!(
             remote.run_ok(&git),
             remote.run(&db),
             remote.run_ok(&config),
-            Stack::load(remote, t)
+            Stack::load(remote, t),
+            remote.run_ok(&kept_images),
         );
         let (git, db, config, stack) = (git?.stdout_text(), db?, config?, stack?);
+        let kept_images = kept_images?.stdout_text();
 
         let fields = tab_fields(&git);
         let one = |k: &str| {
@@ -212,25 +212,22 @@ impl Probe {
             version: one("target_version"),
             migration: head(&target_graph, "target")?,
         };
-        let mut args = vec![project.clone(), format!("ctops-{}", short(&target_commit))];
-        for (service, image) in &built {
-            args.extend([service.clone(), image.clone()]);
-        }
-        let images = remote
-            .run_ok(&RemoteCommand::sh(IMAGE_PROBE, args).read_only())
-            .await?
-            .stdout_text();
+        let tag = format!("ctops-{}", short(&target_commit));
         let mut target_images_kept = true;
         let mut needs_build = false;
-        for line in images.lines() {
-            let cols: Vec<&str> = line.split('\t').collect();
-            let used = cols.get(1).copied().unwrap_or("none");
-            let kept = cols.get(2).copied().unwrap_or("none");
-            target_images_kept &= kept != "none";
+        for (service, image) in &built {
+            let wanted = format!("{image}:{tag}");
+            let kept = kept_images
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .find(|(name, _)| *name == wanted)
+                .map(|(_, id)| id);
+            let used = stack.service(service).next().map(|c| c.image_id.as_str());
+            target_images_kept &= kept.is_some();
             // The commit's kept image is its label: a container on another image needs the
             // right one. Without a kept image (never deployed by ctops) the running one is
             // trusted, so that a deploy of the running commit only converges.
-            needs_build |= used == "none" || (kept != "none" && kept != used);
+            needs_build |= used.is_none() || (kept.is_some() && kept != used);
         }
         let stopped = stack
             .services()
