@@ -127,8 +127,8 @@ gate() { # EXPECTED_VERSION: health_url 2xx (reporting it), then every service u
     echo "health_url ok: $body"
     first=$(stack_state)
     end=$(( $(date +%s) + STABLE_FOR ))
+    now_state=$first
     while :; do
-        now_state=$(stack_state)
         down=$(printf '%s\n' "$now_state" | awk '$2 != "running" {print $1 " " $2}')
         if [ -n "$down" ]; then
             echo "not running: $down"
@@ -147,6 +147,7 @@ gate() { # EXPECTED_VERSION: health_url 2xx (reporting it), then every service u
         fi
         [ "$(date +%s)" -ge "$end" ] && break
         sleep 1
+        now_state=$(stack_state)
     done
     echo "every service stayed up for ${STABLE_FOR}s"
 }

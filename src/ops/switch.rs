@@ -772,13 +772,27 @@ pub async fn run(ctx: &Ctx, request: &Request) -> Result<Exit> {
                 .map(Some),
         }
     };
-    let ((), lock) = tokio::join!(warn_about_last_operation(ctx, remote), acquire);
+    // Reading the host needs no lock, so it overlaps with taking it: one round trip less.
+    let reference = request.reference.as_deref();
+    let ((), lock, probe) = tokio::join!(
+        warn_about_last_operation(ctx, remote),
+        acquire,
+        Probe::read(ctx, remote, reference)
+    );
     let lock = lock?;
-    if let Some(stale) = lock.as_ref().and_then(|l| l.took_over.as_ref()) {
-        ctx.out
-            .warn(format!("took over a stale host lock: {}", stale.describe()));
-    }
-    let result = plan_and_run(ctx, remote, request, lock.as_ref()).await;
+    let probe = match lock.as_ref().and_then(|l| l.took_over.as_ref()) {
+        Some(stale) => {
+            ctx.out
+                .warn(format!("took over a stale host lock: {}", stale.describe()));
+            // Its holder may have changed the host while it was read: read it again.
+            Probe::read(ctx, remote, reference).await
+        }
+        None => probe,
+    };
+    let result = match probe {
+        Ok(probe) => plan_and_run(ctx, remote, request, lock.as_ref(), probe).await,
+        Err(e) => Err(e.into()),
+    };
     if let (Err(_), Some(lock)) = (&result, &lock) {
         // The runner never started (or never got the lock's lease): free it here.
         let _ = lock.release(remote).await;
@@ -791,10 +805,10 @@ async fn plan_and_run(
     remote: &Remote,
     request: &Request,
     lock: Option<&HostLock>,
+    probe: Probe,
 ) -> Result<Exit> {
     let t = &ctx.target;
     let kind = request.kind;
-    let probe = Probe::read(ctx, remote, request.reference.as_deref()).await?;
     if !probe.dirty.is_empty() {
         return Err(Error::refused(format!("the checkout {} on {} has local changes: {}", t.dir, remote.host(), probe.dirty.join(", ")))
             .with_help("commit or discard them on the host (ctops never runs `git clean`, which would delete .env)")
