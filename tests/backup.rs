@@ -6,19 +6,6 @@ use crate::util::*;
 const BACKUPS: &str = "/srv/ctops sandbox/backups";
 const TABLES: [&str; 3] = ["users", "messages", "alembic_version"];
 
-fn reset_host() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sandbox/sandbox.sh");
-    let out = std::process::Command::new(script)
-        .arg("reset-host")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reset-host: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn psql(sql: &str) -> String {
     host(&format!(
         "docker exec {} psql -U trader -d trader_psy -tAc {}",

@@ -8,20 +8,6 @@ use crate::util::*;
 const STATE_DIR: &str = "/srv/ctops sandbox/state";
 const BACKUPS: &str = "/srv/ctops sandbox/backups";
 
-/// Puts the host back to v1.26.0 (schema 0002), no history, no lock.
-fn reset_host() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sandbox/sandbox.sh");
-    let out = std::process::Command::new(script)
-        .arg("reset-host")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reset-host: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn deploy(reference: &str) -> Run {
     sandbox_ctops([
         "deploy",

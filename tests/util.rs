@@ -271,3 +271,15 @@ pub fn private_tempdir() -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     dir
 }
+
+/// Puts the sandbox host back to its initial state: v1.26.0, schema 0002, no history, no
+/// lock, no backups.
+pub fn reset_host() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sandbox/sandbox.sh");
+    let out = Command::new(script).arg("reset-host").output().unwrap();
+    assert!(
+        out.status.success(),
+        "reset-host: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
