@@ -1,0 +1,384 @@
+//! What deploy and rollback share (runbook 2.2, 3.1-3.3): read the running release, resolve
+//! the target, plan the switch as typed steps, run it detached on the host, report.
+//!
+//! Where the runbook is wrong, this is right: migrations are downgraded with the image that
+//! has the scripts (the current one) *before* the old code is checked out, and upgraded with
+//! the new image in a one-off container before the running containers are replaced.
+
+mod plan;
+mod probe;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+pub use plan::{changelog_section, gate_vars, plan, Kind, Notify};
+pub use probe::{validate_ref, Probe, Release};
+
+use crate::context::Ctx;
+use crate::error::{Error, Exit};
+use crate::lock::HostLock;
+use crate::remote::{Remote, RemoteCommand};
+use crate::runner::{self, Event};
+use probe::short;
+
+/// How a switch ended, for humans and `--json`.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    pub command: &'a str,
+    pub target: &'a str,
+    pub host: &'a str,
+    pub ok: bool,
+    pub op: String,
+    pub outcome: String,
+    pub from: Release,
+    pub to: Release,
+    pub rolled_back: bool,
+    pub steps: Vec<Event>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// One switch, as the user asked for it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub kind: Kind,
+    pub reference: Option<String>,
+    pub force: bool,
+    /// What the lock and the audit log record.
+    pub command_line: String,
+    /// Run preflight (runbook 2.3) on this local checkout before anything changes.
+    pub preflight: Option<std::path::PathBuf>,
+}
+
+/// Locks, probes, plans, runs and reports one switch.
+pub async fn run(ctx: &Ctx, request: &Request) -> Result<Exit> {
+    if let Some(r) = &request.reference {
+        validate_ref(r)?;
+    }
+    let remote = ctx.remote().await?;
+    let t = &ctx.target;
+    let acquire = async {
+        match ctx.dry_run {
+            true => Ok(None),
+            false => HostLock::acquire(remote, &t.state_dir, &request.command_line)
+                .await
+                .map(Some),
+        }
+    };
+    // Reading the host needs no lock, so it overlaps with taking it: one round trip less.
+    let reference = request.reference.as_deref();
+    let ((), lock, probe) = tokio::join!(
+        warn_about_last_operation(ctx, remote),
+        acquire,
+        Probe::read(ctx, remote, reference)
+    );
+    let lock = lock?;
+    let probe = match lock.as_ref().and_then(|l| l.took_over.as_ref()) {
+        Some(stale) => {
+            ctx.out
+                .warn(format!("took over a stale host lock: {}", stale.describe()));
+            // Its holder may have changed the host while it was read: read it again.
+            Probe::read(ctx, remote, reference).await
+        }
+        None => probe,
+    };
+    let result = match probe {
+        Ok(probe) => plan_and_run(ctx, remote, request, lock.as_ref(), probe).await,
+        Err(e) => Err(e.into()),
+    };
+    if let (Err(_), Some(lock)) = (&result, &lock) {
+        // The runner never started (or never got the lock's lease): free it here.
+        let _ = lock.release(remote).await;
+    }
+    result
+}
+
+async fn plan_and_run(
+    ctx: &Ctx,
+    remote: &Remote,
+    request: &Request,
+    lock: Option<&HostLock>,
+    probe: Probe,
+) -> Result<Exit> {
+    let t = &ctx.target;
+    let kind = request.kind;
+    if !probe.dirty.is_empty() {
+        return Err(Error::refused(format!("the checkout {} on {} has local changes: {}", t.dir, remote.host(), probe.dirty.join(", ")))
+            .with_help("commit or discard them on the host (ctops never runs `git clean`, which would delete .env)")
+            .into());
+    }
+    let host_time = chrono_now(remote).await?;
+    let op_id = runner::op_id(host_time, kind.name());
+    if let Some(repo) = &request.preflight {
+        ctx.out.status("preflight (runbook 2.3):");
+        super::preflight::report(ctx, &super::preflight::run_checks(ctx, repo, &probe), false)?;
+    }
+    let notify = match kind {
+        Kind::Deploy => Notify::for_new_version(ctx, remote, &probe).await?,
+        Kind::Rollback => None,
+    };
+    let plan = plan(
+        ctx,
+        &probe,
+        kind,
+        request.force,
+        &op_id,
+        &request.command_line,
+        notify.as_ref(),
+    )?;
+    ctx.out.status(format!(
+        "{} {} on {}: {} ({}) -> {} ({})",
+        kind.name(),
+        probe.target.reference,
+        ctx.target_label(),
+        probe.current.version,
+        short(&probe.current.commit),
+        probe.target.version,
+        short(&probe.target.commit)
+    ));
+    let Some(lock) = lock else {
+        ctx.out
+            .status("dry run: the plan below would run on the host, detached; nothing was changed");
+        ctx.out.print(&plan.render(&t.state_dir, "DRY-RUN"))?;
+        return Ok(Exit::Ok);
+    };
+    let script = plan.render(&t.state_dir, &lock.token);
+    let pid = runner::start(remote, &t.state_dir, &op_id, &script).await?;
+    let outcome = follow_with_interrupts(ctx, remote, &op_id, pid).await;
+    if matches!(outcome, Followed::Ended { .. }) {
+        let _ = runner::mark_seen(remote, &t.state_dir, &op_id).await;
+    }
+    report(ctx, &probe, kind, &op_id, outcome)
+}
+
+pub async fn chrono_now(remote: &Remote) -> Result<i64, Error> {
+    let out = remote
+        .run_ok(&RemoteCommand::new(["date", "-u", "+%s"]).read_only())
+        .await?;
+    Ok(out.stdout_text().trim().parse().unwrap_or(0))
+}
+
+/// What following the runner came to.
+pub enum Followed {
+    Ended {
+        outcome: String,
+        steps: Vec<Event>,
+        interrupted: bool,
+    },
+    RunnerDied(Vec<Event>),
+    Lost(Error, Vec<Event>),
+    Abandoned(Vec<Event>),
+}
+
+/// Streams the journal, printing each step with its elapsed time. The first Ctrl-C (or
+/// SIGTERM/SIGHUP) asks the runner to stop after the current step and roll back; a second
+/// stops watching at once.
+pub async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid: u32) -> Followed {
+    let t = &ctx.target;
+    let mut steps: Vec<Event> = Vec::new();
+    let mut started: BTreeMap<String, u64> = BTreeMap::new();
+    let wall = Instant::now();
+    let fault = std::env::var("CTOPS_FAULT").ok();
+    let (fault_tx, mut fault_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let print = |e: &Event| {
+        match e.kind.as_str() {
+            "start" => {
+                started.insert(e.step.clone(), e.millis);
+                ctx.out.status(format!("  … {}", e.detail));
+                if fault.as_deref() == Some(&format!("disconnect-at:{}", e.step)) {
+                    let _ = fault_tx.send(());
+                }
+            }
+            "ok" | "fail" => {
+                let took = started
+                    .get(&e.step)
+                    .map(|s| e.millis.saturating_sub(*s))
+                    .unwrap_or(0);
+                let detail = if e.kind == "fail" {
+                    format!(": {}", e.detail)
+                } else {
+                    String::new()
+                };
+                ctx.out.status(format!(
+                    "  {} {} ({:.1}s){detail}",
+                    ctx.out.mark(e.kind == "ok"),
+                    e.step,
+                    took as f64 / 1000.0
+                ));
+            }
+            "note" if e.step.starts_with("notification failed") => ctx.out.warn(&e.step),
+            "note" => ctx.out.status(format!("  note: {}", e.step)),
+            _ => {}
+        }
+        steps.push(e.clone());
+    };
+    let mut interrupted = false;
+    let mut abandoned = false;
+    let result = {
+        let follow = runner::follow(remote, &t.state_dir, op_id, pid, ctx.out.verbose > 0, print);
+        tokio::pin!(follow);
+        loop {
+            tokio::select! {
+                result = &mut follow => break result,
+                _ = crate::signals::interrupted() => {
+                    if interrupted {
+                        abandoned = true;
+                        break Ok(None);
+                    }
+                    interrupted = true;
+                    ctx.out.status("interrupt: the current step finishes, then the host is rolled back (Ctrl-C again to stop watching)");
+                    if let Err(e) = runner::request_abort(remote, &t.state_dir, op_id).await {
+                        ctx.out.warn(format!("could not ask the runner to stop: {e}"));
+                    }
+                }
+                Some(()) = fault_rx.recv() => {
+                    ctx.out.warn("fault injection: dropping the SSH connection");
+                    remote.kill_master();
+                }
+            }
+        }
+    };
+    tracing::debug!(elapsed = ?wall.elapsed(), "followed the runner");
+    match result {
+        _ if abandoned => Followed::Abandoned(steps),
+        Ok(Some(outcome)) => Followed::Ended {
+            outcome,
+            steps,
+            interrupted,
+        },
+        Ok(None) => Followed::RunnerDied(steps),
+        Err(e) => Followed::Lost(e, steps),
+    }
+}
+
+fn report(ctx: &Ctx, probe: &Probe, kind: Kind, op_id: &str, followed: Followed) -> Result<Exit> {
+    let t = &ctx.target;
+    let (outcome, exit, message, steps) = match followed {
+        Followed::Ended { outcome, steps, interrupted } => {
+            let exit = match outcome.as_str() {
+                "deployed" => Exit::Ok,
+                "rolled-back" | "failed" if interrupted => Exit::Interrupted,
+                "rolled-back" | "failed" => Exit::Failed,
+                _ => Exit::Stranded,
+            };
+            let message = match outcome.as_str() {
+                "deployed" => None,
+                "rolled-back" => Some(format!("{} of {} failed; {} ({}) runs again", kind.name(), probe.target.reference, probe.current.version, short(&probe.current.commit))),
+                "failed" => Some(format!("{} of {} failed before anything changed", kind.name(), probe.target.reference)),
+                _ => Some(format!("{} of {} failed and so did the automatic rollback: the host needs attention", kind.name(), probe.target.reference)),
+            };
+            (outcome, exit, message, steps)
+        }
+        Followed::RunnerDied(steps) => ("interrupted".into(), Exit::Stranded, Some(format!("the runner of {op_id} stopped without finishing: see `ctops status`")), steps),
+        Followed::Lost(e, steps) => (
+            "unknown".into(),
+            Exit::Stranded,
+            Some(format!("{e}; the operation {op_id} goes on on the host by itself: `ctops status` reports how it ended")),
+            steps,
+        ),
+        Followed::Abandoned(steps) => (
+            "unknown".into(),
+            Exit::Stranded,
+            Some(format!("stopped watching; the operation {op_id} is rolling back on the host: `ctops status` reports how it ended")),
+            steps,
+        ),
+    };
+    let ok = exit == Exit::Ok;
+    let doc = Report {
+        command: kind.name(),
+        target: &t.name,
+        host: &t.ssh,
+        ok,
+        op: op_id.to_string(),
+        outcome: outcome.clone(),
+        from: probe.current.clone(),
+        to: probe.target.clone(),
+        rolled_back: outcome == "rolled-back",
+        steps,
+        error: message
+            .as_ref()
+            .map(|m| serde_json::json!({"kind": exit.kind(), "message": m})),
+        state: (!ok).then(|| outcome.clone()),
+    };
+    if ctx.out.json {
+        ctx.out.json_doc(&doc)?;
+    }
+    match message {
+        None => {
+            ctx.out.status(format!(
+                "{} {} ({}) is live on {}",
+                kind.name(),
+                probe.target.version,
+                short(&probe.target.commit),
+                ctx.target_label()
+            ));
+            Ok(Exit::Ok)
+        }
+        Some(m) if ctx.out.json => {
+            eprintln!("error: {m}");
+            Ok(exit)
+        }
+        Some(m) => {
+            eprintln!("error: {m}");
+            eprintln!(
+                "help: the step logs are in {}/ops/{op_id}/ on the host",
+                t.state_dir
+            );
+            Ok(exit)
+        }
+    }
+}
+
+/// The next command after an operation that ended while nobody watched, or that was cut
+/// off, says so.
+pub async fn warn_about_last_operation(ctx: &Ctx, remote: &Remote) {
+    if let Ok(Some(last)) = runner::last_operation(remote, &ctx.target.state_dir).await {
+        match last.state.as_str() {
+            "running" => ctx.out.warn(format!(
+                "operation {} ({}) is still running on the host",
+                last.id, last.describe
+            )),
+            "interrupted" => ctx.out.warn(format!(
+                "operation {} ({}) was interrupted mid-way: check `ctops status`",
+                last.id, last.describe
+            )),
+            outcome if !last.watched => {
+                ctx.out.warn(format!(
+                    "operation {} ({}) finished while nobody watched: {outcome} at {}",
+                    last.id,
+                    last.describe,
+                    last.ended.as_deref().unwrap_or("?")
+                ));
+                let _ = runner::mark_seen(remote, &ctx.target.state_dir, &last.id).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_changelog_section_of_a_version_is_its_notes() {
+        let text = "# Changelog\n\n## [1.27.1] - 2026-01-13\n### Fixed\n- calmer bot\n\n## [1.27.0]\n- older\n";
+        assert_eq!(changelog_section(text, "1.27.1"), "### Fixed\n- calmer bot");
+        assert_eq!(changelog_section(text, "9.9.9"), "");
+    }
+
+    #[test]
+    fn refs_are_validated() {
+        for ok in ["v1.26.0", "main", "feature/x", "abc123"] {
+            validate_ref(ok).unwrap();
+        }
+        for bad in ["--upload-pack=x", "a..b", "$(id)", "a b", ""] {
+            assert!(validate_ref(bad).is_err(), "{bad}");
+        }
+    }
+}

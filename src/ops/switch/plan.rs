@@ -1,0 +1,459 @@
+//! The switch as typed steps: what to run, in which order, and what undoes each.
+
+use super::probe::{short, Probe};
+use crate::compose::Compose;
+use crate::context::Ctx;
+use crate::error::Error;
+use crate::migrations::Direction;
+use crate::remote::{quote, Remote, RemoteCommand};
+use crate::runner::{Plan, Step};
+
+/// The kinds of switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Deploy,
+    Rollback,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Deploy => "deploy",
+            Kind::Rollback => "rollback",
+        }
+    }
+}
+
+/// Builds the plan: the steps to switch from the current release to the target, and the
+/// steps that undo them.
+pub fn plan(
+    ctx: &Ctx,
+    probe: &Probe,
+    kind: Kind,
+    force: bool,
+    op_id: &str,
+    command_line: &str,
+    notify: Option<&Notify>,
+) -> Result<Plan, Error> {
+    let t = &ctx.target;
+    let compose = Compose::new(t, Some(probe.project.clone()));
+    let migrate = t.deploy.migrate.clone().unwrap_or_default();
+    let service = migrate.service.clone().unwrap_or_else(|| "api".into());
+    // lock_timeout: a migration waiting behind a long query fails fast instead of queueing
+    // every API request behind it.
+    let alembic = |args: &[String]| {
+        let mut argv = vec!["env".to_string(), "PGOPTIONS=-c lock_timeout=10s".into()];
+        argv.extend(args.iter().cloned());
+        with_timeout(
+            compose.run_rm(&service, &argv),
+            t.timeouts.migrate.map(|d| d.0),
+        )
+    };
+    let upgrade_to = |rev: Option<&str>| {
+        let mut words = migrate.upgrade.clone().unwrap_or_default();
+        if let (Some(rev), Some(last)) = (rev, words.last_mut()) {
+            *last = rev.to_string();
+        }
+        words
+    };
+    let downgrade_to = |rev: Option<&str>| {
+        let mut words = migrate.downgrade.clone().unwrap_or_default();
+        words.push(rev.unwrap_or("base").to_string());
+        words
+    };
+    let cur12 = format!("ctops-{}", short(&probe.current.commit));
+    let tgt12 = format!("ctops-{}", short(&probe.target.commit));
+    let checkout = |commit: &str| {
+        RemoteCommand::new(["git", "checkout", "-q", "-B", t.branch.as_str(), commit])
+            .in_dir(&t.dir)
+    };
+    let retag = |tag: &str| -> Vec<RemoteCommand> {
+        probe
+            .built
+            .iter()
+            .map(|(_, image)| {
+                RemoteCommand::new([
+                    "docker",
+                    "tag",
+                    &format!("{image}:{tag}"),
+                    &format!("{image}:latest"),
+                ])
+            })
+            .collect()
+    };
+    let tag_new: Vec<RemoteCommand> = probe
+        .built
+        .iter()
+        .map(|(_, image)| {
+            RemoteCommand::new([
+                "docker",
+                "tag",
+                &format!("{image}:latest"),
+                &format!("{image}:{tgt12}"),
+            ])
+        })
+        .collect();
+    let keep = probe
+        .built
+        .iter()
+        .map(|(svc, image)| {
+            format!(
+                "keep_image {} {} {}",
+                quote(svc),
+                quote(image),
+                quote(&cur12)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let gate = |version: &str| format!("gate {}", quote(version));
+    let build = with_timeout(compose.build(&[]), t.timeouts.build.map(|d| d.0));
+    let up = compose.up(&[], false, false);
+
+    let direction = probe.direction();
+    if direction == Direction::Diverged {
+        return Err(Error::refused(format!(
+            "the database is at revision {:?}, which is not on the path to {:?} in either release's migrations",
+            probe.db_revision, probe.target.migration
+        ))
+        .with_help("bring the schema to a known revision first (ctops exec api -- alembic ...)"));
+    }
+    let converge =
+        probe.same_commit() && !force && !probe.needs_build && direction == Direction::None;
+    let mut forward = Vec::new();
+    let mut back = Vec::new();
+    if converge {
+        forward.push(
+            Step::new(
+                "up",
+                "start what is stopped (same commit: no rebuild)",
+                std::slice::from_ref(&up),
+            )
+            .marks("STARTED"),
+        );
+        // Nothing was started: one health check suffices; the stability window is for
+        // services that (re)started, where a crash loop shows.
+        let (title, body) = if probe.stopped.is_empty() {
+            (
+                "health check (nothing was stopped)".to_string(),
+                format!("STABLE_FOR=0; {}", gate(&probe.target.version)),
+            )
+        } else {
+            (
+                format!(
+                    "health gate for {} ({} started)",
+                    probe.target.version,
+                    probe.stopped.join(", ")
+                ),
+                gate(&probe.target.version),
+            )
+        };
+        forward.push(Step::shell("gate", title, body));
+    } else {
+        forward.push(
+            Step::shell("keep", format!("keep the running images as {cur12}"), keep)
+                .marks("STARTED"),
+        );
+        if direction == Direction::Downgrade {
+            // The current image has the scripts of the newer revisions: downgrade with it,
+            // before the old code (which no longer knows them) is checked out.
+            forward.push(
+                Step::new(
+                    "downgrade",
+                    format!(
+                        "alembic downgrade to {} with the current image",
+                        probe.target.migration.as_deref().unwrap_or("base")
+                    ),
+                    &[alembic(&downgrade_to(probe.target.migration.as_deref()))],
+                )
+                .marks("DOWNGRADED"),
+            );
+        }
+        forward.push(
+            Step::new(
+                "checkout",
+                format!(
+                    "check out {} ({})",
+                    probe.target.reference,
+                    short(&probe.target.commit)
+                ),
+                &[checkout(&probe.target.commit)],
+            )
+            .marks("CHANGED"),
+        );
+        if probe.target_images_kept && !force {
+            forward.push(Step::new(
+                "images",
+                format!("reuse the kept images {tgt12}"),
+                &retag(&tgt12),
+            ));
+        } else {
+            forward.push(Step::new("build", "compose build", &[build]));
+            forward.push(Step::new(
+                "tag",
+                format!("tag the new images {tgt12}"),
+                &tag_new,
+            ));
+        }
+        if direction == Direction::Upgrade {
+            // The same backup as `ctops backup db`, with its manifest.
+            let backup = crate::ops::backup::db_backup_command(
+                t,
+                crate::cli::BackupFormat::Custom,
+                "pre-deploy",
+            );
+            forward.push(Step::new("backup", "backup db before migrating", &[backup]));
+            forward.push(
+                Step::new(
+                    "migrate",
+                    "alembic upgrade head in a one-off container of the new image",
+                    &[alembic(&upgrade_to(None))],
+                )
+                .marks("MIGRATING"),
+            );
+        }
+        forward.push(Step::new("up", "compose up -d", std::slice::from_ref(&up)));
+        forward.push(Step::shell(
+            "gate",
+            format!("health gate for {}", probe.target.version),
+            gate(&probe.target.version),
+        ));
+        if let Some(notify) = notify {
+            forward.push(Step::shell(
+                "notify",
+                format!("announce {}", probe.target.version),
+                notify.body(&compose, &service),
+            ));
+        }
+
+        let back_to = probe
+            .db_revision
+            .clone()
+            .or(probe.current.migration.clone());
+        back.push(
+            Step::new(
+                "undo_migrate",
+                format!(
+                    "alembic downgrade to {} with the new image",
+                    back_to.as_deref().unwrap_or("base")
+                ),
+                &[alembic(&downgrade_to(back_to.as_deref()))],
+            )
+            .when("MIGRATING"),
+        );
+        back.push(
+            Step::new(
+                "undo_checkout",
+                format!("check out {} again", short(&probe.current.commit)),
+                &[checkout(&probe.current.commit)],
+            )
+            .when("CHANGED"),
+        );
+        back.push(
+            Step::new(
+                "undo_images",
+                format!("restore the images {cur12}"),
+                &retag(&cur12),
+            )
+            .when("STARTED"),
+        );
+        back.push(
+            Step::new(
+                "undo_downgrade",
+                format!(
+                    "alembic upgrade to {} with the restored image",
+                    back_to.as_deref().unwrap_or("head")
+                ),
+                &[alembic(&upgrade_to(back_to.as_deref()))],
+            )
+            .when("DOWNGRADED"),
+        );
+        back.push(
+            Step::new("undo_up", "compose up -d with the previous release", &[up]).when("STARTED"),
+        );
+        back.push(
+            Step::shell(
+                "undo_gate",
+                format!("health gate for {}", probe.current.version),
+                gate(&probe.current.version),
+            )
+            .when("STARTED"),
+        );
+    }
+    let (user, host) = crate::lock::operator();
+    let release = serde_json::json!({
+        "ref": probe.target.reference, "commit": probe.target.commit, "version": probe.target.version,
+        "migration": probe.target.migration, "by": format!("{user}@{host}"), "kind": kind.name(),
+        "from": probe.current.commit,
+    });
+    let audit = serde_json::json!({
+        "user": user, "host": host, "command": command_line, "target": t.name, "op": op_id,
+        "from": probe.current.commit, "to": probe.target.commit,
+    });
+    let fields = |v: serde_json::Value| {
+        v.to_string()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .to_string()
+    };
+    Ok(Plan {
+        op: kind.name(),
+        op_id: op_id.to_string(),
+        describe: format!(
+            "{} {} ({}) over {} ({})",
+            kind.name(),
+            probe.target.reference,
+            short(&probe.target.commit),
+            probe.current.reference,
+            short(&probe.current.commit)
+        ),
+        vars: gate_vars(t, &probe.project),
+        forward,
+        back,
+        success: "deployed",
+        release_fields: Some(fields(release)),
+        audit_fields: fields(audit),
+        seed_release: Some(fields(serde_json::json!({
+            "ref": probe.current.reference, "commit": probe.current.commit, "version": probe.current.version,
+            "migration": probe.db_revision.clone().or(probe.current.migration.clone()), "by": "ctops (running before the first deploy)",
+        }))),
+    })
+}
+
+fn with_timeout(cmd: RemoteCommand, limit: Option<std::time::Duration>) -> RemoteCommand {
+    match limit {
+        Some(d) => cmd.wrapped(&["timeout".to_string(), d.as_secs().to_string()]),
+        None => cmd,
+    }
+}
+
+/// The announcement of a new version (runbook 2.1 "Notify"): a POST of `{version, commit,
+/// notes}` to `notify_url` and/or `notify_command` run in the migrate service with the
+/// notes on stdin. Once per version: never for a redeploy, a rollback or a dry run. It runs
+/// in the runner after the gate; a failure is a warning, never a failed deploy.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    url: Option<String>,
+    command: Vec<String>,
+    payload: String,
+    notes: String,
+    version: String,
+    commit: String,
+}
+
+impl Notify {
+    pub async fn for_new_version(
+        ctx: &Ctx,
+        remote: &Remote,
+        probe: &Probe,
+    ) -> Result<Option<Notify>, Error> {
+        let d = &ctx.target.deploy;
+        let command = d.notify_command.clone().unwrap_or_default();
+        if (d.notify_url.is_none() && command.is_empty())
+            || ctx.dry_run
+            || probe.target.version == probe.current.version
+        {
+            return Ok(None);
+        }
+        let history = crate::ops::releases::read_history(remote, &ctx.target.state_dir).await?;
+        if history.iter().any(|r| {
+            r.version == probe.target.version && (r.result == "deployed" || r.result == "found")
+        }) {
+            return Ok(None);
+        }
+        let show = format!("{}:CHANGELOG.md", probe.target.commit);
+        let changelog = remote
+            .run(
+                &RemoteCommand::new(["git", "show", show.as_str()])
+                    .in_dir(&ctx.target.dir)
+                    .read_only(),
+            )
+            .await?
+            .stdout_text();
+        let notes = changelog_section(&changelog, &probe.target.version);
+        let payload = serde_json::json!({"version": probe.target.version, "commit": probe.target.commit, "notes": notes}).to_string();
+        Ok(Some(Notify {
+            url: d.notify_url.clone(),
+            command,
+            payload,
+            notes,
+            version: probe.target.version.clone(),
+            commit: probe.target.commit.clone(),
+        }))
+    }
+
+    fn body(&self, compose: &Compose, service: &str) -> String {
+        let mut body = Vec::new();
+        if let Some(url) = &self.url {
+            let post = RemoteCommand::new([
+                "curl",
+                "-fsS",
+                "-m",
+                "10",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &self.payload,
+                url,
+            ]);
+            body.push(format!(
+                "{} >/dev/null || journal note \"notification failed: POST {} did not succeed\"",
+                post.render(),
+                quote(url).replace('"', "")
+            ));
+        }
+        if !self.command.is_empty() {
+            let mut argv = vec![
+                "env".to_string(),
+                format!("CTOPS_VERSION={}", self.version),
+                format!("CTOPS_COMMIT={}", self.commit),
+            ];
+            argv.extend(self.command.iter().cloned());
+            let run = compose.exec(service, &argv);
+            body.push(format!(
+                "printf '%s' {} | {} || journal note \"notification failed: notify_command exited $?\"",
+                quote(&self.notes),
+                run.render()
+            ));
+        }
+        body.push("true".into());
+        body.join("\n")
+    }
+}
+
+/// The CHANGELOG section of `version`: its lines up to the next `## ` heading.
+pub fn changelog_section(changelog: &str, version: &str) -> String {
+    let mut lines = changelog
+        .lines()
+        .skip_while(|l| !(l.starts_with("## ") && l.contains(version)));
+    let Some(_heading) = lines.next() else {
+        return String::new();
+    };
+    lines
+        .take_while(|l| !l.starts_with("## "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
+/// The variables the runner's `gate` and `container_of` read.
+pub fn gate_vars(t: &crate::config::Target, project: &str) -> Vec<(&'static str, String)> {
+    let secs = |d: Option<crate::config::HumanDuration>, default: u64| {
+        d.map(|d| d.0.as_secs()).unwrap_or(default).to_string()
+    };
+    let interval = t
+        .deploy
+        .health_interval
+        .map(|d| d.0.as_secs_f64())
+        .unwrap_or(1.0);
+    vec![
+        ("P", quote(project).into_owned()),
+        ("HEALTH_URL", quote(&t.health_url).into_owned()),
+        ("HEALTH_TIMEOUT", secs(t.deploy.health_timeout, 60)),
+        ("HEALTH_INTERVAL", format!("{interval}")),
+        ("STABLE_FOR", secs(t.deploy.stable_for, 10)),
+    ]
+}
