@@ -198,7 +198,11 @@ impl Probe {
             reference: reference
                 .filter(|r| r.len() < 40)
                 .map(str::to_string)
-                .unwrap_or_else(|| describe(one("target_tag"), &target_commit)),
+                .unwrap_or_else(|| match (reference, one("target_tag")) {
+                    // The branch head, unless it is a tagged release.
+                    (None, tag) if tag.is_empty() => t.branch.clone(),
+                    (_, tag) => describe(tag, &target_commit),
+                }),
             commit: target_commit.clone(),
             version: one("target_version"),
             migration: head(&target_graph, "target")?,
