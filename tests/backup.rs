@@ -83,6 +83,7 @@ fn a_backup_restores_every_row_and_keeps_the_old_database() {
         .run()
         .expect(0);
     let doc = verify.json();
+    assert_schema("backup-verify.json", &doc);
     let users = doc["checks"]
         .as_array()
         .unwrap()
@@ -99,6 +100,7 @@ fn a_backup_restores_every_row_and_keeps_the_old_database() {
     let run = sandbox_ctops(["restore", "db", "latest", "--yes", "--json"])
         .run()
         .expect(0);
+    assert_schema("restore.json", &run.json());
     assert_eq!(run.json()["outcome"], "restored", "{}", run.describe());
     assert_eq!(rows(), before, "every row as it was at the backup");
     assert!(
@@ -185,6 +187,7 @@ fn a_restore_that_fails_half_way_leaves_the_database_as_it_was() {
         .env("CTOPS_FAIL_STEP", "gate")
         .run()
         .expect(1);
+    assert_schema("restore.json", &run.json());
     assert_eq!(run.json()["outcome"], "rolled-back", "{}", run.describe());
     assert_eq!(rows(), before, "the database is as it was");
     assert!(

@@ -492,6 +492,7 @@ fn preflight_passes_on_the_branch_head_and_says_what_it_did_not_check() {
     .run()
     .expect(0);
     let doc = run.json();
+    assert_schema("preflight.json", &doc);
     let verdict = |name: &str| {
         doc["checks"]
             .as_array()

@@ -371,6 +371,14 @@ async fn verify(ctx: &Ctx, name: &str) -> Result<Exit> {
     super::restore::validate_name(name)?;
     let t = &ctx.target;
     let remote = ctx.remote().await?;
+    if ctx.dry_run {
+        // The checksum is read-only; the scratch restore creates (and drops) a database.
+        ctx.out.status(format!(
+            "dry run: would check {name}'s checksum and restore it into a scratch database on {}",
+            remote.host()
+        ));
+        return Ok(Exit::Ok);
+    }
     let started = std::time::Instant::now();
     let (manifest, sha) = super::restore::inspect(remote, &t.backup_dir, name).await?;
     let row =
@@ -641,6 +649,14 @@ fn hex(bytes: &[u8]) -> String {
 
 async fn backup_env(ctx: &Ctx, announce: bool) -> Result<Vec<Listed>> {
     let remote = ctx.remote().await?;
+    if ctx.dry_run {
+        ctx.out.status(format!(
+            "dry run: would run on {}: {}",
+            remote.host(),
+            env_backup_command(&ctx.target).render()
+        ));
+        return Ok(Vec::new());
+    }
     let out = remote
         .run_ok(&env_backup_command(&ctx.target))
         .await?
