@@ -70,10 +70,6 @@ impl Compose {
         self.command(["config", "--format", "json"]).read_only()
     }
 
-    pub fn config_services(&self) -> RemoteCommand {
-        self.command(["config", "--services"]).read_only()
-    }
-
     pub fn build(&self, services: &[String]) -> RemoteCommand {
         self.command(with(["build"], services)).stop_on_disconnect()
     }

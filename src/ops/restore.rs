@@ -88,10 +88,8 @@ fn literal(s: &str) -> String {
 
 #[derive(Serialize)]
 struct Doc<'a> {
-    command: &'a str,
-    target: &'a str,
-    host: &'a str,
-    ok: bool,
+    #[serde(flatten)]
+    envelope: super::Envelope<'a>,
     op: String,
     outcome: String,
     backup: Manifest,
@@ -369,10 +367,7 @@ async fn plan_and_run(
     };
     if ctx.out.json {
         ctx.out.json_doc(&Doc {
-            command: "restore db",
-            target: &t.name,
-            host: &t.ssh,
-            ok: exit == Exit::Ok,
+            envelope: super::Envelope::new("restore db", ctx, exit == Exit::Ok),
             op: op_id.clone(),
             outcome: outcome.clone(),
             backup: manifest.clone(),

@@ -90,10 +90,6 @@ impl RemoteCommand {
         self.stop_on_disconnect
     }
 
-    pub fn argv(&self) -> &[String] {
-        &self.argv
-    }
-
     /// A short name for messages: the program and its first words, unquoted.
     pub fn label(&self) -> String {
         let words: Vec<&str> = self

@@ -140,12 +140,7 @@ impl Remote {
         cmd: &RemoteCommand,
         input: Option<&[u8]>,
     ) -> Result<Captured, Error> {
-        let _permit = self
-            .channels
-            .acquire()
-            .await
-            .expect("semaphore never closed");
-        let _busy = self.busy.enter();
+        let _channel = self.channel().await;
         let timeout = self.timeout_of(cmd);
         let work = async {
             let mut child = self
@@ -190,12 +185,7 @@ impl Remote {
     where
         W: AsyncWrite + Unpin,
     {
-        let _permit = self
-            .channels
-            .acquire()
-            .await
-            .expect("semaphore never closed");
-        let _busy = self.busy.enter();
+        let _channel = self.channel().await;
         let work = async {
             let mut child = self.spawn(cmd, true).await?;
             // Held open so the host-side watcher sees EOF only when we go away.
@@ -219,6 +209,16 @@ impl Remote {
                 .unwrap_or_else(|_| Err(self.timed_out(cmd, limit))),
             None => work.await,
         }
+    }
+
+    /// One of the [`MAX_CHANNELS`] channels, counted as remote time while held.
+    async fn channel(&self) -> (tokio::sync::SemaphorePermit<'_>, BusyGuard<'_>) {
+        let permit = self
+            .channels
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        (permit, self.busy.enter())
     }
 
     async fn spawn(

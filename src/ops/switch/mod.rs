@@ -27,10 +27,8 @@ use probe::short;
 /// How a switch ended, for humans and `--json`.
 #[derive(Debug, Serialize)]
 pub struct Report<'a> {
-    pub command: &'a str,
-    pub target: &'a str,
-    pub host: &'a str,
-    pub ok: bool,
+    #[serde(flatten)]
+    pub envelope: super::Envelope<'a>,
     pub op: String,
     pub outcome: String,
     pub from: Release,
@@ -290,10 +288,7 @@ fn report(ctx: &Ctx, probe: &Probe, kind: Kind, op_id: &str, followed: Followed)
     };
     let ok = exit == Exit::Ok;
     let doc = Report {
-        command: kind.name(),
-        target: &t.name,
-        host: &t.ssh,
-        ok,
+        envelope: super::Envelope::new(kind.name(), ctx, ok),
         op: op_id.to_string(),
         outcome: outcome.clone(),
         from: probe.current.clone(),
