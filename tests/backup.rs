@@ -334,7 +334,7 @@ fn env_backups_are_private_and_never_printed() {
 fn fake_old_backups(source: &str, days: std::ops::RangeInclusive<u32>) {
     for d in days {
         host(&format!(
-            r#"cd '{BACKUPS}' && created=$(date -u -d '-{d} days' +%Y-%m-%dT%H:%M:%SZ) && n="db-$(date -u -d '-{d} days' +%Y%m%dT%H%M%SZ)-old.dump" && cp '{source}' "$n" && sed "s/\"name\":\"[^\"]*\"/\"name\":\"$n\"/; s/\"created\":\"[^\"]*\"/\"created\":\"$created\"/" '{source}.manifest.json' > "$n.manifest.json""#
+            r#"cd '{BACKUPS}' && created=$(date -u -d '-{d} days -1 hour' +%Y-%m-%dT%H:%M:%SZ) && n="db-$(date -u -d '-{d} days -1 hour' +%Y%m%dT%H%M%SZ)-old.dump" && cp '{source}' "$n" && sed "s/\"name\":\"[^\"]*\"/\"name\":\"$n\"/; s/\"created\":\"[^\"]*\"/\"created\":\"$created\"/" '{source}.manifest.json' > "$n.manifest.json""#
         ));
     }
 }
