@@ -126,6 +126,8 @@ pub enum BackupCommand {
         #[arg(long, value_enum, default_value_t = BackupFormat::Custom)]
         format: BackupFormat,
     },
+    /// Runbook 5.4: the buckets mirrored into a dated snapshot under local_dir (off the host)
+    Minio,
     /// Runbook 5.1: a copy of .env (mode 0600) when it changed; kept indefinitely
     Env,
     /// Backups on the host and on this machine, newest first
@@ -138,7 +140,7 @@ pub enum BackupCommand {
     },
     /// Remove database backups older than keep_days (never the newest); --dry-run lists them
     Prune,
-    /// For cron: db, then env, then prune after a successful backup; silent on success
+    /// For cron: db, minio, env, then prune after a successful backup; silent on success
     All,
 }
 
@@ -151,6 +153,17 @@ pub enum RestoreCommand {
         /// Upgrade the restored database to the running code's migration head
         #[arg(long)]
         migrate: bool,
+    },
+    /// Put back a copy of .env kept by `backup env` (the current one is copied first)
+    Env {
+        /// A name from `ctops backup list` (env-...), or `latest`
+        name: String,
+    },
+    /// Make the buckets exactly as in a snapshot (the current state is snapshotted first)
+    Minio {
+        /// A date (2026-11-26: the end of that UTC day), a UTC time, or a snapshot name
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<String>,
     },
 }
 
@@ -230,11 +243,14 @@ impl Command {
             Command::Preflight(_) => "preflight",
             Command::Backup(BackupCommand::Db { .. }) => "backup db",
             Command::Backup(BackupCommand::Env) => "backup env",
+            Command::Backup(BackupCommand::Minio) => "backup minio",
             Command::Backup(BackupCommand::List) => "backup list",
             Command::Backup(BackupCommand::Verify { .. }) => "backup verify",
             Command::Backup(BackupCommand::Prune) => "backup prune",
             Command::Backup(BackupCommand::All) => "backup all",
             Command::Restore(RestoreCommand::Db { .. }) => "restore db",
+            Command::Restore(RestoreCommand::Env { .. }) => "restore env",
+            Command::Restore(RestoreCommand::Minio { .. }) => "restore minio",
             Command::Lock(LockCommand::Status) => "lock status",
             Command::Lock(LockCommand::Release) => "lock release",
             Command::Config(ConfigCommand::Check) => "config check",

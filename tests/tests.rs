@@ -9,5 +9,6 @@ mod connection;
 mod deploy;
 mod health;
 mod logs;
+mod minio;
 mod quoting;
 mod status;

@@ -180,6 +180,10 @@ pub async fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
             let listed = backup_db(ctx, *format, *download).await?;
             report(ctx, "backup db", listed)
         }
+        BackupCommand::Minio => {
+            let listed = super::minio::backup(ctx).await?;
+            report(ctx, "backup minio", listed)
+        }
         BackupCommand::Env => {
             let listed = backup_env(ctx, true).await?;
             report(ctx, "backup env", listed)
@@ -194,7 +198,8 @@ pub async fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
     }
 }
 
-/// `backup all`, for cron: the database (also copied to `local_dir`), then `.env`, then
+/// `backup all`, for cron: the database (also copied to `local_dir`), the buckets (when
+/// any are configured), then `.env`, then
 /// pruning, which happens only
 /// after the backup succeeded. Silent on success (unless `-v`); one line on stderr and exit
 /// 1 on failure; everything within `timeouts.backup`.
@@ -208,6 +213,17 @@ async fn all(ctx: &Ctx) -> Result<Exit> {
     let work = async {
         // Off the host too: a backup on the same disk as the database is not enough.
         let mut made = backup_db(ctx, BackupFormat::Custom, true).await?;
+        if !ctx
+            .target
+            .backup
+            .minio
+            .buckets
+            .clone()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            made.extend(super::minio::backup(ctx).await?);
+        }
         made.extend(backup_env(ctx, ctx.out.verbose > 0).await?);
         let pruned = prune(ctx, false).await?;
         Ok::<_, anyhow::Error>((made, pruned))
@@ -289,6 +305,7 @@ async fn prune(ctx: &Ctx, ask: bool) -> Result<Vec<Listed>> {
         })
         .unwrap_or_default();
     let local_doomed = to_prune(&local, keep_days, now);
+    let snapshots_doomed = super::minio::prune(ctx, false)?;
     let listed: Vec<Listed> = doomed
         .iter()
         .map(|m| Listed::from_manifest(m, "host", false))
@@ -297,6 +314,7 @@ async fn prune(ctx: &Ctx, ask: bool) -> Result<Vec<Listed>> {
                 .iter()
                 .map(|m| Listed::from_manifest(m, "local", false)),
         )
+        .chain(snapshots_doomed)
         .collect();
     if listed.is_empty() {
         return Ok(listed);
@@ -312,7 +330,7 @@ async fn prune(ctx: &Ctx, ask: bool) -> Result<Vec<Listed>> {
     }
     if ask {
         ctx.confirm(&format!(
-            "remove {} backups older than {keep_days} days on {}",
+            "remove {} backups older than their keep_days on {}",
             listed.len(),
             ctx.target_label()
         ))?;
@@ -333,6 +351,7 @@ async fn prune(ctx: &Ctx, ask: bool) -> Result<Vec<Listed>> {
             let _ = std::fs::remove_file(path);
         }
     }
+    super::minio::prune(ctx, true)?;
     Ok(listed)
 }
 
@@ -718,6 +737,7 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
             }
         }
     }
+    backups.extend(super::minio::list(ctx));
     backups.sort_by(|a, b| b.created.cmp(&a.created));
     if ctx.out.json {
         ctx.out.json_doc(&BackupDoc {

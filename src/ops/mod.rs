@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod health;
 pub mod lock;
 pub mod logs;
+pub mod minio;
 pub mod preflight;
 pub mod releases;
 pub mod restore;

@@ -102,7 +102,14 @@ struct Doc<'a> {
 }
 
 pub async fn run(ctx: &Ctx, command: &RestoreCommand) -> Result<Exit> {
-    let RestoreCommand::Db { name, migrate } = command;
+    match command {
+        RestoreCommand::Db { name, migrate } => restore_db(ctx, name, *migrate).await,
+        RestoreCommand::Env { name } => restore_env(ctx, name).await,
+        RestoreCommand::Minio { as_of } => super::minio::restore(ctx, as_of.as_deref()).await,
+    }
+}
+
+async fn restore_db(ctx: &Ctx, name: &str, migrate: bool) -> Result<Exit> {
     validate_name(name)?;
     let t = &ctx.target;
     let remote = ctx.remote().await?;
@@ -178,7 +185,7 @@ pub async fn run(ctx: &Ctx, command: &RestoreCommand) -> Result<Exit> {
         ctx,
         remote,
         &manifest,
-        *migrate,
+        migrate,
         lock.as_ref(),
         &database,
         &user,
@@ -336,28 +343,7 @@ async fn plan_and_run(
         manifest.name,
         ctx.target_label()
     ));
-    let pid = runner::start(
-        remote,
-        &t.state_dir,
-        &op_id,
-        &plan.render(&t.state_dir, &lock.token),
-    )
-    .await?;
-    let followed = follow_with_interrupts(ctx, remote, &op_id, pid).await;
-    let (outcome, steps, interrupted) = match followed {
-        Followed::Ended {
-            outcome,
-            steps,
-            interrupted,
-        } => (outcome, steps, interrupted),
-        Followed::RunnerDied(steps) => ("interrupted".to_string(), steps, false),
-        Followed::Lost(_, steps) | Followed::Abandoned(steps) => {
-            ("unknown".to_string(), steps, false)
-        }
-    };
-    if outcome != "unknown" && outcome != "interrupted" {
-        let _ = runner::mark_seen(remote, &t.state_dir, &op_id).await;
-    }
+    let (outcome, steps, interrupted) = execute(ctx, remote, &plan, lock).await?;
     let (exit, message) = match outcome.as_str() {
         "restored" => (Exit::Ok, None),
         "failed" => (Exit::Failed, Some(format!("restore of {} failed before the database was touched", manifest.name))),
@@ -381,6 +367,169 @@ async fn plan_and_run(
     }
     match message {
         None => ctx.out.status(format!("restored {}; the previous database is kept as `{safety}` (drop it when you no longer need it)", manifest.name)),
+        Some(m) => eprintln!("error: {m}"),
+    }
+    Ok(exit)
+}
+
+/// Runs `plan` on the host, detached, and follows its journal: `(outcome, steps,
+/// interrupted)`, the outcome `unknown` or `interrupted` when it did not end cleanly.
+async fn execute(
+    ctx: &Ctx,
+    remote: &Remote,
+    plan: &Plan,
+    lock: &HostLock,
+) -> Result<(String, Vec<Event>, bool)> {
+    let state_dir = &ctx.target.state_dir;
+    let script = plan.render(state_dir, &lock.token);
+    let pid = runner::start(remote, state_dir, &plan.op_id, &script).await?;
+    let followed = follow_with_interrupts(ctx, remote, &plan.op_id, pid).await;
+    let (outcome, steps, interrupted) = match followed {
+        Followed::Ended {
+            outcome,
+            steps,
+            interrupted,
+        } => (outcome, steps, interrupted),
+        Followed::RunnerDied(steps) => ("interrupted".to_string(), steps, false),
+        Followed::Lost(_, steps) | Followed::Abandoned(steps) => {
+            ("unknown".to_string(), steps, false)
+        }
+    };
+    if outcome != "unknown" && outcome != "interrupted" {
+        let _ = runner::mark_seen(remote, state_dir, &plan.op_id).await;
+    }
+    Ok((outcome, steps, interrupted))
+}
+
+/// `dir name`: the path of env backup NAME (or the newest for `latest`).
+const FIND_ENV: &str = r#"dir=$1/env; name=$2
+if [ "$name" = latest ]; then
+    name=$(ls -1 "$dir" 2>/dev/null | grep '^env-' | grep -v '\.tmp$' | sort | tail -n 1)
+    [ -n "$name" ] || { echo "no .env backups in $dir" >&2; exit 66; }
+fi
+[ -f "$dir/$name" ] || { echo "no .env backup $name in $dir" >&2; exit 66; }
+echo "$dir/$name""#;
+
+/// `src env`: the copy put in place atomically, with the current file's mode and owner; the
+/// current file kept beside it until the gate passed.
+const REPLACE_ENV: &str = r#"src=$1; env=$2
+cp -p "$env" "$env.ctops-before" || exit 1
+cp "$src" "$env.ctops-new" && chmod --reference="$env" "$env.ctops-new" || exit 1
+chown --reference="$env" "$env.ctops-new" 2>/dev/null || true
+sync "$env.ctops-new" 2>/dev/null
+mv -f "$env.ctops-new" "$env""#;
+
+/// `restore env NAME`: the current `.env` copied first, the chosen copy put in place
+/// atomically, the services whose configuration changed recreated (`compose up -d` compares
+/// each service's configuration hash, `.env` included; a plain restart would keep the old
+/// values), health gate; on failure the previous file is back and the services recreated.
+async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
+    validate_name(name)?;
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let found = remote
+        .run_ok(&RemoteCommand::sh(FIND_ENV, [t.backup_dir.as_str(), name]).read_only())
+        .await?
+        .stdout_text();
+    let source = found.trim().to_string();
+    let chosen = source.rsplit('/').next().unwrap_or(name).to_string();
+    let env = format!("{}/{}", t.dir.trim_end_matches('/'), t.env_file);
+    let stack = Stack::load(remote, t).await?;
+    let project = stack.project.clone().unwrap_or_else(|| "default".into());
+    let compose = stack.compose(t);
+    let op_id = runner::op_id(chrono_now(remote).await?, "restore-env");
+    let put_back = format!(
+        "[ -f {e}.ctops-before ] && mv -f {e}.ctops-before {e}",
+        e = quote(&env)
+    );
+    let plan = Plan {
+        op: "restore-env",
+        op_id: op_id.clone(),
+        describe: format!("put {chosen} in place of {}", t.env_file),
+        vars: gate_vars(t, &project),
+        forward: vec![
+            Step::new(
+                "backup_env",
+                "copy the current .env",
+                &[super::backup::env_backup_command(t)],
+            ),
+            Step::new(
+                "replace",
+                format!("put {chosen} in place (atomic rename)"),
+                &[RemoteCommand::sh(
+                    REPLACE_ENV,
+                    [source.as_str(), env.as_str()],
+                )],
+            )
+            .marks("CHANGED"),
+            Step::new(
+                "recreate",
+                "recreate the services whose configuration changed",
+                &[compose.up(&[], false, false)],
+            ),
+            Step::shell("gate", "health gate", "gate ''"),
+            Step::shell(
+                "tidy",
+                "drop the temporary copy",
+                format!("rm -f {}.ctops-before", quote(&env)),
+            ),
+        ],
+        back: vec![
+            Step::shell("put_back", "put the previous .env back", put_back).when("CHANGED"),
+            Step::new(
+                "recreate_back",
+                "recreate the services again",
+                &[compose.up(&[], false, false)],
+            )
+            .when("CHANGED"),
+            Step::shell("gate_back", "health gate", "gate ''").when("CHANGED"),
+        ],
+        success: "restored",
+        release_fields: None,
+        audit_fields: {
+            let (user, host) = crate::lock::operator();
+            let audit = serde_json::json!({"user": user, "host": host, "command": format!("restore env {chosen}"), "target": t.name, "op": op_id});
+            audit
+                .to_string()
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .to_string()
+        },
+        seed_release: None,
+    };
+    if ctx.dry_run {
+        ctx.out
+            .status("dry run: the plan below would run on the host, detached; nothing was changed");
+        ctx.out.print(&plan.render(&t.state_dir, "DRY-RUN"))?;
+        return Ok(Exit::Ok);
+    }
+    ctx.confirm(&format!(
+        "replace {} on {} with {chosen}",
+        t.env_file,
+        ctx.target_label()
+    ))?;
+    let lock = HostLock::acquire(remote, &t.state_dir, &format!("restore env {chosen}")).await?;
+    ctx.out
+        .status(format!("restore env {chosen} on {}", ctx.target_label()));
+    let (outcome, steps, interrupted) = execute(ctx, remote, &plan, &lock).await?;
+    let (exit, message) = match outcome.as_str() {
+        "restored" => (Exit::Ok, None),
+        "failed" => (Exit::Failed, Some(format!("restore env {chosen} failed before .env was changed"))),
+        "rolled-back" if interrupted => (Exit::Interrupted, Some("interrupted: the previous .env is back".to_string())),
+        "rolled-back" => (Exit::Failed, Some(format!("restore env {chosen} failed its health gate; the previous .env is back and the services recreated"))),
+        _ => (Exit::Stranded, Some(format!("restore {op_id} did not end cleanly ({outcome}): see `ctops status`"))),
+    };
+    if ctx.out.json {
+        ctx.out.json_doc(&serde_json::json!({
+            "command": "restore env", "target": t.name, "ok": exit == Exit::Ok,
+            "op": op_id, "outcome": outcome, "backup": chosen, "steps": steps,
+        }))?;
+    }
+    match message {
+        None => ctx.out.status(format!(
+            "restored {} from {chosen}; the services whose configuration changed were recreated",
+            t.env_file
+        )),
         Some(m) => eprintln!("error: {m}"),
     }
     Ok(exit)

@@ -30,6 +30,11 @@ SEED_DB=sandbox_seed                # template database holding the initial sche
 HEALTH_URL=http://127.0.0.1:18000/health
 S3_ENDPOINT=http://127.0.0.1:19000
 S3_ANON_STATUS=403                  # what s3s-fs answers to an anonymous GET /
+# A second S3 server, for what s3s-fs cannot show: listings paged at 1000 keys (moto), with
+# a request log to count GETs. A host process, like sshd; ctops reaches it through SSH too.
+PAGING_S3_PORT=19001
+PAGING_S3_ENDPOINT=http://127.0.0.1:$PAGING_S3_PORT
+MOTO_VENV=/var/tmp/ctops-sandbox-moto     # outside the state: survives a recreate
 PG_PORT=15432
 REDIS_PORT=16379
 WAIT_SECONDS=${SANDBOX_WAIT_SECONDS:-120}
@@ -37,7 +42,7 @@ PY=/usr/bin/python3
 PSQL=/usr/lib/postgresql/15/bin/psql
 LOCK=/var/lock/ctops-sandbox.lock
 APT_PACKAGES=(docker.io openssh-server postgresql redis-server alembic python3-alembic
-    python3-psycopg2 python3-boto3 git curl ca-certificates)
+    python3-psycopg2 python3-boto3 python3-venv git curl ca-certificates)
 
 log() { printf 'sandbox: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -232,6 +237,43 @@ ensure_sshd() {
 stop_sshd() {
     sshd_running || return 0
     kill "$(cat "$STATE/sshd/sshd.pid")" 2>/dev/null || true
+}
+
+ensure_moto() {
+    if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+        log "installing moto (S3 server with paged listings) into $MOTO_VENV"
+        rm -rf "$MOTO_VENV"
+        "$PY" -m venv "$MOTO_VENV" >&2 || die "python3 -m venv failed"
+        "$MOTO_VENV/bin/pip" install -q 'moto[server]==5.*' >&2 || die "pip install moto failed"
+    fi
+    moto_running && return
+    log "starting moto on 127.0.0.1:$PAGING_S3_PORT"
+    setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$PAGING_S3_PORT" \
+        >>"$STATE/moto.log" 2>&1 </dev/null 9>&- &
+    echo $! >"$STATE/moto.pid"
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null -m 1 "$PAGING_S3_ENDPOINT/" && return
+        sleep 0.1
+    done
+    tail -n 20 "$STATE/moto.log" >&2 || true
+    die "moto is not listening on 127.0.0.1:$PAGING_S3_PORT"
+}
+
+moto_running() {
+    local pid
+    pid=$(cat "$STATE/moto.pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && grep -qF moto_server "/proc/$pid/cmdline" 2>/dev/null
+}
+
+stop_moto() {
+    moto_running || return 0
+    kill "$(cat "$STATE/moto.pid")" 2>/dev/null || true
+}
+
+# Moto keeps everything in memory: forget every bucket, and start a fresh request log.
+reset_moto() {
+    curl -s -o /dev/null -m 5 -X POST "$PAGING_S3_ENDPOINT/moto-api/reset" || die "moto reset failed"
+    : >"$STATE/moto.log"
 }
 
 # ---------------------------------------------------------------- host files
@@ -566,6 +608,7 @@ teardown() {
         done
     fi
     stop_sshd
+    stop_moto
     rm -rf "$BASE"
     if [ -d "$STATE" ]; then
         find "$STATE" -mindepth 1 -maxdepth 1 ! -name dockerd.log -exec rm -rf {} +
@@ -591,6 +634,7 @@ create() {
     write_ssh_client_files
     ensure_authorized_keys
     ensure_sshd
+    ensure_moto
 
     write_env_file
     create_host_dirs
@@ -638,6 +682,7 @@ prepare() {
         ensure_base_image
         ensure_authorized_keys
         ensure_sshd
+        ensure_moto
     fi
 }
 
@@ -668,6 +713,7 @@ cmd_reset_host() {
         wait_pg_socket
         reset_database
         reset_object_store
+        reset_moto
         redis-cli -p "$REDIS_PORT" flushall >/dev/null 2>&1 || true
         find "$BACKUPS" "$STATE/local-backups" "$HOSTSTATE" -mindepth 1 -delete
         docker image prune -f --filter label=ctops.sandbox >/dev/null
@@ -717,6 +763,8 @@ SANDBOX_COMPOSE_FILE $COMPOSE_FILE
 SANDBOX_COMPOSE_PROJECT $PROJECT
 SANDBOX_HEALTH_URL $HEALTH_URL
 SANDBOX_S3_ENDPOINT $S3_ENDPOINT
+SANDBOX_PAGING_S3_ENDPOINT $PAGING_S3_ENDPOINT
+SANDBOX_PAGING_S3_LOG $STATE/moto.log
 SANDBOX_INITIAL_REF $INITIAL_REF
 SANDBOX_INITIAL_REVISION $INITIAL_REVISION
 EOF
