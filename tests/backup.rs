@@ -418,3 +418,86 @@ fn retention_keeps_a_week_and_a_failed_backup_prunes_nothing() {
         .unwrap()
         .contains("-old"));
 }
+
+fn api_app_mode() -> String {
+    let body = host("curl -s -m 4 http://127.0.0.1:18000/config");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    doc["app_mode"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn restore_env_puts_a_copy_back_and_recreates_what_reads_it_or_undoes_itself() {
+    let _guard = exclusive();
+    reset_host();
+    let env_path = format!("{CHECKOUT}/infrastructure/.env");
+    let original = std::fs::read(&env_path).unwrap();
+    let stat = |p: &str| host(&format!("stat -c '%a %U' '{p}'")).trim().to_string();
+    sandbox_ctops(["backup", "env"]).run().expect(0);
+
+    // A change made by hand, applied the right way (recreated, not restarted).
+    host(&format!(
+        "sed -i 's/^APP_MODE=.*/APP_MODE=changed-by-hand/' '{env_path}' && \
+         runuser -u deploy -- sh -c 'cd \"{CHECKOUT}\" && docker compose -f infrastructure/docker-compose.yml up -d api' >/dev/null 2>&1"
+    ));
+    wait_until(
+        "the api to serve the changed .env",
+        std::time::Duration::from_secs(30),
+        || {
+            host_ok("curl -sf -m 2 http://127.0.0.1:18000/config")
+                && api_app_mode() == "changed-by-hand"
+        },
+    );
+    let redis_before = container("redis");
+
+    let run = sandbox_ctops(["restore", "env", "latest"]).run().expect(4);
+    assert!(run.stderr().contains("--yes"), "{}", run.describe());
+    let run = sandbox_ctops(["restore", "env", "latest", "--yes"]).run();
+    assert_eq!(run.code(), 0, "{}", run.describe());
+    assert_eq!(
+        std::fs::read(&env_path).unwrap(),
+        original,
+        "the copy is back byte for byte"
+    );
+    assert_eq!(stat(&env_path), "600 deploy");
+    assert_eq!(
+        api_app_mode(),
+        "normal",
+        "the api was recreated and reads the copy"
+    );
+    assert_eq!(
+        container("redis"),
+        redis_before,
+        "a service that does not read .env stays"
+    );
+    let copies = host(&format!(
+        "grep -l changed-by-hand '{BACKUPS}'/env/env-* | wc -l"
+    ));
+    assert_eq!(copies.trim(), "1", "the changed .env was copied first");
+    assert!(!run.stdout().contains("normal") && !run.stderr().contains("PASSWORD="));
+
+    // A copy that breaks the api (it listens elsewhere): the gate fails, the previous file
+    // is back, the services recreated and healthy.
+    let broken = format!("{BACKUPS}/env/env-20200101T000000Z");
+    host(&format!(
+        "sed 's/^APP_MODE=.*/APP_MODE=broken\\nAPI_PORT=18009/' '{env_path}' > '{broken}' && \
+         chown deploy:deploy '{broken}' && chmod 600 '{broken}'"
+    ));
+    let run = sandbox_ctops(["restore", "env", "env-20200101T000000Z", "--yes"]).run();
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    assert!(
+        run.stderr().contains("previous .env is back"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(std::fs::read(&env_path).unwrap(), original);
+    assert_eq!(stat(&env_path), "600 deploy");
+    assert_eq!(api_app_mode(), "normal");
+    sandbox_ctops(["health"]).run().expect(0);
+    let left = host(&format!(
+        "git -c safe.directory='*' -C '{CHECKOUT}' status --porcelain --ignored; ls '/srv/ctops sandbox/state'"
+    ));
+    assert!(
+        !left.contains("before"),
+        "a temporary copy was left: {left}"
+    );
+}

@@ -64,9 +64,10 @@ pub async fn inspect(
     ))
 }
 
+/// A backup name (`db-...`, or `env-...` for `.env` copies) or `latest`: plain file names only.
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let ok = name == "latest"
-        || (name.starts_with("db-")
+        || ((name.starts_with("db-") || name.starts_with("env-"))
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
@@ -410,10 +411,11 @@ fi
 [ -f "$dir/$name" ] || { echo "no .env backup $name in $dir" >&2; exit 66; }
 echo "$dir/$name""#;
 
-/// `src env`: the copy put in place atomically, with the current file's mode and owner; the
-/// current file kept beside it until the gate passed.
-const REPLACE_ENV: &str = r#"src=$1; env=$2
-cp -p "$env" "$env.ctops-before" || exit 1
+/// `src env before`: the copy put in place atomically, with the current file's mode and
+/// owner; the current file kept as `before` (in the state dir, out of git's sight) until the
+/// gate passed.
+const REPLACE_ENV: &str = r#"src=$1; env=$2; before=$3
+cp -p "$env" "$before" || exit 1
 cp "$src" "$env.ctops-new" && chmod --reference="$env" "$env.ctops-new" || exit 1
 chown --reference="$env" "$env.ctops-new" 2>/dev/null || true
 sync "$env.ctops-new" 2>/dev/null
@@ -438,8 +440,10 @@ async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
     let project = stack.project.clone().unwrap_or_else(|| "default".into());
     let compose = stack.compose(t);
     let op_id = runner::op_id(chrono_now(remote).await?, "restore-env");
+    let before = format!("{}/restore-env-before", t.state_dir.trim_end_matches('/'));
     let put_back = format!(
-        "[ -f {e}.ctops-before ] && mv -f {e}.ctops-before {e}",
+        "if [ -f {b} ]; then mv -f {b} {e}; fi",
+        b = quote(&before),
         e = quote(&env)
     );
     let plan = Plan {
@@ -458,7 +462,7 @@ async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
                 format!("put {chosen} in place (atomic rename)"),
                 &[RemoteCommand::sh(
                     REPLACE_ENV,
-                    [source.as_str(), env.as_str()],
+                    [source.as_str(), env.as_str(), before.as_str()],
                 )],
             )
             .marks("CHANGED"),
@@ -471,7 +475,7 @@ async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
             Step::shell(
                 "tidy",
                 "drop the temporary copy",
-                format!("rm -f {}.ctops-before", quote(&env)),
+                format!("rm -f {}", quote(&before)),
             ),
         ],
         back: vec![
@@ -545,6 +549,9 @@ mod tests {
         validate_name("db-20261126T200000Z.dump").unwrap();
         assert!(validate_name("../etc/passwd").is_err());
         assert!(validate_name("db-$(id)").is_err());
+        validate_name("env-20261126T200000Z").unwrap();
+        assert!(validate_name("env-../../x").is_err());
+        assert!(validate_name("env-a/b").is_err());
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(literal("it's"), "'it''s'");
     }
