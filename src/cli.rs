@@ -79,6 +79,9 @@ pub enum Command {
     /// Runbook 5.3: restore a database dump safely (into a new database, swapped in by rename)
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// Runbook 7.4: .env on the host; values masked; changes recreate the services that read them
+    #[command(subcommand)]
+    Env(EnvCommand),
     /// Runbook 3: the deployed release history on the host, newest first
     Releases,
     /// The host lock: who holds it, and releasing a stale one
@@ -167,6 +170,39 @@ pub enum RestoreCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Every key, values masked
+    List,
+    /// One value, printed on stdout (only when asked for by name)
+    Get { key: String },
+    /// Set keys; copy first, atomic write, recreate, health gate, undone on failure
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
+        /// Services to recreate [default: from [secrets], else those whose config changed]
+        #[arg(long, value_delimiter = ',', value_name = "SVC,...")]
+        restart: Vec<String>,
+    },
+    /// Remove a key, then as `set`
+    Unset {
+        key: String,
+        #[arg(long, value_delimiter = ',', value_name = "SVC,...")]
+        restart: Vec<String>,
+    },
+    /// Keys added, removed and changed since a backup copy (values not shown)
+    Diff {
+        /// A name from `ctops backup list` (env-...), or `latest`
+        #[arg(default_value = "latest")]
+        backup: String,
+    },
+    /// $EDITOR on a private local copy; validated, then applied as `set`
+    Edit {
+        #[arg(long, value_delimiter = ',', value_name = "SVC,...")]
+        restart: Vec<String>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackupFormat {
     Custom,
@@ -251,6 +287,12 @@ impl Command {
             Command::Restore(RestoreCommand::Db { .. }) => "restore db",
             Command::Restore(RestoreCommand::Env { .. }) => "restore env",
             Command::Restore(RestoreCommand::Minio { .. }) => "restore minio",
+            Command::Env(EnvCommand::List) => "env list",
+            Command::Env(EnvCommand::Get { .. }) => "env get",
+            Command::Env(EnvCommand::Set { .. }) => "env set",
+            Command::Env(EnvCommand::Unset { .. }) => "env unset",
+            Command::Env(EnvCommand::Diff { .. }) => "env diff",
+            Command::Env(EnvCommand::Edit { .. }) => "env edit",
             Command::Lock(LockCommand::Status) => "lock status",
             Command::Lock(LockCommand::Release) => "lock release",
             Command::Config(ConfigCommand::Check) => "config check",
@@ -263,7 +305,12 @@ impl Command {
     pub fn handles_interrupts(&self) -> bool {
         matches!(
             self,
-            Command::Deploy(_) | Command::Rollback(_) | Command::Restore(_)
+            Command::Deploy(_)
+                | Command::Rollback(_)
+                | Command::Restore(_)
+                | Command::Env(
+                    EnvCommand::Set { .. } | EnvCommand::Unset { .. } | EnvCommand::Edit { .. }
+                )
         )
     }
 

@@ -27,10 +27,24 @@ pub fn assignment(line: &str) -> Option<(&str, String)> {
 }
 
 fn unquote(raw: &str) -> String {
-    for quote in ['"', '\''] {
-        if let Some(inner) = raw.strip_prefix(quote) {
-            if let Some(end) = inner.find(quote) {
-                return inner[..end].to_string();
+    if let Some(inner) = raw.strip_prefix('\'') {
+        if let Some(end) = inner.find('\'') {
+            return inner[..end].to_string();
+        }
+    }
+    if let Some(inner) = raw.strip_prefix('"') {
+        // Up to the first unescaped quote; \\, \" and \n are escapes (as compose reads them).
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return out,
+                '\\' => match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some(other) => out.push(other),
+                    None => out.push('\\'),
+                },
+                c => out.push(c),
             }
         }
     }
@@ -39,6 +53,148 @@ fn unquote(raw: &str) -> String {
         Some(at) => raw[..at].trim_end().to_string(),
         None => raw.to_string(),
     }
+}
+
+/// A `.env` file as lines, so that changes keep comments, order and everything else as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFile {
+    lines: Vec<String>,
+}
+
+impl EnvFile {
+    pub fn parse(text: &str) -> Self {
+        EnvFile {
+            lines: text.lines().map(str::to_string).collect(),
+        }
+    }
+
+    /// Every assignment in file order (a key assigned twice appears twice).
+    pub fn entries(&self) -> Vec<(String, String)> {
+        self.lines
+            .iter()
+            .filter_map(|l| assignment(l))
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// The value compose uses: the last assignment's.
+    pub fn get(&self, key: &str) -> Option<String> {
+        value(&self.render(), key)
+    }
+
+    /// Replaces the last assignment of `key` in place (keeping an `export `), or appends one.
+    pub fn set(&mut self, key: &str, raw_value: &str) -> Result<(), String> {
+        let encoded = encode(raw_value)?;
+        let last = self
+            .lines
+            .iter()
+            .rposition(|l| assignment(l).is_some_and(|(k, _)| k == key));
+        match last {
+            Some(i) => {
+                let export = if self.lines[i].trim_start().starts_with("export ") {
+                    "export "
+                } else {
+                    ""
+                };
+                self.lines[i] = format!("{export}{key}={encoded}");
+            }
+            None => self.lines.push(format!("{key}={encoded}")),
+        }
+        Ok(())
+    }
+
+    /// Removes every assignment of `key`; false when there was none.
+    pub fn unset(&mut self, key: &str) -> bool {
+        let before = self.lines.len();
+        self.lines
+            .retain(|l| !assignment(l).is_some_and(|(k, _)| k == key));
+        self.lines.len() != before
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = self.lines.join("\n");
+        text.push('\n');
+        text
+    }
+}
+
+/// A key compose accepts and a shell would too.
+pub fn valid_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Every line must be blank, a comment or `KEY=VALUE` with a valid key (`env edit` checks
+/// the edited file before it goes anywhere).
+pub fn validate(text: &str) -> Result<(), String> {
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        match assignment(line) {
+            Some((key, _)) if valid_key(key) => {}
+            Some((key, _)) => return Err(format!("line {}: invalid key {key:?}", n + 1)),
+            None => return Err(format!("line {}: not KEY=VALUE", n + 1)),
+        }
+    }
+    Ok(())
+}
+
+/// A value as written to the file: bare when that reads back the same, else single-quoted
+/// (literal for compose), else double-quoted when it holds a `'` (and then no `$`, which
+/// compose would interpolate there).
+pub fn encode(value: &str) -> Result<String, String> {
+    let bare = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+,=~^".contains(c));
+    if value.contains('\n') || value.contains('\r') {
+        return Err("a value cannot hold a line break".into());
+    }
+    if bare {
+        Ok(value.to_string())
+    } else if !value.contains('\'') {
+        Ok(format!("'{value}'"))
+    } else if !value.contains('$') {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        Ok(format!("\"{escaped}\""))
+    } else {
+        Err("a value cannot hold both ' and $ (compose would change it)".into())
+    }
+}
+
+/// What a listing shows instead of a value.
+pub fn mask(value: &str) -> String {
+    if value.is_empty() {
+        "(empty)".into()
+    } else {
+        format!("•••• ({} chars)", value.chars().count())
+    }
+}
+
+/// Keys added, removed and changed from `old` to `new`, in key order.
+pub fn diff(old: &EnvFile, new: &EnvFile) -> Vec<(String, &'static str)> {
+    let map = |f: &EnvFile| -> std::collections::BTreeMap<String, String> {
+        f.entries().into_iter().collect()
+    };
+    let (old, new) = (map(old), map(new));
+    let mut changes = Vec::new();
+    for key in old
+        .keys()
+        .chain(new.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        match (old.get(key), new.get(key)) {
+            (None, Some(_)) => changes.push((key.clone(), "added")),
+            (Some(_), None) => changes.push((key.clone(), "removed")),
+            (Some(a), Some(b)) if a != b => changes.push((key.clone(), "changed")),
+            _ => {}
+        }
+    }
+    changes
 }
 
 #[cfg(test)]
@@ -54,5 +210,58 @@ mod tests {
         assert_eq!(value(text, "D").as_deref(), Some("q"));
         assert_eq!(value(text, "E").as_deref(), Some("v"));
         assert_eq!(value(text, "F"), None);
+    }
+
+    #[test]
+    fn set_and_unset_keep_comments_order_and_export() {
+        let mut f = EnvFile::parse("# top\nexport A=1\nB=2\n# mid\nC=3\n");
+        f.set("A", "new value").unwrap();
+        f.set("D", "x\"y'z").unwrap();
+        assert!(f.set("E", "it's $HOME").is_err());
+        assert!(f.unset("B"));
+        assert!(!f.unset("B"));
+        assert_eq!(
+            f.render(),
+            "# top\nexport A='new value'\n# mid\nC=3\nD=\"x\\\"y'z\"\n"
+        );
+        assert_eq!(f.get("D").as_deref(), Some("x\"y'z"));
+        assert_eq!(f.get("A").as_deref(), Some("new value"));
+        assert_eq!(f.get("C").as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn encoded_values_read_back_the_same() {
+        for v in [
+            "plain",
+            "with space",
+            "a#b",
+            "postgres://u:p@h:5432/db",
+            "",
+            "it's",
+            "a\"b$c",
+            "x\\y",
+        ] {
+            let mut f = EnvFile::parse("");
+            f.set("K", v).unwrap();
+            assert_eq!(f.get("K").as_deref(), Some(v), "{v:?} as {}", f.render());
+        }
+    }
+
+    #[test]
+    fn diff_names_keys_only() {
+        let old = EnvFile::parse("A=1\nB=2\nC=3\n");
+        let new = EnvFile::parse("A=1\nB=9\nD=4\n");
+        assert_eq!(
+            diff(&old, &new),
+            [
+                ("B".to_string(), "changed"),
+                ("C".to_string(), "removed"),
+                ("D".to_string(), "added")
+            ]
+        );
+        assert!(validate("# c\n\nA=1\n").is_ok());
+        assert!(validate("A=1\nnot an assignment\n").is_err());
+        assert!(validate("1A=1\n").is_err());
+        assert_eq!(mask("secret"), "•••• (6 chars)");
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod envfile;
 pub mod error;
+pub mod fault;
 pub mod lock;
 pub mod migrations;
 pub mod ops;

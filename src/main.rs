@@ -86,6 +86,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Deploy(args) => ops::deploy::run(ctx, &args).await,
         Command::Rollback(args) => ops::rollback::run(ctx, &args).await,
         Command::Releases => ops::releases::run(ctx).await,
+        Command::Env(command) => ops::env::run(ctx, &command).await,
         Command::Preflight(args) => ops::preflight::run(ctx, &args).await,
         Command::Backup(command) => ops::backup::run(ctx, &command).await,
         Command::Restore(command) => ops::restore::run(ctx, &command).await,

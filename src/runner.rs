@@ -101,7 +101,8 @@ run_step() { # forward|back ID FLAG TITLE
     journal start "$2" "$4"
     if [ -n "${CTOPS_STEP_DELAY:-}" ]; then sleep "$CTOPS_STEP_DELAY"; fi
     # Each step's output goes to its own log and to output.log, which `-v` streams.
-    { ( "s_$2" ); echo $? > "$O/$2.rc"; } 2>&1 | tee "$O/$2.log" >> "$O/output.log"
+    # (fd 8, the operations lock, stays with the runner: nothing a step leaves behind holds it.)
+    { ( "s_$2" ) 8<&-; echo $? > "$O/$2.rc"; } 2>&1 | tee "$O/$2.log" >> "$O/output.log"
     rc=$(cat "$O/$2.rc" 2>/dev/null || echo 1)
     if [ "${CTOPS_FAIL_STEP:-}" = "$2" ]; then echo "injected failure (CTOPS_FAIL_STEP)" >> "$O/$2.log"; rc=99; fi
     if [ $rc -eq 0 ]; then journal ok "$2"; else journal fail "$2" "exit $rc: $(tail -n 12 "$O/$2.log" | tr '\t' ' ' | sed ':a;N;$!ba;s/\n/ | /g')"; fi
@@ -225,6 +226,9 @@ impl Plan {
 renewer=$!
 printf '%s' "$OP" > "$D/last"
 {seed}journal begin {op} {describe}
+# Backups hold this shared while they dump: wait for them, then keep them out until the end.
+{{ [ -e "$D/ops.flock" ] || : >>"$D/ops.flock"; }} && exec 8<"$D/ops.flock"
+flock -x -n 8 || {{ journal note "waiting for a backup to finish"; flock -x 8; }}
 if forward; then outcome={success}
 elif [ "${first_flag}" = 0 ]; then outcome=failed
 elif back; then outcome=rolled-back

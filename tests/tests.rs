@@ -7,6 +7,7 @@ mod backup;
 mod cli;
 mod connection;
 mod deploy;
+mod env;
 mod health;
 mod logs;
 mod minio;

@@ -22,17 +22,35 @@ use crate::compose::working_dir;
 use crate::config::Target;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
-use crate::lock::HostLock;
 use crate::remote::{Remote, RemoteCommand};
 
 /// Exit status of the backup script when the backup dir lacks space.
 const NO_SPACE: i32 = 75;
 
-/// `dir workdir service user database format label`: dump, flush, rename, manifest last.
+/// `dir workdir service user database format label flock [fault]`: dump, flush, rename,
+/// manifest last.
+///
+/// `flock` is the host's operations lock file, taken shared (backups may overlap each other,
+/// never a deploy or restore runner, which holds it exclusively); the kernel drops it when
+/// the script dies, however it dies. Empty when the caller (a runner) holds it already.
+/// `fault` (a test hook, from `CTOPS_FAULT`) names a point where the script SIGKILLs its own
+/// process group, as a crash or an OOM kill would.
 const DB_BACKUP: &str = r#"set -u
-dir=$1; wd=$2; service=$3; user=$4; db=$5; format=$6; label=$7
+dir=$1; wd=$2; service=$3; user=$4; db=$5; format=$6; label=$7; flock=$8; fault=${9:-}
+fault() { [ "$fault" = "$1" ] || return 0; echo "fault injected: $1" >&2; kill -KILL 0; }
+count_rows() { # plain SQL on stdin: a "table" line per COPY block, the alembic revision
+    awk '/^COPY / { t = $2; n = 0; inside = 1; next }
+        inside && $0 == "\\." { print "table\t" t "\t" n; inside = 0; next }
+        inside { n++; if (t ~ /alembic_version$/) rev = $1; next }
+        END { if (rev != "") print "revision\t" rev }'
+}
 umask 027
 mkdir -p "$dir" || exit 1
+if [ -n "$flock" ]; then
+    # Opened read-only (all flock needs), so any operator account can take it.
+    mkdir -p "${flock%/*}" && { [ -e "$flock" ] || : >>"$flock"; } && exec 9<"$flock" || exit 1
+    flock -s -n 9 || { echo "waiting for the deploy or restore running on the host" >&2; flock -s 9; }
+fi
 cid=$(docker ps -q --filter "label=com.docker.compose.project.working_dir=$wd" --filter "label=com.docker.compose.service=$service" | head -n 1)
 [ -n "$cid" ] || { echo "service $service has no running container" >&2; exit 1; }
 # What interrupted backups left: temporary files of writers that are gone, dumps whose
@@ -40,10 +58,14 @@ cid=$(docker ps -q --filter "label=com.docker.compose.project.working_dir=$wd" -
 for f in "$dir"/.tmp-*; do
     [ -e "$f" ] || continue
     pid=${f##*/.tmp-}; pid=${pid%%-*}
-    kill -0 "$pid" 2>/dev/null || rm -f "$f"
+    kill -0 "$pid" 2>/dev/null || rm -rf "$f"
 done
-find "$dir" -maxdepth 1 -name 'db-*' ! -name '*.manifest.json' ! -name '*.verified' -mmin +1 | while read -r f; do
-    [ -e "$f.manifest.json" ] || rm -f "$f"
+# A dump still linked to a live writer's temporary file is between its link and its manifest.
+find "$dir" -maxdepth 1 -name 'db-*' ! -name '*.manifest.json' ! -name '*.verified' | while read -r f; do
+    [ -e "$f.manifest.json" ] && continue
+    live=
+    for t in "$dir"/.tmp-*; do [ "$t" -ef "$f" ] && live=1; done
+    [ -n "$live" ] || rm -f "$f"
 done
 size=$(docker exec "$cid" psql -U "$user" -d "$db" -tAc 'SELECT pg_database_size(current_database())') || exit 1
 avail=$(df -PB1 "$dir" | awk 'NR == 2 {print $4}')
@@ -55,26 +77,45 @@ fi
 ts=$(date -u +%Y%m%dT%H%M%SZ); created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 case $format in sql) ext=sql; opt=-Fp ;; *) ext=dump; opt=-Fc ;; esac
 name="db-$ts${label:+-$label}.$ext"; tmp="$dir/.tmp-$$-$name"
-docker exec "$cid" pg_dump -U "$user" $opt "$db" > "$tmp" || { rm -f "$tmp"; echo "pg_dump failed" >&2; exit 1; }
-sync "$tmp" 2>/dev/null || sync
-sha=$(sha256sum "$tmp" | cut -d' ' -f1); bytes=$(stat -c %s "$tmp")
+# One pass: the dump goes to its file, and through FIFOs to sha256sum and to the row
+# counter at the same time (a custom archive read back by pg_restore from the stream), so a
+# large database is read once and the manifest costs no extra pass over the file.
+work="$dir/.tmp-$$-work"; mkdir "$work" || exit 1
+mkfifo "$work/sha" "$work/data" || exit 1
+sha256sum < "$work/sha" > "$work/sha.out" &
 if [ "$ext" = dump ]; then
-    data() { docker exec -i "$cid" pg_restore -f - --data-only < "$tmp"; }
+    { docker exec -i "$cid" pg_restore -f - --data-only < "$work/data"; echo $? > "$work/restore.rc"; } | count_rows > "$work/counts" &
 else
-    data() { cat "$tmp"; }
+    count_rows < "$work/data" > "$work/counts" &
 fi
-counts=$(data | awk '
-    /^COPY / { t = $2; n = 0; inside = 1; next }
-    inside && $0 == "\\." { print "table\t" t "\t" n; inside = 0; next }
-    inside { n++; if (t ~ /alembic_version$/) rev = $1; next }
-    END { if (rev != "") print "revision\t" rev }')
+fault before-first-byte
+{ docker exec "$cid" pg_dump -U "$user" $opt "$db"; echo $? > "$work/dump.rc"; } |
+    if [ "$fault" = mid-stream ]; then { head -c 2048; fault mid-stream; cat; }; else cat; fi |
+    tee "$work/sha" "$work/data" > "$tmp"
+teed=$?
+wait
+if [ "$teed" != 0 ] || [ "$(cat "$work/dump.rc" 2>/dev/null)" != 0 ] || [ "$(cat "$work/restore.rc" 2>/dev/null || echo 0)" != 0 ]; then
+    rm -rf "$tmp" "$work"; echo "pg_dump failed (is $dir full? df -h $dir)" >&2; exit 1
+fi
+fault before-flush
+sync "$tmp" 2>/dev/null || sync
+sha=$(cut -d' ' -f1 "$work/sha.out"); bytes=$(stat -c %s "$tmp")
+counts=$(cat "$work/counts"); rm -rf "$work"
 tables=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "table" { gsub(/"/, "\\\"", $2); printf "%s\"%s\":%s", sep, $2, $3; sep = "," }')
 rev=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "revision" { print $2 }')
+# Linked, never renamed over: a name is never reused. Two backups in one second get _02,
+# _03..., which sort after the first, so names sort in the order the backups were made.
+n=1
+until ln "$tmp" "$dir/$name" 2>/dev/null; do
+    n=$((n + 1)); [ $n -le 99 ] || { echo "cannot name the backup in $dir" >&2; exit 1; }
+    name="db-${ts}_$(printf %02d $n)${label:+-$label}.$ext"
+done
 manifest=$(printf '{"kind":"db","name":"%s","format":"%s","sha256":"%s","size":%s,"created":"%s","database":"%s","revision":%s,"label":"%s","tables":{%s}}' \
     "$name" "$format" "$sha" "$bytes" "$created" "$db" "$( [ -n "$rev" ] && printf '"%s"' "$rev" || printf null)" "$label" "$tables")
-mv "$tmp" "$dir/$name" || exit 1
+fault after-rename
 printf '%s\n' "$manifest" > "$dir/.tmp-$$-$name.manifest.json" && sync "$dir/.tmp-$$-$name.manifest.json" 2>/dev/null
 mv "$dir/.tmp-$$-$name.manifest.json" "$dir/$name.manifest.json" || exit 1
+rm -f "$tmp"
 sync "$dir" 2>/dev/null || true
 printf '%s\n' "$manifest""#;
 
@@ -94,9 +135,20 @@ pub struct Manifest {
     pub tables: std::collections::BTreeMap<String, u64>,
 }
 
+/// The host file that serialises runners (exclusive) against backups (shared).
+pub fn ops_flock(t: &Target) -> String {
+    format!("{}/ops.flock", t.state_dir.trim_end_matches('/'))
+}
+
 /// The backup command for the target's database (also the deploy runner's pre-migration
-/// backup, so both make the same kind of backup).
-pub fn db_backup_command(t: &Target, format: BackupFormat, label: &str) -> RemoteCommand {
+/// backup, so both make the same kind of backup). `in_runner`: the caller holds the
+/// operations lock already.
+pub fn db_backup_command(
+    t: &Target,
+    format: BackupFormat,
+    label: &str,
+    in_runner: bool,
+) -> RemoteCommand {
     let db = &t.backup.db;
     let format = match format {
         BackupFormat::Custom => "custom",
@@ -112,6 +164,12 @@ pub fn db_backup_command(t: &Target, format: BackupFormat, label: &str) -> Remot
             db.database.clone().unwrap_or_else(|| "postgres".into()),
             format.to_string(),
             label.to_string(),
+            if in_runner {
+                String::new()
+            } else {
+                ops_flock(t)
+            },
+            crate::fault::requested(),
         ],
     )
     .timeout(
@@ -225,6 +283,7 @@ async fn all(ctx: &Ctx) -> Result<Exit> {
             made.extend(super::minio::backup(ctx).await?);
         }
         made.extend(backup_env(ctx, ctx.out.verbose > 0).await?);
+        crate::fault::point("before-prune");
         let pruned = prune(ctx, false).await?;
         Ok::<_, anyhow::Error>((made, pruned))
     };
@@ -520,24 +579,6 @@ fn report(ctx: &Ctx, command: &str, backups: Vec<Listed>) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Takes the host lock, waiting a bounded time for a deploy to finish (backups never
-/// overlap a migration).
-async fn lock_for_backup(ctx: &Ctx, remote: &Remote, what: &str) -> Result<HostLock, Error> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        match HostLock::acquire(remote, &ctx.target.state_dir, what).await {
-            Err(e)
-                if e.exit == crate::error::Exit::Refused
-                    && std::time::Instant::now() < deadline =>
-            {
-                tracing::debug!("waiting for the host lock: {e}");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 async fn backup_db(ctx: &Ctx, format: BackupFormat, download: bool) -> Result<Vec<Listed>> {
     let t = &ctx.target;
     let remote = ctx.remote().await?;
@@ -545,14 +586,11 @@ async fn backup_db(ctx: &Ctx, format: BackupFormat, download: bool) -> Result<Ve
         ctx.out.status(format!(
             "dry run: would run on {}: {}",
             remote.host(),
-            db_backup_command(t, format, "").render()
+            db_backup_command(t, format, "", false).render()
         ));
         return Ok(Vec::new());
     }
-    let lock = lock_for_backup(ctx, remote, "backup db").await?;
-    let out = remote.run(&db_backup_command(t, format, "")).await;
-    let _ = lock.release(remote).await;
-    let out = out?;
+    let out = remote.run(&db_backup_command(t, format, "", false)).await?;
     if out.status == NO_SPACE {
         return Err(Error::refused(format!(
             "backup refused on {}: {}",

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod config_check;
 pub mod deploy;
+pub mod env;
 pub mod health;
 pub mod lock;
 pub mod logs;

@@ -375,7 +375,7 @@ async fn plan_and_run(
 
 /// Runs `plan` on the host, detached, and follows its journal: `(outcome, steps,
 /// interrupted)`, the outcome `unknown` or `interrupted` when it did not end cleanly.
-async fn execute(
+pub(crate) async fn execute(
     ctx: &Ctx,
     remote: &Remote,
     plan: &Plan,
@@ -403,7 +403,7 @@ async fn execute(
 }
 
 /// `dir name`: the path of env backup NAME (or the newest for `latest`).
-const FIND_ENV: &str = r#"dir=$1/env; name=$2
+pub(crate) const FIND_ENV: &str = r#"dir=$1/env; name=$2
 if [ "$name" = latest ]; then
     name=$(ls -1 "$dir" 2>/dev/null | grep '^env-' | grep -v '\.tmp$' | sort | tail -n 1)
     [ -n "$name" ] || { echo "no .env backups in $dir" >&2; exit 66; }
@@ -411,20 +411,9 @@ fi
 [ -f "$dir/$name" ] || { echo "no .env backup $name in $dir" >&2; exit 66; }
 echo "$dir/$name""#;
 
-/// `src env before`: the copy put in place atomically, with the current file's mode and
-/// owner; the current file kept as `before` (in the state dir, out of git's sight) until the
-/// gate passed.
-const REPLACE_ENV: &str = r#"src=$1; env=$2; before=$3
-cp -p "$env" "$before" || exit 1
-cp "$src" "$env.ctops-new" && chmod --reference="$env" "$env.ctops-new" || exit 1
-chown --reference="$env" "$env.ctops-new" 2>/dev/null || true
-sync "$env.ctops-new" 2>/dev/null
-mv -f "$env.ctops-new" "$env""#;
-
-/// `restore env NAME`: the current `.env` copied first, the chosen copy put in place
-/// atomically, the services whose configuration changed recreated (`compose up -d` compares
-/// each service's configuration hash, `.env` included; a plain restart would keep the old
-/// values), health gate; on failure the previous file is back and the services recreated.
+/// `restore env NAME`: the chosen copy of `.env` put in place by [`super::env::switch`]
+/// (the current file copied first, atomic replace, the services whose configuration changed
+/// recreated, health gate, the previous file back on failure).
 async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
     validate_name(name)?;
     let t = &ctx.target;
@@ -435,108 +424,23 @@ async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
         .stdout_text();
     let source = found.trim().to_string();
     let chosen = source.rsplit('/').next().unwrap_or(name).to_string();
-    let env = format!("{}/{}", t.dir.trim_end_matches('/'), t.env_file);
-    let stack = Stack::load(remote, t).await?;
-    let project = stack.project.clone().unwrap_or_else(|| "default".into());
-    let compose = stack.compose(t);
-    let op_id = runner::op_id(chrono_now(remote).await?, "restore-env");
-    let before = format!("{}/restore-env-before", t.state_dir.trim_end_matches('/'));
-    let put_back = format!(
-        "if [ -f {b} ]; then mv -f {b} {e}; fi",
-        b = quote(&before),
-        e = quote(&env)
-    );
-    let plan = Plan {
-        op: "restore-env",
-        op_id: op_id.clone(),
-        describe: format!("put {chosen} in place of {}", t.env_file),
-        vars: gate_vars(t, &project),
-        forward: vec![
-            Step::new(
-                "backup_env",
-                "copy the current .env",
-                &[super::backup::env_backup_command(t)],
-            ),
-            Step::new(
-                "replace",
-                format!("put {chosen} in place (atomic rename)"),
-                &[RemoteCommand::sh(
-                    REPLACE_ENV,
-                    [source.as_str(), env.as_str(), before.as_str()],
-                )],
-            )
-            .marks("CHANGED"),
-            Step::new(
-                "recreate",
-                "recreate the services whose configuration changed",
-                &[compose.up(&[], false, false)],
-            ),
-            Step::shell("gate", "health gate", "gate ''"),
-            Step::shell(
-                "tidy",
-                "drop the temporary copy",
-                format!("rm -f {}", quote(&before)),
-            ),
-        ],
-        back: vec![
-            Step::shell("put_back", "put the previous .env back", put_back).when("CHANGED"),
-            Step::new(
-                "recreate_back",
-                "recreate the services again",
-                &[compose.up(&[], false, false)],
-            )
-            .when("CHANGED"),
-            Step::shell("gate_back", "health gate", "gate ''").when("CHANGED"),
-        ],
-        success: "restored",
-        release_fields: None,
-        audit_fields: {
-            let (user, host) = crate::lock::operator();
-            let audit = serde_json::json!({"user": user, "host": host, "command": format!("restore env {chosen}"), "target": t.name, "op": op_id});
-            audit
-                .to_string()
-                .trim_start_matches('{')
-                .trim_end_matches('}')
-                .to_string()
+    if !ctx.dry_run {
+        ctx.confirm(&format!(
+            "replace {} on {} with {chosen}",
+            t.env_file,
+            ctx.target_label()
+        ))?;
+    }
+    super::env::switch(
+        ctx,
+        super::env::Change {
+            command: "restore env",
+            what: format!("restore env {chosen}"),
+            source: super::env::Source::OnHost(source),
+            services: Vec::new(),
         },
-        seed_release: None,
-    };
-    if ctx.dry_run {
-        ctx.out
-            .status("dry run: the plan below would run on the host, detached; nothing was changed");
-        ctx.out.print(&plan.render(&t.state_dir, "DRY-RUN"))?;
-        return Ok(Exit::Ok);
-    }
-    ctx.confirm(&format!(
-        "replace {} on {} with {chosen}",
-        t.env_file,
-        ctx.target_label()
-    ))?;
-    let lock = HostLock::acquire(remote, &t.state_dir, &format!("restore env {chosen}")).await?;
-    ctx.out
-        .status(format!("restore env {chosen} on {}", ctx.target_label()));
-    let (outcome, steps, interrupted) = execute(ctx, remote, &plan, &lock).await?;
-    let (exit, message) = match outcome.as_str() {
-        "restored" => (Exit::Ok, None),
-        "failed" => (Exit::Failed, Some(format!("restore env {chosen} failed before .env was changed"))),
-        "rolled-back" if interrupted => (Exit::Interrupted, Some("interrupted: the previous .env is back".to_string())),
-        "rolled-back" => (Exit::Failed, Some(format!("restore env {chosen} failed its health gate; the previous .env is back and the services recreated"))),
-        _ => (Exit::Stranded, Some(format!("restore {op_id} did not end cleanly ({outcome}): see `ctops status`"))),
-    };
-    if ctx.out.json {
-        ctx.out.json_doc(&serde_json::json!({
-            "command": "restore env", "target": t.name, "ok": exit == Exit::Ok,
-            "op": op_id, "outcome": outcome, "backup": chosen, "steps": steps,
-        }))?;
-    }
-    match message {
-        None => ctx.out.status(format!(
-            "restored {} from {chosen}; the services whose configuration changed were recreated",
-            t.env_file
-        )),
-        Some(m) => eprintln!("error: {m}"),
-    }
-    Ok(exit)
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -201,6 +201,7 @@ pub fn plan(
                 t,
                 crate::cli::BackupFormat::Custom,
                 "pre-deploy",
+                true,
             );
             forward.push(Step::new("backup", "backup db before migrating", &[backup]));
             forward.push(

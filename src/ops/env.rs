@@ -1,0 +1,478 @@
+//! Runbook 7.4, `env`: reading and changing `.env` on the host.
+//!
+//! The runbook edits `.env` and runs `compose restart`, which does not re-read it: the old
+//! value stays in the containers and the health check passes on it. ctops recreates the
+//! services instead (`compose up -d [--no-deps SVC...]`). Every change copies the current
+//! file first (the copies `backup env` keeps), replaces it atomically with its mode and
+//! owner, keeps comments and order, recreates, runs the health gate, and puts the previous
+//! file back (and recreates again) if anything fails. Values are never printed unless one
+//! is asked for by name (`env get`), never put on a remote command line (they travel on
+//! stdin), and never logged.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::restore::execute;
+use super::switch::{chrono_now, gate_vars};
+use super::Envelope;
+use crate::cli::EnvCommand;
+use crate::compose::{validate_service_name, Stack};
+use crate::context::Ctx;
+use crate::envfile::{self, EnvFile};
+use crate::error::{Error, Exit};
+use crate::lock::HostLock;
+use crate::remote::{quote, RemoteCommand};
+use crate::runner::{self, Plan, Step};
+
+pub fn env_path(ctx: &Ctx) -> String {
+    let t = &ctx.target;
+    format!("{}/{}", t.dir.trim_end_matches('/'), t.env_file)
+}
+
+/// The current `.env`, read over the connection (never echoed).
+async fn read(ctx: &Ctx) -> Result<EnvFile, Error> {
+    let remote = ctx.remote().await?;
+    let path = env_path(ctx);
+    let text = remote
+        .run_ok(&RemoteCommand::new(["cat", path.as_str()]).read_only())
+        .await?
+        .stdout_text();
+    Ok(EnvFile::parse(&text))
+}
+
+pub async fn run(ctx: &Ctx, command: &EnvCommand) -> Result<Exit> {
+    match command {
+        EnvCommand::List => list(ctx).await,
+        EnvCommand::Get { key } => get(ctx, key).await,
+        EnvCommand::Diff { backup } => diff(ctx, backup).await,
+        EnvCommand::Set {
+            assignments,
+            restart,
+        } => {
+            let mut file = read(ctx).await?;
+            let before = file.clone();
+            let mut keys = Vec::new();
+            for a in assignments {
+                let (key, value) = a
+                    .split_once('=')
+                    .ok_or_else(|| Error::usage(format!("{:?} is not KEY=VALUE", redact(a))))?;
+                check_key(key)?;
+                file.set(key, value)
+                    .map_err(|e| Error::usage(format!("{key}: {e}")))?;
+                keys.push(key.to_string());
+            }
+            change(ctx, "env set", &before, file, restart, &keys).await
+        }
+        EnvCommand::Unset { key, restart } => {
+            check_key(key)?;
+            let mut file = read(ctx).await?;
+            let before = file.clone();
+            if !file.unset(key) {
+                return Err(Error::usage(format!("{key} is not set in {}", env_path(ctx))).into());
+            }
+            change(
+                ctx,
+                "env unset",
+                &before,
+                file,
+                restart,
+                std::slice::from_ref(key),
+            )
+            .await
+        }
+        EnvCommand::Edit { restart } => edit(ctx, restart).await,
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Error> {
+    if envfile::valid_key(key) {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "invalid key {key:?}: letters, digits and _ only"
+        )))
+    }
+}
+
+/// `KEY=VALUE` with the value hidden, for messages about a malformed argument.
+fn redact(arg: &str) -> String {
+    match arg.split_once('=') {
+        Some((k, _)) => format!("{k}=…"),
+        None if arg.chars().count() > 24 => format!("{}…", arg.chars().take(8).collect::<String>()),
+        None => arg.to_string(),
+    }
+}
+
+#[derive(Serialize)]
+struct KeyRow {
+    key: String,
+    value: String,
+}
+
+async fn list(ctx: &Ctx) -> Result<Exit> {
+    let file = read(ctx).await?;
+    let rows: Vec<KeyRow> = file
+        .entries()
+        .into_iter()
+        .map(|(key, value)| KeyRow {
+            key,
+            value: envfile::mask(&value),
+        })
+        .collect();
+    if ctx.out.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            envelope: Envelope<'a>,
+            keys: Vec<KeyRow>,
+        }
+        ctx.out.json_doc(&Doc {
+            envelope: Envelope::new("env list", ctx, true),
+            keys: rows,
+        })?;
+        return Ok(Exit::Ok);
+    }
+    let table = rows.into_iter().map(|r| vec![r.key, r.value]).collect();
+    ctx.out.print(&ctx.out.table(&["KEY", "VALUE"], table))?;
+    Ok(Exit::Ok)
+}
+
+async fn get(ctx: &Ctx, key: &str) -> Result<Exit> {
+    check_key(key)?;
+    let file = read(ctx).await?;
+    let value = file.get(key).ok_or_else(|| {
+        Error::failed(format!("{key} is not set in {}", env_path(ctx)))
+            .with_help("ctops env list shows the keys")
+    })?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}")?;
+    Ok(Exit::Ok)
+}
+
+async fn diff(ctx: &Ctx, backup: &str) -> Result<Exit> {
+    super::restore::validate_name(backup)?;
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let path = remote
+        .run_ok(
+            &RemoteCommand::sh(super::restore::FIND_ENV, [t.backup_dir.as_str(), backup])
+                .read_only(),
+        )
+        .await?
+        .stdout_text();
+    let path = path.trim();
+    let old = remote
+        .run_ok(&RemoteCommand::new(["cat", path]).read_only())
+        .await?
+        .stdout_text();
+    let changes = envfile::diff(&EnvFile::parse(&old), &read(ctx).await?);
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if ctx.out.json {
+        #[derive(Serialize)]
+        struct Change {
+            key: String,
+            change: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            envelope: Envelope<'a>,
+            backup: &'a str,
+            changes: Vec<Change>,
+        }
+        ctx.out.json_doc(&Doc {
+            envelope: Envelope::new("env diff", ctx, true),
+            backup: name,
+            changes: changes
+                .into_iter()
+                .map(|(key, change)| Change { key, change })
+                .collect(),
+        })?;
+        return Ok(Exit::Ok);
+    }
+    ctx.out.status(format!(
+        "{} now, against {name} (values not shown)",
+        t.env_file
+    ));
+    if changes.is_empty() {
+        ctx.out.status("no differences");
+    }
+    let mut out = String::new();
+    for (key, change) in changes {
+        let sign = match change {
+            "added" => '+',
+            "removed" => '-',
+            _ => '~',
+        };
+        out.push_str(&format!("{sign} {key} ({change})\n"));
+    }
+    ctx.out.print(out.trim_end())?;
+    Ok(Exit::Ok)
+}
+
+/// `env edit`: `$EDITOR` on a private local copy; the result validated, then applied.
+async fn edit(ctx: &Ctx, restart: &[String]) -> Result<Exit> {
+    use std::os::unix::fs::PermissionsExt;
+    let before = read(ctx).await?;
+    let dir = tempfile::Builder::new().prefix("ctops-env-").tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+    let path = dir.path().join(".env");
+    std::fs::write(&path, before.render())?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    // The editor may carry arguments (`code --wait`): let the local shell split it.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("ctops")
+        .arg(&path)
+        .status()
+        .map_err(|e| Error::failed(format!("cannot start the editor {editor:?}: {e}")))?;
+    if !status.success() {
+        return Err(
+            Error::failed(format!("the editor exited with {status}; nothing changed")).into(),
+        );
+    }
+    let text = std::fs::read_to_string(&path)?;
+    envfile::validate(&text).map_err(|e| {
+        Error::usage(format!(
+            "the edited file is not valid: {e}; nothing changed"
+        ))
+    })?;
+    let after = EnvFile::parse(&text);
+    let keys: Vec<String> = envfile::diff(&before, &after)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    change(ctx, "env edit", &before, after, restart, &keys).await
+}
+
+/// Applies `after` in place of `before`: the services to recreate are `--restart`, else the
+/// `[secrets]` entries of the changed keys, else whichever compose finds changed.
+async fn change(
+    ctx: &Ctx,
+    command: &'static str,
+    before: &EnvFile,
+    after: EnvFile,
+    restart: &[String],
+    keys: &[String],
+) -> Result<Exit> {
+    if before.render() == after.render() {
+        ctx.out
+            .status(format!("{} unchanged: nothing to do", ctx.target.env_file));
+        return Ok(Exit::Ok);
+    }
+    for s in restart {
+        validate_service_name(s)?;
+    }
+    let mut services: Vec<String> = restart.to_vec();
+    if services.is_empty() {
+        let from_secrets: BTreeSet<String> = keys
+            .iter()
+            .filter_map(|k| ctx.target.secrets.get(k))
+            .flat_map(|s| s.restart.iter().cloned())
+            .collect();
+        services = from_secrets.into_iter().collect();
+    }
+    let changed: Vec<String> = envfile::diff(before, &after)
+        .into_iter()
+        .map(|(k, c)| format!("{k} ({c})"))
+        .collect();
+    switch(
+        ctx,
+        Change {
+            command,
+            what: format!("{command} {}", changed.join(", ")),
+            source: Source::Upload(after.render().into_bytes()),
+            services,
+        },
+    )
+    .await
+}
+
+pub enum Source {
+    /// A file already on the host (a backup copy).
+    OnHost(String),
+    /// New contents, sent over stdin to a private file in the state dir.
+    Upload(Vec<u8>),
+}
+
+pub struct Change {
+    pub command: &'static str,
+    /// What the journal, the audit log and the messages call it (keys, never values).
+    pub what: String,
+    pub source: Source,
+    /// Services to recreate (`up -d --no-deps`); empty: `up -d`, which recreates exactly
+    /// the services whose configuration (`.env` included) changed.
+    pub services: Vec<String>,
+}
+
+/// `src env before`: the new file put in place atomically, with the current file's mode and
+/// owner; the current file kept as `before` (in the state dir, out of git's sight) until the
+/// gate passed.
+const REPLACE_ENV: &str = r#"src=$1; env=$2; before=$3
+cp -p "$env" "$before" || exit 1
+cp "$src" "$env.ctops-new" && chmod --reference="$env" "$env.ctops-new" || exit 1
+chown --reference="$env" "$env.ctops-new" 2>/dev/null || true
+sync "$env.ctops-new" 2>/dev/null
+mv -f "$env.ctops-new" "$env""#;
+
+/// Writes stdin to a new private file (the new `.env` on its way in).
+const UPLOAD: &str = r#"umask 077; mkdir -p "${1%/*}" && cat > "$1.tmp" && mv -f "$1.tmp" "$1""#;
+
+#[derive(Serialize)]
+struct ChangeDoc<'a> {
+    #[serde(flatten)]
+    envelope: Envelope<'a>,
+    op: String,
+    outcome: String,
+    change: &'a str,
+    recreated: Vec<String>,
+    steps: Vec<runner::Event>,
+}
+
+/// Puts a new `.env` in place as a detached runner on the host: copy, replace, recreate,
+/// gate; on failure the previous file back, recreate, gate.
+pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let env = env_path(ctx);
+    let stack = Stack::load(remote, t).await?;
+    let project = stack.project.clone().unwrap_or_else(|| "default".into());
+    let compose = stack.compose(t);
+    let op_id = runner::op_id(chrono_now(remote).await?, "env");
+    let state = t.state_dir.trim_end_matches('/');
+    let before = format!("{state}/env-before-{op_id}");
+    let source = match &change.source {
+        Source::OnHost(path) => path.clone(),
+        Source::Upload(_) => format!("{state}/env-new-{op_id}"),
+    };
+    let no_deps = !change.services.is_empty();
+    let recreate = compose.up(&change.services, no_deps, false);
+    let recreate_title = if no_deps {
+        format!("recreate {}", change.services.join(", "))
+    } else {
+        "recreate the services whose configuration changed".to_string()
+    };
+    let put_back = format!(
+        "if [ -f {b} ]; then mv -f {b} {e}; fi",
+        b = quote(&before),
+        e = quote(&env)
+    );
+    let mut tidy = format!("rm -f {}", quote(&before));
+    if matches!(change.source, Source::Upload(_)) {
+        tidy.push_str(&format!(" {}", quote(&source)));
+    }
+    let (user, host) = crate::lock::operator();
+    let audit = serde_json::json!({"user": user, "host": host, "command": change.what, "target": t.name, "op": op_id});
+    let plan = Plan {
+        op: "env",
+        op_id: op_id.clone(),
+        describe: change.what.clone(),
+        vars: gate_vars(t, &project),
+        forward: vec![
+            Step::new(
+                "backup_env",
+                "copy the current .env",
+                &[super::backup::env_backup_command(t)],
+            ),
+            Step::new(
+                "replace",
+                "put the new .env in place (atomic rename)",
+                &[RemoteCommand::sh(
+                    REPLACE_ENV,
+                    [source.as_str(), env.as_str(), before.as_str()],
+                )],
+            )
+            .marks("CHANGED"),
+            Step::new("recreate", recreate_title, std::slice::from_ref(&recreate)),
+            Step::shell("gate", "health gate", "gate ''"),
+            Step::shell("tidy", "drop the temporary copies", tidy.clone()),
+        ],
+        back: vec![
+            Step::shell("put_back", "put the previous .env back", put_back).when("CHANGED"),
+            Step::new(
+                "recreate_back",
+                "recreate the services again",
+                std::slice::from_ref(&recreate),
+            )
+            .when("CHANGED"),
+            Step::shell("gate_back", "health gate", "gate ''").when("CHANGED"),
+            Step::shell("tidy_back", "drop the temporary copies", tidy),
+        ],
+        success: "changed",
+        release_fields: None,
+        audit_fields: audit
+            .to_string()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .to_string(),
+        seed_release: None,
+    };
+    if ctx.dry_run {
+        ctx.out
+            .status("dry run: the plan below would run on the host, detached; nothing was changed");
+        ctx.out.print(&plan.render(&t.state_dir, "DRY-RUN"))?;
+        return Ok(Exit::Ok);
+    }
+    let lock = HostLock::acquire(remote, &t.state_dir, &change.what).await?;
+    if let Source::Upload(bytes) = &change.source {
+        let upload = RemoteCommand::sh(UPLOAD, [source.as_str()]);
+        if let Err(e) = remote
+            .run_with_input(&upload, Some(bytes))
+            .await
+            .and_then(|out| {
+                if out.status == 0 {
+                    Ok(())
+                } else {
+                    Err(Error::failed(format!(
+                        "cannot write the new .env to {source} on {}: {}",
+                        remote.host(),
+                        out.stderr_text().trim()
+                    )))
+                }
+            })
+        {
+            let _ = lock.release(remote).await;
+            return Err(e.into());
+        }
+    }
+    ctx.out
+        .status(format!("{} on {}", change.what, ctx.target_label()));
+    let (outcome, steps, interrupted) = execute(ctx, remote, &plan, &lock).await?;
+    let (exit, message) = match outcome.as_str() {
+        "changed" => (Exit::Ok, None),
+        "failed" => (Exit::Failed, Some(format!("{} failed before .env was changed", change.command))),
+        "rolled-back" if interrupted => (Exit::Interrupted, Some("interrupted: the previous .env is back".to_string())),
+        "rolled-back" => (Exit::Failed, Some(format!("{} failed: the previous .env is back and the services recreated", change.command))),
+        _ => (Exit::Stranded, Some(format!("{op_id} did not end cleanly ({outcome}): see `ctops status`; the previous .env is kept as {before}"))),
+    };
+    if ctx.out.json {
+        ctx.out.json_doc(&ChangeDoc {
+            envelope: Envelope::new(change.command, ctx, exit == Exit::Ok),
+            op: op_id.clone(),
+            outcome: outcome.clone(),
+            change: &change.what,
+            recreated: change.services.clone(),
+            steps,
+        })?;
+    }
+    match message {
+        None => ctx.out.status(format!(
+            "{}: done; {} recreated, health gate passed",
+            change.what,
+            if no_deps {
+                change.services.join(", ")
+            } else {
+                "the services whose configuration changed".to_string()
+            }
+        )),
+        Some(m) => eprintln!("error: {m}"),
+    }
+    Ok(exit)
+}
