@@ -107,7 +107,7 @@ impl EnvFile {
     pub fn unset(&mut self, key: &str) -> bool {
         let before = self.lines.len();
         self.lines
-            .retain(|l| !assignment(l).is_some_and(|(k, _)| k == key));
+            .retain(|l| assignment(l).is_none_or(|(k, _)| k != key));
         self.lines.len() != before
     }
 
