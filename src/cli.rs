@@ -82,6 +82,22 @@ pub enum Command {
     /// Runbook 7.4: .env on the host; values masked; changes recreate the services that read them
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Runbook 9.2: compose restart (keeps each container's configuration; .env changes need `env set`)
+    Restart { services: Vec<String> },
+    /// Appendix A: compose up -d
+    Up { services: Vec<String> },
+    /// Appendix A: compose down (asks first; volumes are kept)
+    Down,
+    /// Runbook 9.2: down, then up -d --build (asks first)
+    Rebuild,
+    /// Run a command in a service's container; stdin and stdout passed through
+    Exec {
+        service: String,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Runbook 9.1: disk usage, Docker's own accounting and the largest container logs
+    Disk,
     /// Runbook 3: the deployed release history on the host, newest first
     Releases,
     /// The host lock: who holds it, and releasing a stale one
@@ -276,6 +292,12 @@ impl Command {
             Command::Deploy(_) => "deploy",
             Command::Rollback(_) => "rollback",
             Command::Releases => "releases",
+            Command::Restart { .. } => "restart",
+            Command::Up { .. } => "up",
+            Command::Down => "down",
+            Command::Rebuild => "rebuild",
+            Command::Exec { .. } => "exec",
+            Command::Disk => "disk",
             Command::Preflight(_) => "preflight",
             Command::Backup(BackupCommand::Db { .. }) => "backup db",
             Command::Backup(BackupCommand::Env) => "backup env",

@@ -7,6 +7,7 @@ use clap::{CommandFactory, Parser};
 use ctops::cli::{Cli, Command, ConfigCommand, LockCommand};
 use ctops::context::Ctx;
 use ctops::error::{self, Exit};
+use ctops::ops::service::Verb;
 use ctops::output::Output;
 use ctops::{config, ops};
 
@@ -87,6 +88,12 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Rollback(args) => ops::rollback::run(ctx, &args).await,
         Command::Releases => ops::releases::run(ctx).await,
         Command::Env(command) => ops::env::run(ctx, &command).await,
+        Command::Restart { services } => ops::service::run(ctx, Verb::Restart(services)).await,
+        Command::Up { services } => ops::service::run(ctx, Verb::Up(services)).await,
+        Command::Down => ops::service::run(ctx, Verb::Down).await,
+        Command::Rebuild => ops::service::run(ctx, Verb::Rebuild).await,
+        Command::Exec { service, command } => ops::service::exec(ctx, &service, &command).await,
+        Command::Disk => ops::service::disk(ctx).await,
         Command::Preflight(args) => ops::preflight::run(ctx, &args).await,
         Command::Backup(command) => ops::backup::run(ctx, &command).await,
         Command::Restore(command) => ops::restore::run(ctx, &command).await,

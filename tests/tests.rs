@@ -12,4 +12,5 @@ mod health;
 mod logs;
 mod minio;
 mod quoting;
+mod service;
 mod status;

@@ -12,6 +12,7 @@ pub mod preflight;
 pub mod releases;
 pub mod restore;
 pub mod rollback;
+pub mod service;
 pub mod stats;
 pub mod status;
 pub mod switch;

@@ -211,6 +211,46 @@ impl Remote {
         }
     }
 
+    /// Runs a command with stdout and stderr passed through, and this process's stdin too
+    /// when `with_stdin` (then the command must not be wrapped by the watcher, which reads
+    /// stdin to notice a disconnect). Returns the remote exit status.
+    pub async fn pipe_through(&self, cmd: &RemoteCommand, with_stdin: bool) -> Result<i32, Error> {
+        let _channel = self.channel().await;
+        let mut child = self.spawn(cmd, true).await?;
+        let stdin = child.stdin().take();
+        let stdout = child.stdout().take().expect("piped");
+        let stderr = child.stderr().take().expect("piped");
+        let feed = async move {
+            match stdin {
+                Some(mut pipe) if with_stdin => {
+                    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut pipe).await;
+                    let _ = pipe.shutdown().await;
+                    drop(pipe); // the remote command's EOF
+                    std::future::pending::<()>().await
+                }
+                // Held open: the watcher sees EOF only when we go away.
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        let outputs = async {
+            tokio::join!(
+                copy_flushing(stdout, tokio::io::stdout()),
+                copy_flushing(stderr, tokio::io::stderr())
+            )
+        };
+        // The command's end decides, not stdin's (a terminal may never end).
+        let (ro, re) = tokio::select! {
+            done = outputs => done,
+            _ = feed => unreachable!("feeding stdin never ends on its own"),
+        };
+        ro.map_err(|e| {
+            Error::failed(format!("writing the output of `{}`", cmd.label())).with_source(e)
+        })?;
+        re.map_err(|e| self.io_error(cmd, e))?;
+        let status = child.wait().await.map_err(|e| self.lost(cmd, e))?;
+        Ok(status.code().unwrap_or(255))
+    }
+
     /// One of the [`MAX_CHANNELS`] channels, counted as remote time while held.
     async fn channel(&self) -> (tokio::sync::SemaphorePermit<'_>, BusyGuard<'_>) {
         let permit = self

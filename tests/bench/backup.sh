@@ -29,7 +29,8 @@ trap 'rm -rf "$local_out"' EXIT
 # Rows of 4 md5 strings (~150 bytes of text that compresses about 2:1, as real data does).
 grow() { # MIB
   psql -c "DROP TABLE IF EXISTS bench_rows" -c "CREATE TABLE bench_rows (id bigint, a text, b text)"
-  local target=$(( $1 * 1024 * 1024 )) size=0 from=1 batch=500000
+  local target=$(( $1 * 1024 * 1024 )) size=0 from=1 batch
+  batch=$(( target / 190 < 500000 ? target / 190 : 500000 ))
   while [ "$size" -lt "$target" ]; do
     psql -c "INSERT INTO bench_rows SELECT g, md5(g::text) || md5((g + 1)::text), md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series($from, $(( from + batch - 1 ))) g"
     from=$(( from + batch ))

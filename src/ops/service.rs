@@ -1,0 +1,257 @@
+//! Runbook 9.1-9.2 and appendix A: the compose verbs (`restart`, `up`, `down`, `rebuild`,
+//! `exec`) and `disk`.
+//!
+//! The verbs that change the host take the host lock; `down` and `rebuild` ask first.
+//! `restart` does what the runbook's does (the containers restart with the configuration
+//! they were created with: a changed `.env` needs `ctops env set`, which recreates).
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::Envelope;
+use crate::compose::{validate_service_name, Stack};
+use crate::context::Ctx;
+use crate::error::{Error, Exit};
+use crate::lock::HostLock;
+use crate::remote::{Remote, RemoteCommand};
+
+/// A compose verb that changes the stack.
+pub enum Verb {
+    Restart(Vec<String>),
+    Up(Vec<String>),
+    Down,
+    Rebuild,
+}
+
+impl Verb {
+    fn name(&self) -> &'static str {
+        match self {
+            Verb::Restart(_) => "restart",
+            Verb::Up(_) => "up",
+            Verb::Down => "down",
+            Verb::Rebuild => "rebuild",
+        }
+    }
+
+    fn services(&self) -> &[String] {
+        match self {
+            Verb::Restart(s) | Verb::Up(s) => s,
+            Verb::Down | Verb::Rebuild => &[],
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ServiceState {
+    service: String,
+    state: String,
+}
+
+pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
+    for s in verb.services() {
+        validate_service_name(s)?;
+    }
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let stack = Stack::load(remote, t).await?;
+    let compose = stack.compose(t);
+    let commands = match &verb {
+        Verb::Restart(s) => vec![compose.restart(s)],
+        Verb::Up(s) => vec![compose.up(s, false, false)],
+        // Never `down -v`: the volumes hold the database and the object store.
+        Verb::Down => vec![compose.down()],
+        Verb::Rebuild => vec![compose.down(), compose.up(&[], false, true)],
+    };
+    let what = match verb.services() {
+        [] => format!("{} on {}", verb.name(), ctx.target_label()),
+        s => format!("{} {} on {}", verb.name(), s.join(" "), ctx.target_label()),
+    };
+    if ctx.dry_run {
+        for c in &commands {
+            ctx.out.status(format!(
+                "dry run: would run on {}: {}",
+                remote.host(),
+                c.render()
+            ));
+        }
+        return Ok(Exit::Ok);
+    }
+    if matches!(verb, Verb::Down | Verb::Rebuild) {
+        ctx.confirm(&format!("{} (every service stops; volumes are kept)", what))?;
+    }
+    let lock = HostLock::acquire(remote, &t.state_dir, verb.name()).await?;
+    ctx.out.status(what.clone());
+    let result = run_all(ctx, remote, &commands).await;
+    let _ = lock.release(remote).await;
+    result?;
+    let after = Stack::load(remote, t).await?;
+    let states: Vec<ServiceState> = after
+        .services()
+        .into_iter()
+        .map(|service| {
+            let state = after
+                .service(&service)
+                .map(|c| c.state.clone())
+                .next()
+                .unwrap_or_else(|| "absent".into());
+            ServiceState { service, state }
+        })
+        .collect();
+    if ctx.out.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            envelope: Envelope<'a>,
+            services: Vec<ServiceState>,
+        }
+        ctx.out.json_doc(&Doc {
+            envelope: Envelope::new(verb.name(), ctx, true),
+            services: states,
+        })?;
+    } else {
+        let summary: Vec<String> = states
+            .iter()
+            .map(|s| format!("{} {}", s.service, s.state))
+            .collect();
+        ctx.out.status(format!("done: {}", summary.join(", ")));
+    }
+    Ok(Exit::Ok)
+}
+
+/// Runs each command in turn, its output streamed to stderr (compose reports progress there).
+async fn run_all(ctx: &Ctx, remote: &Remote, commands: &[RemoteCommand]) -> Result<(), Error> {
+    for cmd in commands {
+        let out = remote.run(cmd).await?;
+        if ctx.out.verbose > 0 {
+            eprint!("{}", out.stderr_text());
+        }
+        if out.status != 0 {
+            return Err(Error::failed(format!(
+                "`{}` exited {} on {}: {}",
+                cmd.label(),
+                out.status,
+                remote.host(),
+                out.stderr_text().trim()
+            ))
+            .with_help("ctops status shows what runs now; ctops logs SERVICE shows why"));
+        }
+    }
+    Ok(())
+}
+
+/// `exec SERVICE -- CMD...`: runs in the service's container, stdin and stdout passed
+/// through; a failing command is exit 1 with its status named.
+pub async fn exec(ctx: &Ctx, service: &str, argv: &[String]) -> Result<Exit> {
+    validate_service_name(service)?;
+    if argv.is_empty() {
+        return Err(Error::usage("exec needs a command: ctops exec SERVICE -- CMD...").into());
+    }
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let stack = Stack::load(remote, t).await?;
+    // Piped input goes through; a terminal's does not (`exec -T` has no TTY to give it).
+    let with_stdin = !std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let mut cmd = stack.compose(t).exec(service, argv);
+    if !with_stdin {
+        cmd = cmd.stop_on_disconnect();
+    }
+    if ctx.dry_run {
+        ctx.out.status(format!(
+            "dry run: would run on {}: {}",
+            remote.host(),
+            cmd.render()
+        ));
+        return Ok(Exit::Ok);
+    }
+    let status = remote.pipe_through(&cmd, with_stdin).await?;
+    if status == 0 {
+        Ok(Exit::Ok)
+    } else {
+        Err(Error::failed(format!("`{}` exited {status} in {service}", argv.join(" "))).into())
+    }
+}
+
+/// `disk`: `df -h`, Docker's own accounting (`system df`), and the largest container logs
+/// (runbook 9.1's `du -sh /var/lib/docker/containers/*`, through `sudo -n` when the user
+/// cannot read Docker's directory; the log sizes come from `docker inspect` otherwise).
+const DISK: &str = r#"df -hP
+echo '--'
+docker system df
+echo '--'
+ids=$(docker ps -aq)
+[ -n "$ids" ] || exit 0
+docker inspect -f '{{.Name}} {{.LogPath}}' $ids | while read -r name log; do
+    size=$(stat -c %s "$log" 2>/dev/null || sudo -n stat -c %s "$log" 2>/dev/null || echo '?')
+    printf '%s\t%s\n' "$size" "${name#/}"
+done | sort -rn | head -n 10"#;
+
+pub async fn disk(ctx: &Ctx) -> Result<Exit> {
+    let remote = ctx.remote().await?;
+    let out = remote
+        .run_ok(&RemoteCommand::sh(DISK, Vec::<String>::new()).read_only())
+        .await?
+        .stdout_text();
+    let mut parts = out.split("\n--\n");
+    let (df, docker, logs) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let logs: Vec<(String, String)> = logs
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(size, name)| (size.to_string(), name.to_string()))
+        .collect();
+    if ctx.out.json {
+        #[derive(Serialize)]
+        struct Log {
+            container: String,
+            bytes: Option<u64>,
+        }
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            envelope: Envelope<'a>,
+            df: &'a str,
+            docker: &'a str,
+            logs: Vec<Log>,
+        }
+        ctx.out.json_doc(&Doc {
+            envelope: Envelope::new("disk", ctx, true),
+            df: df.trim_end(),
+            docker: docker.trim_end(),
+            logs: logs
+                .into_iter()
+                .map(|(size, container)| Log {
+                    container,
+                    bytes: size.parse().ok(),
+                })
+                .collect(),
+        })?;
+        return Ok(Exit::Ok);
+    }
+    let rows = logs
+        .into_iter()
+        .map(|(size, name)| vec![human_bytes(&size), name])
+        .collect();
+    ctx.out.print(&format!(
+        "{}\n\n{}\n\nlargest container logs:\n{}",
+        df.trim_end(),
+        docker.trim_end(),
+        ctx.out.table(&["SIZE", "CONTAINER"], rows)
+    ))?;
+    Ok(Exit::Ok)
+}
+
+fn human_bytes(raw: &str) -> String {
+    let Ok(mut n) = raw.parse::<f64>() else {
+        return raw.to_string();
+    };
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if n < 1024.0 {
+            return format!("{n:.0} {unit}");
+        }
+        n /= 1024.0;
+    }
+    format!("{n:.1} TiB")
+}

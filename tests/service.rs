@@ -1,0 +1,104 @@
+//! The compose verbs, `exec` and `disk` against the sandbox stack.
+
+use crate::util::*;
+
+fn started_at(service: &str) -> String {
+    host(&format!(
+        "docker inspect -f '{{{{.State.StartedAt}}}}' {}",
+        container(service)
+    ))
+}
+
+#[test]
+fn down_and_rebuild_without_a_tty_or_yes_change_nothing() {
+    let _guard = shared();
+    let before: Vec<String> = ["api", "bot", "postgres"]
+        .iter()
+        .map(|s| started_at(s))
+        .collect();
+    for verb in ["down", "rebuild"] {
+        let run = sandbox_ctops([verb]).run().expect(4);
+        assert!(run.stderr().contains("--yes"), "{}", run.describe());
+    }
+    let after: Vec<String> = ["api", "bot", "postgres"]
+        .iter()
+        .map(|s| started_at(s))
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn restart_restarts_only_the_named_service() {
+    let _guard = exclusive();
+    let (api, bot) = (started_at("api"), started_at("bot"));
+    let doc = sandbox_ctops(["restart", "bot", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_eq!(doc["command"], "restart");
+    assert_ne!(started_at("bot"), bot, "bot restarted");
+    assert_eq!(started_at("api"), api, "api untouched");
+    wait_healthy();
+    // Hostile names are refused before anything runs.
+    sandbox_ctops(["restart", "$(touch /tmp/ctops-pwned)"])
+        .run()
+        .expect(2);
+    assert!(!std::path::Path::new("/tmp/ctops-pwned").exists());
+}
+
+#[test]
+fn down_then_up_with_yes() {
+    let _guard = exclusive();
+    let rows = || {
+        host("docker exec $(docker ps -q --filter label=com.docker.compose.service=postgres --filter label=com.docker.compose.project=infrastructure) psql -U trader -d trader_psy -tAc 'SELECT count(*) FROM users'")
+    };
+    let users = rows();
+    sandbox_ctops(["down", "--yes"]).run().expect(0);
+    let left = host("docker ps -q --filter label=com.docker.compose.project=infrastructure");
+    assert!(left.trim().is_empty(), "everything stopped: {left}");
+    let volumes =
+        host("docker volume ls -q --filter label=com.docker.compose.project=infrastructure");
+    assert!(volumes.contains("pgdata"), "volumes kept: {volumes}");
+    sandbox_ctops(["up"]).run().expect(0);
+    wait_healthy();
+    assert_eq!(rows(), users, "the data survived down and up");
+}
+
+#[test]
+fn exec_passes_stdin_and_stdout_through() {
+    let _guard = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, "line one\nline 'two' $(x)\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctops"))
+        .args(["exec", "redis", "--", "cat"])
+        .env("CTOPS_CONFIG", sandbox_config())
+        .env("HOME", dir.path())
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, std::fs::read(&input).unwrap());
+    let run = sandbox_ctops(["exec", "redis", "--", "sh", "-c", "exit 3"])
+        .run()
+        .expect(1);
+    assert!(run.stderr().contains("exited 3"), "{}", run.describe());
+}
+
+#[test]
+fn disk_lists_filesystems_and_the_largest_container_logs() {
+    let _guard = shared();
+    let doc = sandbox_ctops(["disk", "--json"]).run().expect(0).json();
+    assert!(doc["df"].as_str().unwrap().contains("Filesystem"));
+    let logs = doc["logs"].as_array().unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l["container"].as_str().unwrap().contains("bot")
+                && l["bytes"].as_u64().unwrap() > 0),
+        "{doc:#}"
+    );
+}
