@@ -98,6 +98,9 @@ pub enum Command {
     },
     /// Runbook 9.1: disk usage, Docker's own accounting and the largest container logs
     Disk,
+    /// Runbook 4.2: collect what an investigation needs
+    #[command(subcommand)]
+    Incident(IncidentCommand),
     /// Runbook 3: the deployed release history on the host, newest first
     Releases,
     /// The host lock: who holds it, and releasing a stale one
@@ -183,6 +186,16 @@ pub enum RestoreCommand {
         /// A date (2026-11-26: the end of that UTC day), a UTC time, or a snapshot name
         #[arg(long, value_name = "DATE")]
         as_of: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// Logs, state, stats, disk, memory, OOM kills, releases and the audit log, secrets masked
+    Snapshot {
+        /// Where the timestamped folder goes [default: the current directory]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -298,6 +311,7 @@ impl Command {
             Command::Rebuild => "rebuild",
             Command::Exec { .. } => "exec",
             Command::Disk => "disk",
+            Command::Incident(IncidentCommand::Snapshot { .. }) => "incident snapshot",
             Command::Preflight(_) => "preflight",
             Command::Backup(BackupCommand::Db { .. }) => "backup db",
             Command::Backup(BackupCommand::Env) => "backup env",

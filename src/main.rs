@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use ctops::cli::{Cli, Command, ConfigCommand, LockCommand};
+use ctops::cli::{Cli, Command, ConfigCommand, IncidentCommand, LockCommand};
 use ctops::context::Ctx;
 use ctops::error::{self, Exit};
 use ctops::ops::service::Verb;
@@ -94,6 +94,9 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Rebuild => ops::service::run(ctx, Verb::Rebuild).await,
         Command::Exec { service, command } => ops::service::exec(ctx, &service, &command).await,
         Command::Disk => ops::service::disk(ctx).await,
+        Command::Incident(IncidentCommand::Snapshot { out }) => {
+            ops::incident::snapshot(ctx, out.as_deref()).await
+        }
         Command::Preflight(args) => ops::preflight::run(ctx, &args).await,
         Command::Backup(command) => ops::backup::run(ctx, &command).await,
         Command::Restore(command) => ops::restore::run(ctx, &command).await,

@@ -9,6 +9,7 @@ mod connection;
 mod deploy;
 mod env;
 mod health;
+mod incident;
 mod logs;
 mod minio;
 mod quoting;

@@ -178,6 +178,7 @@ pub fn host_ok(script: &str) -> bool {
     Command::new("sh")
         .arg("-c")
         .arg(script)
+        .stdout(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false)

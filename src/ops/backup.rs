@@ -5,8 +5,8 @@
 //! that looks like a backup when the dump is killed, expands `$(date)` on the operator's
 //! laptop in local time, and overwrites same-day dumps. ctops checks free space first, writes
 //! under a temporary name, flushes, renames, and writes a manifest last (sha256, size, UTC
-//! time from the host, migration revision, per-table row counts read back from the dump
-//! itself): the manifest is what makes a backup count.
+//! time from the host, migration revision, per-table row counts taken inside the dump's own
+//! snapshot): the manifest is what makes a backup count.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,8 +27,8 @@ use crate::remote::{Remote, RemoteCommand};
 /// Exit status of the backup script when the backup dir lacks space.
 const NO_SPACE: i32 = 75;
 
-/// `dir workdir service user database format label flock [fault]`: dump, flush, rename,
-/// manifest last.
+/// `dir workdir service user database format label flock count_sql [fault]`: dump, flush,
+/// rename, manifest last.
 ///
 /// `flock` is the host's operations lock file, taken shared (backups may overlap each other,
 /// never a deploy or restore runner, which holds it exclusively); the kernel drops it when
@@ -36,14 +36,8 @@ const NO_SPACE: i32 = 75;
 /// `fault` (a test hook, from `CTOPS_FAULT`) names a point where the script SIGKILLs its own
 /// process group, as a crash or an OOM kill would.
 const DB_BACKUP: &str = r#"set -u
-dir=$1; wd=$2; service=$3; user=$4; db=$5; format=$6; label=$7; flock=$8; fault=${9:-}
+dir=$1; wd=$2; service=$3; user=$4; db=$5; format=$6; label=$7; flock=$8; count_sql=$9; fault=${10:-}
 fault() { [ "$fault" = "$1" ] || return 0; echo "fault injected: $1" >&2; kill -KILL 0; }
-count_rows() { # plain SQL on stdin: a "table" line per COPY block, the alembic revision
-    awk '/^COPY / { t = $2; n = 0; inside = 1; next }
-        inside && $0 == "\\." { print "table\t" t "\t" n; inside = 0; next }
-        inside { n++; if (t ~ /alembic_version$/) rev = $1; next }
-        END { if (rev != "") print "revision\t" rev }'
-}
 umask 027
 mkdir -p "$dir" || exit 1
 if [ -n "$flock" ]; then
@@ -77,30 +71,41 @@ fi
 ts=$(date -u +%Y%m%dT%H%M%SZ); created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 case $format in sql) ext=sql; opt=-Fp ;; *) ext=dump; opt=-Fc ;; esac
 name="db-$ts${label:+-$label}.$ext"; tmp="$dir/.tmp-$$-$name"
-# One pass: the dump goes to its file, and through FIFOs to sha256sum and to the row
-# counter at the same time (a custom archive read back by pg_restore from the stream), so a
-# large database is read once and the manifest costs no extra pass over the file.
+# One pass over the data: the dump goes to its file and through a FIFO to sha256sum. The row
+# counts come from the database itself, inside the snapshot the dump reads (exported by a
+# REPEATABLE READ transaction that stays open until the dump is done), counted while the
+# dump runs: the manifest costs no extra pass over the archive.
 work="$dir/.tmp-$$-work"; mkdir "$work" || exit 1
-mkfifo "$work/sha" "$work/data" || exit 1
+mkfifo "$work/sha" "$work/sql" || exit 1
 sha256sum < "$work/sha" > "$work/sha.out" &
-if [ "$ext" = dump ]; then
-    { docker exec -i "$cid" pg_restore -f - --data-only < "$work/data"; echo $? > "$work/restore.rc"; } | count_rows > "$work/counts" &
-else
-    count_rows < "$work/data" > "$work/counts" &
-fi
+{ docker exec -i "$cid" psql -X -q -At -F '	' -v ON_ERROR_STOP=1 -U "$user" -d "$db" < "$work/sql" > "$work/counts" 2> "$work/counts.err"; echo $? > "$work/counts.rc"; } &
+exec 7> "$work/sql"
+printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&7
+snapshot=; tries=0
+until [ -n "$snapshot" ]; do
+    snapshot=$(head -n 1 "$work/counts" 2>/dev/null)
+    [ -s "$work/counts.rc" ] && { cat "$work/counts.err" >&2; echo "cannot open a snapshot of $db" >&2; rm -rf "$work"; exit 1; }
+    tries=$((tries + 1)); [ $tries -le 600 ] || { echo "no snapshot of $db after 30 s" >&2; rm -rf "$work"; exit 1; }
+    [ -n "$snapshot" ] || sleep 0.05
+done
+printf '%s\n' "$count_sql" >&7
 fault before-first-byte
-{ docker exec "$cid" pg_dump -U "$user" $opt "$db"; echo $? > "$work/dump.rc"; } |
+{ docker exec "$cid" pg_dump -U "$user" --snapshot="$snapshot" $opt "$db"; echo $? > "$work/dump.rc"; } |
     if [ "$fault" = mid-stream ]; then { head -c 2048; fault mid-stream; cat; }; else cat; fi |
-    tee "$work/sha" "$work/data" > "$tmp"
+    tee "$work/sha" > "$tmp"
 teed=$?
+printf 'COMMIT;\n' >&7; exec 7>&-
 wait
-if [ "$teed" != 0 ] || [ "$(cat "$work/dump.rc" 2>/dev/null)" != 0 ] || [ "$(cat "$work/restore.rc" 2>/dev/null || echo 0)" != 0 ]; then
+if [ "$teed" != 0 ] || [ "$(cat "$work/dump.rc" 2>/dev/null)" != 0 ]; then
     rm -rf "$tmp" "$work"; echo "pg_dump failed (is $dir full? df -h $dir)" >&2; exit 1
+fi
+if [ "$(cat "$work/counts.rc" 2>/dev/null)" != 0 ] || [ "$(tail -n 1 "$work/counts")" != end ]; then
+    cat "$work/counts.err" >&2; rm -rf "$tmp" "$work"; echo "counting the rows of $db failed" >&2; exit 1
 fi
 fault before-flush
 sync "$tmp" 2>/dev/null || sync
 sha=$(cut -d' ' -f1 "$work/sha.out"); bytes=$(stat -c %s "$tmp")
-counts=$(cat "$work/counts"); rm -rf "$work"
+counts=$(tail -n +2 "$work/counts"); rm -rf "$work"
 tables=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "table" { gsub(/"/, "\\\"", $2); printf "%s\"%s\":%s", sep, $2, $3; sep = "," }')
 rev=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "revision" { print $2 }')
 # Linked, never renamed over: a name is never reused. Two backups in one second get _02,
@@ -118,6 +123,18 @@ mv "$dir/.tmp-$$-$name.manifest.json" "$dir/$name.manifest.json" || exit 1
 rm -f "$tmp"
 sync "$dir" 2>/dev/null || true
 printf '%s\n' "$manifest""#;
+
+/// Every table's rows and the alembic revision, run inside the dump's snapshot (one line per
+/// table: `table NAME COUNT`, then `revision REV`, then `end`, without which the counts are
+/// not trusted). Dynamic SQL through `query_to_xml`, so
+/// it is one plain statement that works without creating a function.
+const COUNT_ROWS: &str = "SELECT 'table', format('%I.%I', table_schema, table_name), \
+(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text \
+FROM information_schema.tables \
+WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 2; \
+SELECT 'revision', (xpath('/row/v/text()', query_to_xml('SELECT version_num AS v FROM alembic_version LIMIT 1', false, true, '')))[1]::text \
+WHERE to_regclass('alembic_version') IS NOT NULL; \
+SELECT 'end';";
 
 /// A backup's manifest, as written on the host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -169,6 +186,7 @@ pub fn db_backup_command(
             } else {
                 ops_flock(t)
             },
+            COUNT_ROWS.to_string(),
             crate::fault::requested(),
         ],
     )

@@ -283,6 +283,15 @@ async fn change(
         .into_iter()
         .map(|(k, c)| format!("{k} ({c})"))
         .collect();
+    // SPEC: env changes ask first on a protected target (production).
+    if ctx.target.protected && !ctx.dry_run {
+        ctx.confirm(&format!(
+            "change {} on {}: {}",
+            ctx.target.env_file,
+            ctx.target_label(),
+            changed.join(", ")
+        ))?;
+    }
     switch(
         ctx,
         Change {

@@ -5,6 +5,7 @@ pub mod config_check;
 pub mod deploy;
 pub mod env;
 pub mod health;
+pub mod incident;
 pub mod lock;
 pub mod logs;
 pub mod minio;
