@@ -82,6 +82,8 @@ pub enum Command {
     /// Runbook 7.4: .env on the host; values masked; changes recreate the services that read them
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Runbook 8.1: a new value for a secret, everywhere it is used (a PostgreSQL role's too)
+    Rotate(RotateArgs),
     /// Runbook 9.2: compose restart (keeps each container's configuration; .env changes need `env set`)
     Restart { services: Vec<String> },
     /// Appendix A: compose up -d
@@ -187,6 +189,21 @@ pub enum RestoreCommand {
         #[arg(long, value_name = "DATE")]
         as_of: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The .env key, e.g. POSTGRES_PASSWORD
+    pub secret: String,
+    /// Generate the new value (alphanumeric)
+    #[arg(long, conflicts_with = "from_stdin")]
+    pub generate: bool,
+    /// Read the new value from stdin (one line)
+    #[arg(long)]
+    pub from_stdin: bool,
+    /// Length of a generated value
+    #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u16).range(16..=128))]
+    pub length: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +322,7 @@ impl Command {
             Command::Deploy(_) => "deploy",
             Command::Rollback(_) => "rollback",
             Command::Releases => "releases",
+            Command::Rotate(_) => "rotate",
             Command::Restart { .. } => "restart",
             Command::Up { .. } => "up",
             Command::Down => "down",
@@ -344,6 +362,7 @@ impl Command {
             Command::Deploy(_)
                 | Command::Rollback(_)
                 | Command::Restore(_)
+                | Command::Rotate(_)
                 | Command::Env(
                     EnvCommand::Set { .. } | EnvCommand::Unset { .. } | EnvCommand::Edit { .. }
                 )

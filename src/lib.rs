@@ -18,4 +18,5 @@ pub mod output;
 pub mod remote;
 pub mod runner;
 pub mod s3;
+pub mod scram;
 pub mod signals;

@@ -88,6 +88,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Rollback(args) => ops::rollback::run(ctx, &args).await,
         Command::Releases => ops::releases::run(ctx).await,
         Command::Env(command) => ops::env::run(ctx, &command).await,
+        Command::Rotate(args) => ops::rotate::run(ctx, &args).await,
         Command::Restart { services } => ops::service::run(ctx, Verb::Restart(services)).await,
         Command::Up { services } => ops::service::run(ctx, Verb::Up(services)).await,
         Command::Down => ops::service::run(ctx, Verb::Down).await,

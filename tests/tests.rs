@@ -13,5 +13,6 @@ mod incident;
 mod logs;
 mod minio;
 mod quoting;
+mod rotate;
 mod service;
 mod status;

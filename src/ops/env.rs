@@ -33,7 +33,7 @@ pub fn env_path(ctx: &Ctx) -> String {
 }
 
 /// The current `.env`, read over the connection (never echoed).
-async fn read(ctx: &Ctx) -> Result<EnvFile, Error> {
+pub async fn read(ctx: &Ctx) -> Result<EnvFile, Error> {
     let remote = ctx.remote().await?;
     let path = env_path(ctx);
     let text = remote
@@ -294,12 +294,12 @@ async fn change(
     }
     switch(
         ctx,
-        Change {
+        Change::new(
             command,
-            what: format!("{command} {}", changed.join(", ")),
-            source: Source::Upload(after.render().into_bytes()),
+            format!("{command} {}", changed.join(", ")),
+            Source::Upload(after.render().into_bytes()),
             services,
-        },
+        ),
     )
     .await
 }
@@ -319,6 +319,27 @@ pub struct Change {
     /// Services to recreate (`up -d --no-deps`); empty: `up -d`, which recreates exactly
     /// the services whose configuration (`.env` included) changed.
     pub services: Vec<String>,
+    /// Steps before `.env` is replaced (a role's new password), and their undo (run after the
+    /// old file is back, before the services are recreated again).
+    pub before_replace: Vec<Step>,
+    pub undo_before_replace: Vec<Step>,
+    /// Keep the new file even when the gate fails (a secret the old value of which is
+    /// already revoked): no undo, and the message says so.
+    pub keep_on_failure: bool,
+}
+
+impl Change {
+    pub fn new(command: &'static str, what: String, source: Source, services: Vec<String>) -> Self {
+        Change {
+            command,
+            what,
+            source,
+            services,
+            before_replace: Vec::new(),
+            undo_before_replace: Vec::new(),
+            keep_on_failure: false,
+        }
+    }
 }
 
 /// `src env before`: the new file put in place atomically, with the current file's mode and
@@ -384,12 +405,14 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
         op_id: op_id.clone(),
         describe: change.what.clone(),
         vars: gate_vars(t, &project),
-        forward: vec![
-            Step::new(
-                "backup_env",
-                "copy the current .env",
-                &[super::backup::env_backup_command(t)],
-            ),
+        forward: [Step::new(
+            "backup_env",
+            "copy the current .env",
+            &[super::backup::env_backup_command(t)],
+        )]
+        .into_iter()
+        .chain(change.before_replace.iter().cloned())
+        .chain([
             Step::new(
                 "replace",
                 "put the new .env in place (atomic rename)",
@@ -402,18 +425,26 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
             Step::new("recreate", recreate_title, std::slice::from_ref(&recreate)),
             Step::shell("gate", "health gate", "gate ''"),
             Step::shell("tidy", "drop the temporary copies", tidy.clone()),
-        ],
-        back: vec![
-            Step::shell("put_back", "put the previous .env back", put_back).when("CHANGED"),
-            Step::new(
-                "recreate_back",
-                "recreate the services again",
-                std::slice::from_ref(&recreate),
-            )
-            .when("CHANGED"),
-            Step::shell("gate_back", "health gate", "gate ''").when("CHANGED"),
-            Step::shell("tidy_back", "drop the temporary copies", tidy),
-        ],
+        ])
+        .collect(),
+        back: if change.keep_on_failure {
+            vec![Step::shell("tidy_back", "drop the temporary copies", tidy)]
+        } else {
+            [Step::shell("put_back", "put the previous .env back", put_back).when("CHANGED")]
+                .into_iter()
+                .chain(change.undo_before_replace.iter().cloned())
+                .chain([
+                    Step::new(
+                        "recreate_back",
+                        "recreate the services again",
+                        std::slice::from_ref(&recreate),
+                    )
+                    .when("CHANGED"),
+                    Step::shell("gate_back", "health gate", "gate ''").when("CHANGED"),
+                    Step::shell("tidy_back", "drop the temporary copies", tidy),
+                ])
+                .collect()
+        },
         success: "changed",
         release_fields: None,
         audit_fields: audit
@@ -458,6 +489,7 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
         "changed" => (Exit::Ok, None),
         "failed" => (Exit::Failed, Some(format!("{} failed before .env was changed", change.command))),
         "rolled-back" if interrupted => (Exit::Interrupted, Some("interrupted: the previous .env is back".to_string())),
+        "rolled-back" if change.keep_on_failure => (Exit::Failed, Some(format!("{} failed its health gate; the new value stays (the old one is revoked): check the services' logs (ctops logs) and the value itself", change.command))),
         "rolled-back" => (Exit::Failed, Some(format!("{} failed: the previous .env is back and the services recreated", change.command))),
         _ => (Exit::Stranded, Some(format!("{op_id} did not end cleanly ({outcome}): see `ctops status`; the previous .env is kept as {before}"))),
     };

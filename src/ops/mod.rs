@@ -13,6 +13,7 @@ pub mod preflight;
 pub mod releases;
 pub mod restore;
 pub mod rollback;
+pub mod rotate;
 pub mod service;
 pub mod stats;
 pub mod status;

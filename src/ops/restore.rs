@@ -433,12 +433,12 @@ async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
     }
     super::env::switch(
         ctx,
-        super::env::Change {
-            command: "restore env",
-            what: format!("restore env {chosen}"),
-            source: super::env::Source::OnHost(source),
-            services: Vec::new(),
-        },
+        super::env::Change::new(
+            "restore env",
+            format!("restore env {chosen}"),
+            super::env::Source::OnHost(source),
+            Vec::new(),
+        ),
     )
     .await
 }

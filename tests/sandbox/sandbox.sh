@@ -369,6 +369,10 @@ endpoint = "$S3_ENDPOINT"
 access_key_var = "MINIO_ROOT_USER"
 secret_key_var = "MINIO_ROOT_PASSWORD"
 buckets = ["voice-messages", "breathing-audio"]
+
+[secrets]
+TELEGRAM_BOT_TOKEN = { restart = ["bot"], revoked_on_rotate = true }
+POSTGRES_PASSWORD = { restart = ["api", "bot"], postgres_role = "trader" }
 EOF
     mv -f "$STATE/ctops.toml.tmp" "$STATE/ctops.toml"
 }
