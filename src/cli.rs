@@ -84,6 +84,9 @@ pub enum Command {
     Env(EnvCommand),
     /// Runbook 8.1: a new value for a secret, everywhere it is used (a PostgreSQL role's too)
     Rotate(RotateArgs),
+    /// Runbook 8.2: the SSH keys that may log in to the host
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Runbook 9.2: compose restart (keeps each container's configuration; .env changes need `env set`)
     Restart { services: Vec<String> },
     /// Appendix A: compose up -d
@@ -188,6 +191,22 @@ pub enum RestoreCommand {
         /// A date (2026-11-26: the end of that UTC day), a UTC time, or a snapshot name
         #[arg(long, value_name = "DATE")]
         as_of: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Authorized keys: type, fingerprint, comment
+    List,
+    /// Authorize a public key (validated; adding it twice adds it once)
+    Add {
+        #[arg(value_name = "PUBKEY_FILE")]
+        pubkey_file: PathBuf,
+    },
+    /// Remove keys by fingerprint (SHA256:...) or comment; never the one in use or the last
+    Remove {
+        #[arg(value_name = "FINGERPRINT|COMMENT")]
+        key: String,
     },
 }
 
@@ -323,6 +342,9 @@ impl Command {
             Command::Rollback(_) => "rollback",
             Command::Releases => "releases",
             Command::Rotate(_) => "rotate",
+            Command::Access(AccessCommand::List) => "access list",
+            Command::Access(AccessCommand::Add { .. }) => "access add",
+            Command::Access(AccessCommand::Remove { .. }) => "access remove",
             Command::Restart { .. } => "restart",
             Command::Up { .. } => "up",
             Command::Down => "down",

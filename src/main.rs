@@ -89,6 +89,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Releases => ops::releases::run(ctx).await,
         Command::Env(command) => ops::env::run(ctx, &command).await,
         Command::Rotate(args) => ops::rotate::run(ctx, &args).await,
+        Command::Access(command) => ops::access::run(ctx, &command).await,
         Command::Restart { services } => ops::service::run(ctx, Verb::Restart(services)).await,
         Command::Up { services } => ops::service::run(ctx, Verb::Up(services)).await,
         Command::Down => ops::service::run(ctx, Verb::Down).await,

@@ -14,6 +14,15 @@ use crate::error::Error;
 use crate::lock::{LEASE, LOCK_FUNCTIONS, RENEW_EVERY};
 use crate::remote::{quote, Remote, RemoteCommand};
 
+/// A JSON object's fields without the braces, as the runner's record lines embed them.
+pub fn json_fields(object: &serde_json::Value) -> String {
+    object
+        .to_string()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .to_string()
+}
+
 /// One step of a plan: a shell function body made of quoted commands.
 #[derive(Debug, Clone)]
 pub struct Step {

@@ -231,16 +231,21 @@ fn a_dump_from_another_migration_revision_needs_migrate() {
     wait_healthy();
 }
 
-#[test]
-fn a_backup_dir_too_small_is_refused_up_front() {
-    let _lock = exclusive();
-    reset_host();
+/// A tmpfs of `mib` MiB (unmounted when the guard drops) and a config whose backup_dir it is.
+fn tiny_backup_dir(
+    mib: u64,
+) -> (
+    tempfile::TempDir,
+    Restore,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
     let tiny = tempfile::tempdir().unwrap();
     host(&format!(
-        "mount -t tmpfs -o size=1m ctops-tiny {0} && chown deploy {0}",
+        "mount -t tmpfs -o size={mib}m ctops-tiny {0} && chown deploy {0}",
         tiny.path().display()
     ));
-    let _unmount = Restore(vec![format!("umount {}", tiny.path().display())]);
+    let unmount = Restore(vec![format!("umount {}", tiny.path().display())]);
     let dir = tempfile::tempdir().unwrap();
     let config = variant_config(dir.path(), |t| {
         t.replace(
@@ -248,6 +253,14 @@ fn a_backup_dir_too_small_is_refused_up_front() {
             &format!("backup_dir = {:?}", tiny.path().display().to_string()),
         )
     });
+    (tiny, unmount, dir, config)
+}
+
+#[test]
+fn a_backup_dir_too_small_is_refused_up_front() {
+    let _lock = exclusive();
+    reset_host();
+    let (tiny, _unmount, _dir, config) = tiny_backup_dir(1);
     let run = ctops(["--config", config.to_str().unwrap(), "backup", "db"])
         .run()
         .expect(4);
@@ -661,19 +674,7 @@ fn a_backup_dir_that_fills_mid_way_fails_cleanly() {
         .parse()
         .unwrap();
     let fs_mib = (size + size / 5 + 16 * 1024 * 1024) / (1024 * 1024) + 12;
-    let tiny = tempfile::tempdir().unwrap();
-    host(&format!(
-        "mount -t tmpfs -o size={fs_mib}m ctops-tiny {0} && chown deploy {0}",
-        tiny.path().display()
-    ));
-    let _unmount = Restore(vec![format!("umount {}", tiny.path().display())]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = variant_config(dir.path(), |t| {
-        t.replace(
-            &format!("backup_dir = {BACKUPS:?}"),
-            &format!("backup_dir = {:?}", tiny.path().display().to_string()),
-        )
-    });
+    let (tiny, _unmount, _dir, config) = tiny_backup_dir(fs_mib);
     let config = config.to_str().unwrap().to_string();
     // An earlier, small backup that must survive.
     ctops(["--config", &config, "backup", "db"]).run().expect(0);

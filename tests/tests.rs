@@ -3,6 +3,7 @@
 
 mod util;
 
+mod access;
 mod backup;
 mod cli;
 mod connection;

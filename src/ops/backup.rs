@@ -90,15 +90,10 @@ until [ -n "$snapshot" ]; do
 done
 printf '%s\n' "$count_sql" >&7
 fault before-first-byte
-# Flushed as it is written (the page cache would otherwise hold it all until the final
-# fsync, which then waits for every byte): the last sync has little left to do.
-( while :; do sleep 1; [ -e "$tmp" ] && sync "$tmp"; done ) </dev/null >/dev/null 2>&1 7>&- &
-flusher=$!
 { docker exec "$cid" pg_dump -U "$user" --snapshot="$snapshot" $opt "$db"; echo $? > "$work/dump.rc"; } |
     if [ "$fault" = mid-stream ]; then { head -c 2048; fault mid-stream; cat; }; else cat; fi |
     tee "$work/sha" > "$tmp"
 teed=$?
-kill "$flusher" 2>/dev/null
 printf 'COMMIT;\n' >&7; exec 7>&-
 wait
 if [ "$teed" != 0 ] || [ "$(cat "$work/dump.rc" 2>/dev/null)" != 0 ]; then

@@ -447,11 +447,7 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
         },
         success: "changed",
         release_fields: None,
-        audit_fields: audit
-            .to_string()
-            .trim_start_matches('{')
-            .trim_end_matches('}')
-            .to_string(),
+        audit_fields: runner::json_fields(&audit),
         seed_release: None,
     };
     if ctx.dry_run {

@@ -1,5 +1,6 @@
 //! One module per runbook section. Each says *what* to run; `remote` and `compose` know how.
 
+pub mod access;
 pub mod backup;
 pub mod config_check;
 pub mod deploy;

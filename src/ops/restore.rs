@@ -326,11 +326,7 @@ async fn plan_and_run(
         back,
         success: "restored",
         release_fields: None,
-        audit_fields: audit
-            .to_string()
-            .trim_start_matches('{')
-            .trim_end_matches('}')
-            .to_string(),
+        audit_fields: runner::json_fields(&audit),
         seed_release: None,
     };
     let Some(lock) = lock else {

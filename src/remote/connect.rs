@@ -109,6 +109,44 @@ pub async fn open(target: &Target, root: &Path) -> Result<Session, Error> {
     }
 }
 
+/// Proves that a *new* connection logs in (not the multiplexed one, which stays up whatever
+/// happens to `authorized_keys`): a separate `ssh` with the same config, no control master.
+pub async fn probe_new_login(target: &Target) -> Result<(), Error> {
+    let connect_timeout = target.timeouts.connect().max(Duration::from_secs(1));
+    let mut ssh = tokio::process::Command::new("ssh");
+    if let Some(config) = &target.ssh_config {
+        ssh.arg("-F").arg(config);
+    }
+    ssh.args([
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "ControlMaster=no",
+        "-o",
+        "ControlPath=none",
+    ])
+    .arg("-o")
+    .arg(format!("ConnectTimeout={}", connect_timeout.as_secs()))
+    .arg("--")
+    .arg(&target.ssh)
+    .arg("true")
+    .stdin(std::process::Stdio::null())
+    .kill_on_drop(true);
+    let outer = connect_timeout + Duration::from_secs(5);
+    match tokio::time::timeout(outer, ssh.output()).await {
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => Err(classify(
+            &target.ssh,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            connect_timeout,
+        )),
+        Ok(Err(e)) => Err(Error::failed(format!("cannot run ssh: {e}"))),
+        Err(_) => Err(classify(&target.ssh, "timed out", connect_timeout)),
+    }
+}
+
 fn error_text(e: &openssh::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);

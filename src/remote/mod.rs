@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
 pub use command::{quote, RemoteCommand};
+pub use connect::probe_new_login;
 
 use crate::config::Target;
 use crate::error::Error;

@@ -291,12 +291,7 @@ pub fn plan(
         "user": user, "host": host, "command": command_line, "target": t.name, "op": op_id,
         "from": probe.current.commit, "to": probe.target.commit,
     });
-    let fields = |v: serde_json::Value| {
-        v.to_string()
-            .trim_start_matches('{')
-            .trim_end_matches('}')
-            .to_string()
-    };
+    let fields = |v: serde_json::Value| crate::runner::json_fields(&v);
     Ok(Plan {
         op: kind.name(),
         op_id: op_id.to_string(),
