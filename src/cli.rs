@@ -103,6 +103,8 @@ pub enum Command {
     },
     /// Runbook 9.1: disk usage, Docker's own accounting and the largest container logs
     Disk,
+    /// Runbook 9.1: docker system prune -af (asks first), keeping the last releases' images
+    Prune,
     /// Runbook 4.2: collect what an investigation needs
     #[command(subcommand)]
     Incident(IncidentCommand),
@@ -351,6 +353,7 @@ impl Command {
             Command::Rebuild => "rebuild",
             Command::Exec { .. } => "exec",
             Command::Disk => "disk",
+            Command::Prune => "prune",
             Command::Incident(IncidentCommand::Snapshot { .. }) => "incident snapshot",
             Command::Preflight(_) => "preflight",
             Command::Backup(BackupCommand::Db { .. }) => "backup db",

@@ -96,6 +96,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Rebuild => ops::service::run(ctx, Verb::Rebuild).await,
         Command::Exec { service, command } => ops::service::exec(ctx, &service, &command).await,
         Command::Disk => ops::service::disk(ctx).await,
+        Command::Prune => ops::service::prune(ctx).await,
         Command::Incident(IncidentCommand::Snapshot { out }) => {
             ops::incident::snapshot(ctx, out.as_deref()).await
         }

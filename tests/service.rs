@@ -102,3 +102,49 @@ fn disk_lists_filesystems_and_the_largest_container_logs() {
         "{doc:#}"
     );
 }
+
+/// Builds an image of our own from the sandbox's base, unused by any container.
+fn build_unused_image(tag: &str, label: &str) -> String {
+    host(&format!(
+        "printf 'FROM sandbox-base\\nLABEL ctops.sandbox=1 ctops.test={label}\\n' | docker build -q -t {tag} - >/dev/null && docker images -q --no-trunc {tag}"
+    ))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn prune_removes_unused_images_but_keeps_the_last_releases() {
+    let _guard = exclusive();
+    reset_host();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    host(&format!(
+        "printf '%s\\n' '{{\"at\":\"2026-11-26T10:00:00Z\",\"result\":\"deployed\",\"ref\":\"v0\",\"commit\":\"{commit}\"}}' >> '/srv/ctops sandbox/state/releases.jsonl' && chown deploy: '/srv/ctops sandbox/state/releases.jsonl'"
+    ));
+    let junk = build_unused_image("ctops-prune-junk:1", "junk");
+    let kept = build_unused_image(&format!("ctops-prune-release:{}", &commit[..12]), "release");
+    let exists = |id: &str| host_ok(&format!("docker image inspect {id} >/dev/null 2>&1"));
+    assert!(exists(&junk) && exists(&kept));
+
+    sandbox_ctops(["prune"]).run().expect(4);
+    assert!(exists(&junk), "no --yes, no TTY: nothing removed");
+
+    let doc = sandbox_ctops(["prune", "--yes", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert!(!exists(&junk), "an unused image is removed: {doc:#}");
+    assert!(exists(&kept), "the image of a recent release is kept");
+    assert!(doc["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "ctops-prune-junk:1"));
+    let volumes =
+        host("docker volume ls -q --filter label=com.docker.compose.project=infrastructure");
+    assert!(
+        volumes.contains("pgdata") && volumes.contains("miniodata"),
+        "{volumes}"
+    );
+    sandbox_ctops(["health"]).run().expect(0);
+    host("docker rmi -f ctops-prune-release:0123456789ab >/dev/null");
+}

@@ -255,3 +255,96 @@ fn human_bytes(raw: &str) -> String {
     }
     format!("{n:.1} TiB")
 }
+
+/// `state project keep`: what `docker system prune -af` removes, except the images of the
+/// last `keep` releases (tagged with their commit by deploy, for fast rollback) and the
+/// project's stopped containers; prints the images removed, then `freed BYTES`.
+const PRUNE: &str = r#"set -u
+state=$1; project=$2; keep=$3
+root=$(docker info -f '{{.DockerRootDir}}') || exit 1
+free() { df -PB1 "$root" | awk 'NR == 2 { print $4 }'; }
+before=$(free)
+commits=$(tac "$state/releases.jsonl" 2>/dev/null | sed -n 's/.*"commit":"\([0-9a-f]\{12\}\).*/\1/p' | awk '!seen[$0]++' | head -n "$keep")
+docker container prune -f --filter "label!=com.docker.compose.project=$project" >/dev/null || exit 1
+used=$(docker ps -aq | xargs -r docker inspect -f '{{.Image}}' | sort -u)
+docker images --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}' | while read -r id ref; do
+    printf '%s\n' "$used" | grep -qx "$id" && continue
+    tag=${ref##*:}
+    [ -n "$commits" ] && printf '%s\n' "$commits" | grep -qx "$tag" && continue
+    case $ref in *"<none>"*) target=$id ;; *) target=$ref ;; esac
+    docker rmi "$target" >/dev/null 2>&1 && printf 'removed\t%s\n' "$ref"
+done
+docker network prune -f >/dev/null
+docker builder prune -af >/dev/null 2>&1
+printf 'freed\t%s\n' "$(( $(free) - before ))""#;
+
+/// `prune` (runbook 9.1): Docker's unused data removed after confirmation, keeping what a
+/// rollback needs.
+pub async fn prune(ctx: &Ctx) -> Result<Exit> {
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let stack = Stack::load(remote, t).await?;
+    let project = stack.project.clone().unwrap_or_default();
+    let keep = t.deploy.keep_releases.unwrap_or(5);
+    let cmd = RemoteCommand::sh(PRUNE, [t.state_dir.clone(), project, keep.to_string()])
+        .timeout(std::time::Duration::from_secs(1800));
+    if ctx.dry_run {
+        ctx.out.status(format!(
+            "dry run: would run on {}: {}",
+            remote.host(),
+            cmd.render()
+        ));
+        return Ok(Exit::Ok);
+    }
+    ctx.confirm(&format!(
+        "remove unused Docker images, stopped containers, networks and build cache on {} (keeping the images of the last {keep} releases and all volumes)",
+        ctx.target_label()
+    ))?;
+    let lock = HostLock::acquire(remote, &t.state_dir, "prune").await?;
+    let out = remote.run(&cmd).await;
+    let _ = lock.release(remote).await;
+    let out = out?;
+    if out.status != 0 {
+        return Err(Error::failed(format!(
+            "prune failed on {}: {}",
+            remote.host(),
+            out.stderr_text().trim()
+        ))
+        .into());
+    }
+    let text = out.stdout_text();
+    let removed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("removed\t"))
+        .collect();
+    let freed: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("freed\t"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    if ctx.out.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            envelope: Envelope<'a>,
+            removed: &'a [&'a str],
+            freed_bytes: i64,
+        }
+        ctx.out.json_doc(&Doc {
+            envelope: Envelope::new("prune", ctx, true),
+            removed: &removed,
+            freed_bytes: freed,
+        })?;
+    } else {
+        for r in &removed {
+            ctx.out.status(format!("removed {r}"));
+        }
+        ctx.out.status(format!(
+            "freed {} on {} ({} images removed; the last {keep} releases' images kept)",
+            human_bytes(&freed.max(0).to_string()),
+            remote.host(),
+            removed.len()
+        ));
+    }
+    Ok(Exit::Ok)
+}
