@@ -15,6 +15,7 @@ run health
 run deploy --skip-preflight --reason "sandbox demo: no local checkout to preflight"
 run health
 run backup db
+run backup minio
 run backup list
 run releases
 run status
