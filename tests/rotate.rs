@@ -136,3 +136,35 @@ fn rotate_reads_the_new_value_from_stdin_and_updates_every_key_holding_the_old()
     assert!(tcp_login(new));
     reset_host();
 }
+
+#[test]
+fn a_revoked_on_rotate_secret_keeps_its_new_value_when_the_gate_fails() {
+    let _guard = exclusive();
+    reset_host();
+    let old = env_value("TELEGRAM_BOT_TOKEN");
+    let run = sandbox_ctops(["rotate", "TELEGRAM_BOT_TOKEN", "--generate", "--yes"])
+        .env("CTOPS_FAIL_STEP", "gate")
+        .run();
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    assert!(
+        run.stderr().contains("the new value stays"),
+        "{}",
+        run.describe()
+    );
+    let new = env_value("TELEGRAM_BOT_TOKEN");
+    assert_ne!(
+        new, old,
+        "the old token is revoked at BotFather: the new one stays"
+    );
+    let in_bot = host(&format!(
+        "docker exec {} printenv TELEGRAM_BOT_TOKEN",
+        container("bot")
+    ));
+    assert_eq!(
+        in_bot.trim(),
+        new,
+        "the bot was recreated with the new token"
+    );
+    assert!(!run.stdout().contains(&new) && !run.stderr().contains(&new));
+    reset_host();
+}
