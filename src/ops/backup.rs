@@ -77,7 +77,12 @@ name="db-$ts${label:+-$label}.$ext"; tmp="$dir/.tmp-$$-$name"
 # dump runs: the manifest costs no extra pass over the archive.
 work="$dir/.tmp-$$-work"; mkdir "$work" || exit 1
 mkfifo "$work/sha" "$work/sql" || exit 1
-sha256sum < "$work/sha" > "$work/sha.out" &
+# openssl uses the CPU's SHA instructions (about 3x sha256sum's speed here).
+if command -v openssl >/dev/null 2>&1; then
+    openssl dgst -sha256 -r < "$work/sha" > "$work/sha.out" &
+else
+    sha256sum < "$work/sha" > "$work/sha.out" &
+fi
 { docker exec -i "$cid" psql -X -q -At -F '	' -v ON_ERROR_STOP=1 -U "$user" -d "$db" < "$work/sql" > "$work/counts" 2> "$work/counts.err"; echo $? > "$work/counts.rc"; } &
 exec 7> "$work/sql"
 printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&7
