@@ -388,6 +388,13 @@ impl Command {
                 | Command::Rollback(_)
                 | Command::Restore(_)
                 | Command::Rotate(_)
+                // These hold the host lock from here and release it on Ctrl-C themselves.
+                | Command::Restart { .. }
+                | Command::Up { .. }
+                | Command::Down
+                | Command::Rebuild
+                | Command::Prune
+                | Command::Access(AccessCommand::Add { .. } | AccessCommand::Remove { .. })
                 | Command::Env(
                     EnvCommand::Set { .. } | EnvCommand::Unset { .. } | EnvCommand::Edit { .. }
                 )

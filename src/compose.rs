@@ -357,13 +357,34 @@ fn belongs_to(c: &Container, target: &Target) -> bool {
 /// Finds the service's running container by compose's labels and runs a command in it, in
 /// one round trip that needs no earlier state read (`docker exec` on a container id is also
 /// cheaper than `compose exec`, which parses the whole project first).
+/// `$3` is `-i` to pass stdin through, `-` not to.
 const EXEC_IN_SERVICE: &str = r#"id=$(docker ps -q --filter "label=com.docker.compose.project.working_dir=$1" --filter "label=com.docker.compose.service=$2" | head -n 1)
 if [ -z "$id" ]; then echo "service $2 has no running container" >&2; exit 125; fi
-shift 2; exec docker exec "$id" "$@""#;
+stdin=$3; shift 3
+if [ "$stdin" = -i ]; then exec docker exec -i "$id" "$@"; else exec docker exec "$id" "$@"; fi"#;
 
 /// `argv` in a running container of `service` (no TTY, like `compose exec -T`).
 pub fn exec_in_service(target: &Target, service: &str, argv: &[String]) -> RemoteCommand {
-    let mut args = vec![working_dir(target), service.to_string()];
+    exec_in_service_with(target, service, argv, false)
+}
+
+/// As [`exec_in_service`], with the command's stdin passed through (data and secrets go in
+/// this way, never on a command line).
+pub fn exec_in_service_stdin(target: &Target, service: &str, argv: &[String]) -> RemoteCommand {
+    exec_in_service_with(target, service, argv, true)
+}
+
+fn exec_in_service_with(
+    target: &Target,
+    service: &str,
+    argv: &[String],
+    stdin: bool,
+) -> RemoteCommand {
+    let mut args = vec![
+        working_dir(target),
+        service.to_string(),
+        if stdin { "-i" } else { "-" }.to_string(),
+    ];
     args.extend(argv.iter().cloned());
     RemoteCommand::sh(EXEC_IN_SERVICE, args)
 }

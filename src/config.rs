@@ -94,6 +94,9 @@ impl Timeouts {
     pub fn check(&self) -> Duration {
         self.check.expect("defaults applied").0
     }
+    pub fn build(&self) -> Duration {
+        self.build.expect("defaults applied").0
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

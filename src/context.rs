@@ -40,6 +40,12 @@ impl Ctx {
         format!("{} ({})", self.target.name, self.target.ssh)
     }
 
+    /// `--dry-run`: what would run on the host, exactly as it would be sent.
+    pub fn would_run(&self, host: &str, cmd: &crate::remote::RemoteCommand) {
+        self.out
+            .status(format!("dry run: would run on {host}: {}", cmd.render()));
+    }
+
     /// Asks before a destructive step (SPEC principle 5): on a protected target the answer
     /// is the target's name; without a TTY only `--yes` goes on (exit 4 otherwise).
     pub fn confirm(&self, action: &str) -> Result<(), Error> {

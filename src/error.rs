@@ -88,6 +88,10 @@ impl Error {
         Self::new(Exit::Failed, message)
     }
 
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self::new(Exit::Interrupted, message)
+    }
+
     pub fn with_source(mut self, source: std::io::Error) -> Self {
         self.source = Some(source);
         self

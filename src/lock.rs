@@ -202,6 +202,26 @@ impl HostLock {
     }
 }
 
+/// Runs `work` holding the host lock and releases the lock however the work ends: done,
+/// failed, or interrupted (Ctrl-C, SIGTERM, SIGHUP: the work is dropped, exit 130). For
+/// operations that run from here, not as a runner on the host (which keeps the lease itself).
+pub async fn hold<T>(
+    remote: &Remote,
+    state_dir: &str,
+    command: &str,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let lock = HostLock::acquire(remote, state_dir, command).await?;
+    let result = tokio::select! {
+        result = work => result,
+        _ = crate::signals::interrupted() => Err(Error::interrupted(format!(
+            "interrupted: `{command}` stopped part-way; the host lock is released"
+        ))),
+    };
+    let _ = lock.release(remote).await;
+    result
+}
+
 /// The current holder, if any (read-only).
 pub async fn show(remote: &Remote, state_dir: &str) -> Result<Option<Holder>, Error> {
     let out = remote

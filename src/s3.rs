@@ -182,7 +182,7 @@ impl Store {
             })
             .collect();
         Ok(Fetched {
-            sha256: hex(&hasher.finalize()),
+            sha256: format!("{:x}", hasher.finalize()),
             size,
             content_type: text("content-type"),
             metadata,
@@ -254,8 +254,4 @@ impl Store {
             .await?;
         Ok(())
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

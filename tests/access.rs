@@ -42,7 +42,11 @@ fn keys_are_added_once_the_one_in_use_and_the_last_are_never_removed() {
     ));
     let pubkey = format!("{}.pub", other.display());
     sandbox_ctops(["access", "add", &pubkey]).run().expect(0);
-    let run = sandbox_ctops(["access", "add", &pubkey]).run().expect(0);
+    let run = sandbox_ctops(["access", "add", &pubkey, "--json"])
+        .run()
+        .expect(0);
+    assert_schema("access-change.json", &run.json());
+    assert_eq!(run.json()["changed"], false);
     assert!(
         run.stderr().contains("already authorized"),
         "{}",
@@ -54,6 +58,7 @@ fn keys_are_added_once_the_one_in_use_and_the_last_are_never_removed() {
         .run()
         .expect(0)
         .json();
+    assert_schema("access-list.json", &list);
     let keys = list["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2, "{list:#}");
     assert!(keys.iter().any(|k| k["fingerprint"] == ours_fp.as_str()));
@@ -70,9 +75,12 @@ fn keys_are_added_once_the_one_in_use_and_the_last_are_never_removed() {
         .run()
         .expect(4);
     assert_eq!(authorized().matches("colleague@laptop").count(), 1);
-    sandbox_ctops(["access", "remove", "colleague@laptop", "--yes"])
+    let removed = sandbox_ctops(["access", "remove", "colleague@laptop", "--yes", "--json"])
         .run()
-        .expect(0);
+        .expect(0)
+        .json();
+    assert_schema("access-change.json", &removed);
+    assert_eq!(removed["changed"], true);
     assert_eq!(authorized(), before.clone());
     assert_eq!(mode(), "600 deploy");
     assert!(authorized().contains(ours.split_whitespace().nth(1).unwrap()));

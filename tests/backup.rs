@@ -495,13 +495,14 @@ fn restore_env_puts_a_copy_back_and_recreates_what_reads_it_or_undoes_itself() {
         "sed 's/^APP_MODE=.*/APP_MODE=broken\\nAPI_PORT=18009/' '{env_path}' > '{broken}' && \
          chown deploy:deploy '{broken}' && chmod 600 '{broken}'"
     ));
-    let run = sandbox_ctops(["restore", "env", "env-20200101T000000Z", "--yes"]).run();
+    let run = sandbox_ctops(["restore", "env", "env-20200101T000000Z", "--yes", "--json"]).run();
     assert_eq!(run.code(), 1, "{}", run.describe());
     assert!(
         run.stderr().contains("previous .env is back"),
         "{}",
         run.describe()
     );
+    assert_schema("env-change.json", &run.json());
     assert_eq!(std::fs::read(&env_path).unwrap(), original);
     assert_eq!(stat(&env_path), "600 deploy");
     assert_eq!(api_app_mode(), "normal");

@@ -121,6 +121,17 @@ fn env_set_is_live_atomic_copied_first_and_limited_to_the_named_services() {
     let list = sandbox_ctops(["env", "list"]).run().expect(0);
     let diff = sandbox_ctops(["env", "diff"]).run().expect(0);
     let list_json = sandbox_ctops(["env", "list", "--json"]).run().expect(0);
+    assert_schema("env-list.json", &list_json.json());
+    let diff_json = sandbox_ctops(["env", "diff", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_schema("env-diff.json", &diff_json);
+    assert!(diff_json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["key"] == "APP_MODE" && c["change"] == "changed"));
     for out in [&list, &diff, &list_json] {
         for secret in secrets.iter().map(String::as_str).chain(["maintenance"]) {
             assert!(
@@ -156,9 +167,10 @@ fn env_set_is_live_atomic_copied_first_and_limited_to_the_named_services() {
     .run()
     .expect(0);
     assert_eq!(printenv("api", "CTOPS_NOTE"), "two words # not a comment");
-    sandbox_ctops(["env", "unset", "CTOPS_NOTE", "--restart", "api"])
+    let unset = sandbox_ctops(["env", "unset", "CTOPS_NOTE", "--restart", "api", "--json"])
         .run()
         .expect(0);
+    assert_schema("env-change.json", &unset.json());
     assert_eq!(std::fs::read_to_string(env_path()).unwrap(), before);
     assert_eq!(printenv("api", "CTOPS_NOTE"), "");
 }

@@ -37,6 +37,7 @@ fn an_incident_snapshot_has_every_part_and_no_secret() {
     .run()
     .expect(0);
     let doc = run.json();
+    assert_schema("incident.json", &doc);
     let folder = std::path::PathBuf::from(doc["folder"].as_str().unwrap());
     for part in [
         "summary.txt",

@@ -142,15 +142,22 @@ fn a_revoked_on_rotate_secret_keeps_its_new_value_when_the_gate_fails() {
     let _guard = exclusive();
     reset_host();
     let old = env_value("TELEGRAM_BOT_TOKEN");
-    let run = sandbox_ctops(["rotate", "TELEGRAM_BOT_TOKEN", "--generate", "--yes"])
-        .env("CTOPS_FAIL_STEP", "gate")
-        .run();
+    let run = sandbox_ctops([
+        "rotate",
+        "TELEGRAM_BOT_TOKEN",
+        "--generate",
+        "--yes",
+        "--json",
+    ])
+    .env("CTOPS_FAIL_STEP", "gate")
+    .run();
     assert_eq!(run.code(), 1, "{}", run.describe());
     assert!(
         run.stderr().contains("the new value stays"),
         "{}",
         run.describe()
     );
+    assert_schema("env-change.json", &run.json());
     let new = env_value("TELEGRAM_BOT_TOKEN");
     assert_ne!(
         new, old,

@@ -36,6 +36,7 @@ fn restart_restarts_only_the_named_service() {
         .expect(0)
         .json();
     assert_eq!(doc["command"], "restart");
+    assert_schema("service.json", &doc);
     assert_ne!(started_at("bot"), bot, "bot restarted");
     assert_eq!(started_at("api"), api, "api untouched");
     wait_healthy();
@@ -93,6 +94,7 @@ fn exec_passes_stdin_and_stdout_through() {
 fn disk_lists_filesystems_and_the_largest_container_logs() {
     let _guard = shared();
     let doc = sandbox_ctops(["disk", "--json"]).run().expect(0).json();
+    assert_schema("disk.json", &doc);
     assert!(doc["df"].as_str().unwrap().contains("Filesystem"));
     let logs = doc["logs"].as_array().unwrap();
     assert!(
@@ -132,6 +134,7 @@ fn prune_removes_unused_images_but_keeps_the_last_releases() {
         .run()
         .expect(0)
         .json();
+    assert_schema("prune.json", &doc);
     assert!(!exists(&junk), "an unused image is removed: {doc:#}");
     assert!(exists(&kept), "the image of a recent release is kept");
     assert!(doc["removed"]

@@ -18,7 +18,7 @@ use super::Envelope;
 use crate::cli::AccessCommand;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
-use crate::lock::HostLock;
+use crate::lock;
 use crate::remote::RemoteCommand;
 
 const KEY_TYPES: [&str; 8] = [
@@ -142,7 +142,7 @@ async fn add(ctx: &Ctx, line: &str, key: &Key) -> Result<Exit> {
             "{} {} is already authorized: nothing to do",
             key.kind, key.fingerprint
         ));
-        return Ok(Exit::Ok);
+        return report_change(ctx, "access add", &key.fingerprint, false);
     }
     let mut new = text.clone();
     if !new.is_empty() && !new.ends_with('\n') {
@@ -150,12 +150,7 @@ async fn add(ctx: &Ctx, line: &str, key: &Key) -> Result<Exit> {
     }
     new.push_str(line);
     new.push('\n');
-    apply(
-        ctx,
-        &new,
-        &format!("add {} {}", key.fingerprint, key.comment),
-    )
-    .await
+    apply(ctx, "access add", &key.fingerprint, &new).await
 }
 
 async fn remove(ctx: &Ctx, wanted: &str) -> Result<Exit> {
@@ -193,20 +188,24 @@ async fn remove(ctx: &Ctx, wanted: &str) -> Result<Exit> {
         .filter(|l| parse_key(l).is_none_or(|k| !gone.contains(k.blob.as_slice())))
         .map(|l| format!("{l}\n"))
         .collect();
-    ctx.confirm(&format!(
-        "remove {} from {}",
-        matching
-            .iter()
-            .map(|k| k.fingerprint.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        ctx.target_label()
-    ))?;
-    apply(ctx, &new, &format!("remove {wanted}")).await
+    if !ctx.dry_run {
+        ctx.confirm(&format!(
+            "remove {} from {}",
+            matching
+                .iter()
+                .map(|k| k.fingerprint.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ctx.target_label()
+        ))?;
+    }
+    let removed: Vec<&str> = matching.iter().map(|k| k.fingerprint.as_str()).collect();
+    apply(ctx, "access remove", &removed.join(" "), &new).await
 }
 
 /// Writes the new file, then proves a new connection logs in; puts the old file back if not.
-async fn apply(ctx: &Ctx, new: &str, what: &str) -> Result<Exit> {
+async fn apply(ctx: &Ctx, command: &str, keys: &str, new: &str) -> Result<Exit> {
+    let what = format!("{command} {keys}");
     let remote = ctx.remote().await?;
     if ctx.dry_run {
         ctx.out.status(format!(
@@ -215,10 +214,12 @@ async fn apply(ctx: &Ctx, new: &str, what: &str) -> Result<Exit> {
         ));
         return Ok(Exit::Ok);
     }
-    let lock = HostLock::acquire(remote, &ctx.target.state_dir, &format!("access {what}")).await?;
-    let result = async {
+    let work = async {
         let out = remote
-            .run_with_input(&RemoteCommand::sh(WRITE, Vec::<String>::new()), Some(new.as_bytes()))
+            .run_with_input(
+                &RemoteCommand::sh(WRITE, Vec::<String>::new()),
+                Some(new.as_bytes()),
+            )
             .await?;
         if out.status != 0 {
             return Err(Error::failed(format!(
@@ -228,21 +229,41 @@ async fn apply(ctx: &Ctx, new: &str, what: &str) -> Result<Exit> {
             )));
         }
         if let Err(e) = crate::remote::probe_new_login(&ctx.target).await {
-            remote.run_ok(&RemoteCommand::sh(PUT_BACK, Vec::<String>::new())).await?;
+            remote
+                .run_ok(&RemoteCommand::sh(PUT_BACK, Vec::<String>::new()))
+                .await?;
             return Err(Error::failed(format!(
                 "a new connection could not log in after the change ({e}); the previous authorized_keys is back"
             )));
         }
-        remote.run_ok(&RemoteCommand::sh(DROP_BACKUP, Vec::<String>::new())).await?;
+        remote
+            .run_ok(&RemoteCommand::sh(DROP_BACKUP, Vec::<String>::new()))
+            .await?;
         Ok(())
-    }
-    .await;
-    let _ = lock.release(remote).await;
-    result?;
+    };
+    lock::hold(remote, &ctx.target.state_dir, &what, work).await?;
     ctx.out.status(format!(
         "{what}: done; a new connection to {} logs in",
         remote.host()
     ));
+    report_change(ctx, command, keys, true)
+}
+
+fn report_change(ctx: &Ctx, command: &str, keys: &str, changed: bool) -> Result<Exit> {
+    if ctx.out.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            envelope: Envelope<'a>,
+            fingerprints: Vec<&'a str>,
+            changed: bool,
+        }
+        ctx.out.json_doc(&Doc {
+            envelope: Envelope::new(command, ctx, true),
+            fingerprints: keys.split(' ').collect(),
+            changed,
+        })?;
+    }
     Ok(Exit::Ok)
 }
 

@@ -605,15 +605,12 @@ fn report(ctx: &Ctx, command: &str, backups: Vec<Listed>) -> Result<Exit> {
 async fn backup_db(ctx: &Ctx, format: BackupFormat, download: bool) -> Result<Vec<Listed>> {
     let t = &ctx.target;
     let remote = ctx.remote().await?;
+    let backup = db_backup_command(t, format, "", false);
     if ctx.dry_run {
-        ctx.out.status(format!(
-            "dry run: would run on {}: {}",
-            remote.host(),
-            db_backup_command(t, format, "", false).render()
-        ));
+        ctx.would_run(remote.host(), &backup);
         return Ok(Vec::new());
     }
-    let out = remote.run(&db_backup_command(t, format, "", false)).await?;
+    let out = remote.run(&backup).await?;
     if out.status == NO_SPACE {
         return Err(Error::refused(format!(
             "backup refused on {}: {}",
@@ -662,7 +659,7 @@ async fn download_dump(ctx: &Ctx, remote: &Remote, m: &Manifest) -> Result<PathB
     let status = remote.stream(&cat, &mut sink, None).await;
     sink.inner.flush().await?;
     sink.inner.sync_all().await?;
-    let digest = hex(&sink.hasher.finalize());
+    let digest = format!("{:x}", sink.hasher.finalize());
     sink.bar.finish_and_clear();
     if status? != 0 || digest != m.sha256 {
         let _ = tokio::fs::remove_file(&tmp).await;
@@ -723,18 +720,10 @@ impl tokio::io::AsyncWrite for HashingWriter {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 async fn backup_env(ctx: &Ctx, announce: bool) -> Result<Vec<Listed>> {
     let remote = ctx.remote().await?;
     if ctx.dry_run {
-        ctx.out.status(format!(
-            "dry run: would run on {}: {}",
-            remote.host(),
-            env_backup_command(&ctx.target).render()
-        ));
+        ctx.would_run(remote.host(), &env_backup_command(&ctx.target));
         return Ok(Vec::new());
     }
     let out = remote

@@ -32,7 +32,7 @@ pub fn env_path(ctx: &Ctx) -> String {
     format!("{}/{}", t.dir.trim_end_matches('/'), t.env_file)
 }
 
-/// The current `.env`, read over the connection (never echoed).
+/// The current `.env`, read over the connection (never echoed, never logged).
 pub async fn read(ctx: &Ctx) -> Result<EnvFile, Error> {
     let remote = ctx.remote().await?;
     let path = env_path(ctx);
@@ -156,19 +156,16 @@ async fn diff(ctx: &Ctx, backup: &str) -> Result<Exit> {
     super::restore::validate_name(backup)?;
     let t = &ctx.target;
     let remote = ctx.remote().await?;
-    let path = remote
-        .run_ok(
-            &RemoteCommand::sh(super::restore::FIND_ENV, [t.backup_dir.as_str(), backup])
-                .read_only(),
-        )
-        .await?
-        .stdout_text();
-    let path = path.trim();
-    let old = remote
-        .run_ok(&RemoteCommand::new(["cat", path]).read_only())
-        .await?
-        .stdout_text();
-    let changes = envfile::diff(&EnvFile::parse(&old), &read(ctx).await?);
+    // The copy's path on the first line, then its contents; read beside the current file.
+    let find_and_read = RemoteCommand::sh(
+        &format!("{}\ncat \"$dir/$name\"", super::restore::FIND_ENV),
+        [t.backup_dir.as_str(), backup],
+    )
+    .read_only();
+    let (copy, current) = tokio::join!(remote.run_ok(&find_and_read), read(ctx));
+    let copy = copy?.stdout_text();
+    let (path, old) = copy.split_once('\n').unwrap_or((copy.as_str(), ""));
+    let changes = envfile::diff(&EnvFile::parse(old), &current?);
     let name = path.rsplit('/').next().unwrap_or(path);
     if ctx.out.json {
         #[derive(Serialize)]
@@ -364,6 +361,11 @@ struct ChangeDoc<'a> {
     change: &'a str,
     recreated: Vec<String>,
     steps: Vec<runner::Event>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+    /// On failure: how the runner ended, which says what state `.env` is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
 }
 
 /// Puts a new `.env` in place as a detached runner on the host: copy, replace, recreate,
@@ -497,6 +499,10 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
             change: &change.what,
             recreated: change.services.clone(),
             steps,
+            error: message
+                .as_ref()
+                .map(|m| serde_json::json!({"kind": exit.kind(), "message": m})),
+            state: (exit != Exit::Ok).then(|| outcome.clone()),
         })?;
     }
     match message {

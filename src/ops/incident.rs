@@ -53,7 +53,6 @@ pub async fn snapshot(ctx: &Ctx, out: Option<&Path>) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     let state = t.state_dir.trim_end_matches('/');
-    let env_path = format!("{}/{}", t.dir.trim_end_matches('/'), t.env_file);
     let mut jobs: Vec<(String, RemoteCommand)> = vec![
         (
             "stats.txt".into(),
@@ -90,8 +89,7 @@ pub async fn snapshot(ctx: &Ctx, out: Option<&Path>) -> Result<Exit> {
             compose.logs(std::slice::from_ref(&service), &opts),
         ));
     }
-    let cat_env = RemoteCommand::new(["cat", env_path.as_str()]).read_only();
-    let env = remote.run_ok(&cat_env);
+    let env = super::env::read(ctx);
     let collected = futures::future::join_all(jobs.iter().map(|(name, cmd)| async move {
         let cmd = cmd.clone().read_only();
         let text = match remote.run(&cmd).await {
@@ -111,7 +109,7 @@ pub async fn snapshot(ctx: &Ctx, out: Option<&Path>) -> Result<Exit> {
         (name.clone(), text)
     }));
     let (env, collected) = tokio::join!(env, collected);
-    let secrets = secret_values(&EnvFile::parse(&env?.stdout_text()));
+    let secrets = secret_values(&env?);
 
     let mut files = Vec::new();
     create_private_dir(&folder)?;

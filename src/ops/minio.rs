@@ -20,10 +20,8 @@ use sha2::{Digest, Sha256};
 
 use super::backup::Listed;
 use crate::context::Ctx;
-use crate::envfile;
 use crate::error::{Error, Exit};
-use crate::remote::RemoteCommand;
-use crate::s3::{self, Store};
+use crate::s3::Store;
 
 /// Concurrent transfers; each is a channel of the SSH connection's port forward.
 const TRANSFERS: usize = 8;
@@ -167,15 +165,11 @@ async fn open_store(ctx: &Ctx) -> Result<Store, Error> {
     let m = &t.backup.minio;
     let endpoint = m.endpoint.clone().unwrap_or_default();
     let remote = ctx.remote().await?;
-    let env_path = format!("{}/{}", t.dir.trim_end_matches('/'), t.env_file);
-    let env = remote
-        .run_ok(&RemoteCommand::new(["cat", env_path.as_str()]).read_only())
-        .await?
-        .stdout_text();
+    let env = super::env::read(ctx).await?;
     let credential = |var: &Option<String>| {
         let var = var.as_deref().unwrap_or_default();
-        envfile::value(&env, var).ok_or_else(|| {
-            Error::usage(format!("{var} is not set in {env_path} on {}", remote.host()))
+        env.get(var).ok_or_else(|| {
+            Error::usage(format!("{var} is not set in {} on {}", super::env::env_path(ctx), remote.host()))
                 .with_help("backup.minio.access_key_var and secret_key_var name the .env keys holding the store's credentials")
         })
     };
@@ -383,7 +377,7 @@ fn check_bodies(repo: &Repo, snapshot: &Snapshot) -> Result<(), Error> {
         let mut hasher = Sha256::new();
         std::io::copy(&mut file, &mut hasher)
             .map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
-        if s3::hex(&hasher.finalize()) != object.sha256 {
+        if format!("{:x}", hasher.finalize()) != object.sha256 {
             return Err(Error::refused(format!(
                 "snapshot {} is damaged: {} does not match its checksum; nothing was changed",
                 snapshot.name,
@@ -431,9 +425,9 @@ pub async fn restore(ctx: &Ctx, as_of: Option<&str>) -> Result<Exit> {
         "minio",
     )?;
     let remote = ctx.remote().await?;
-    let lock =
-        crate::lock::HostLock::acquire(remote, &ctx.target.state_dir, "restore minio").await?;
-    let result = async {
+    // Interrupted part-way, the buckets hold the wanted objects uploaded so far and the
+    // current ones not yet deleted: the safety snapshot, taken first, undoes it.
+    let work = async {
         let store = open_store(ctx).await?;
         let (safety, _, _) = take_snapshot(ctx, &store, &repo, &buckets).await?;
         ctx.out.status(format!(
@@ -465,10 +459,9 @@ pub async fn restore(ctx: &Ctx, as_of: Option<&str>) -> Result<Exit> {
             deleted += delete.len();
         }
         Ok::<_, Error>((safety.name, uploaded, deleted))
-    }
-    .await;
-    let _ = lock.release(remote).await;
-    let (safety, uploaded, deleted) = result?;
+    };
+    let (safety, uploaded, deleted) =
+        crate::lock::hold(remote, &ctx.target.state_dir, "restore minio", work).await?;
     if ctx.out.json {
         ctx.out.json_doc(&RestoreDoc {
             envelope: super::Envelope::new("restore minio", ctx, true),

@@ -18,7 +18,7 @@ use anyhow::Result;
 
 use super::env::{self, Change, Source};
 use crate::cli::RotateArgs;
-use crate::compose::{exec_in_service, Stack};
+use crate::compose::exec_in_service_stdin;
 use crate::context::Ctx;
 use crate::envfile::{self, EnvFile};
 use crate::error::{Error, Exit};
@@ -171,6 +171,28 @@ pub fn replace_everywhere(
     Ok((after, updated))
 }
 
+/// psql as the configured user in the postgres service, reading its SQL from stdin.
+fn psql(ctx: &Ctx, database: &str, tuples_only: bool) -> RemoteCommand {
+    let db = &ctx.target.backup.db;
+    let mut argv: Vec<String> = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+        .map(String::from)
+        .to_vec();
+    if tuples_only {
+        argv.push("-At".into());
+    }
+    argv.extend([
+        "-U".into(),
+        db.user.clone().unwrap_or_else(|| "postgres".into()),
+        "-d".into(),
+        database.to_string(),
+    ]);
+    exec_in_service_stdin(
+        &ctx.target,
+        db.service.as_deref().unwrap_or("postgres"),
+        &argv,
+    )
+}
+
 /// The step body that sets `role`'s password to `password`'s SCRAM verifier, the SQL sent to
 /// psql on stdin by the shell's own `printf` (a builtin: no process argv holds it).
 fn alter_role(ctx: &Ctx, role: &str, password: &str) -> String {
@@ -179,44 +201,24 @@ fn alter_role(ctx: &Ctx, role: &str, password: &str) -> String {
         role.replace('"', "\"\""),
         scram::verifier(password)
     );
-    let db = &ctx.target.backup.db;
-    let psql = exec_in_service(
-        &ctx.target,
-        db.service.as_deref().unwrap_or("postgres"),
-        &[
-            "psql".into(),
-            "-X".into(),
-            "-q".into(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-            "-U".into(),
-            db.user.clone().unwrap_or_else(|| "postgres".into()),
-            "-d".into(),
-            "postgres".into(),
-        ],
-    );
     format!(
         "printf '%s\\n' {} | {}",
         crate::remote::quote(&sql),
-        psql.render().replace("docker exec ", "docker exec -i ")
+        psql(ctx, "postgres", false).render()
     )
 }
 
 /// Over TCP inside the postgres service: the new password logs in, the old one is refused.
 /// The conninfo (with the password) goes to psql on stdin, as a `\connect` line.
 async fn check_passwords(ctx: &Ctx, role: &str, new: &str, old: &str) -> Result<(), Error> {
-    let t = &ctx.target;
     let remote = ctx.remote().await?;
-    let stack = Stack::load(remote, t).await?;
-    let db = &t.backup.db;
-    let service = db.service.clone().unwrap_or_else(|| "postgres".into());
-    let container = stack
-        .service(&service)
-        .find(|c| c.running())
-        .ok_or_else(|| Error::failed(format!("service {service} is not running")))?
-        .id
-        .clone();
-    let database = db.database.clone().unwrap_or_else(|| "postgres".into());
+    let database = ctx
+        .target
+        .backup
+        .db
+        .database
+        .clone()
+        .unwrap_or_else(|| "postgres".into());
     let login = |password: &str| {
         let conninfo = format!(
             "host=127.0.0.1 user={} dbname={} password={}",
@@ -229,23 +231,7 @@ async fn check_passwords(ctx: &Ctx, role: &str, new: &str, old: &str) -> Result<
             conninfo.replace('\\', "\\\\").replace('\'', "\\'")
         )
     };
-    let psql = RemoteCommand::new([
-        "docker",
-        "exec",
-        "-i",
-        container.as_str(),
-        "psql",
-        "-X",
-        "-q",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        db.user.as_deref().unwrap_or("postgres"),
-        "-d",
-        database.as_str(),
-    ])
-    .read_only();
+    let psql = psql(ctx, &database, true).read_only();
     let works =
         |out: &crate::remote::Captured| out.status == 0 && out.stdout_text().contains("logged-in");
     let with_new = remote

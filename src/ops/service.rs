@@ -12,7 +12,7 @@ use super::Envelope;
 use crate::compose::{validate_service_name, Stack};
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
-use crate::lock::HostLock;
+use crate::lock;
 use crate::remote::{Remote, RemoteCommand};
 
 /// A compose verb that changes the stack.
@@ -60,7 +60,10 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
         Verb::Up(s) => vec![compose.up(s, false, false)],
         // Never `down -v`: the volumes hold the database and the object store.
         Verb::Down => vec![compose.down()],
-        Verb::Rebuild => vec![compose.down(), compose.up(&[], false, true)],
+        Verb::Rebuild => vec![
+            compose.down(),
+            compose.up(&[], false, true).timeout(t.timeouts.build()),
+        ],
     };
     let what = match verb.services() {
         [] => format!("{} on {}", verb.name(), ctx.target_label()),
@@ -68,22 +71,21 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
     };
     if ctx.dry_run {
         for c in &commands {
-            ctx.out.status(format!(
-                "dry run: would run on {}: {}",
-                remote.host(),
-                c.render()
-            ));
+            ctx.would_run(remote.host(), c);
         }
         return Ok(Exit::Ok);
     }
     if matches!(verb, Verb::Down | Verb::Rebuild) {
         ctx.confirm(&format!("{} (every service stops; volumes are kept)", what))?;
     }
-    let lock = HostLock::acquire(remote, &t.state_dir, verb.name()).await?;
     ctx.out.status(what.clone());
-    let result = run_all(ctx, remote, &commands).await;
-    let _ = lock.release(remote).await;
-    result?;
+    lock::hold(
+        remote,
+        &t.state_dir,
+        verb.name(),
+        run_all(ctx, remote, &commands),
+    )
+    .await?;
     let after = Stack::load(remote, t).await?;
     let states: Vec<ServiceState> = after
         .services()
@@ -118,20 +120,26 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Runs each command in turn, its output streamed to stderr (compose reports progress there).
+/// Runs each command in turn, compose's progress streamed to stderr as it comes (a rebuild
+/// takes minutes); with `-q`, only a failure's output is shown.
 async fn run_all(ctx: &Ctx, remote: &Remote, commands: &[RemoteCommand]) -> Result<(), Error> {
     for cmd in commands {
-        let out = remote.run(cmd).await?;
-        if ctx.out.verbose > 0 {
-            eprint!("{}", out.stderr_text());
-        }
-        if out.status != 0 {
+        let (status, said) = if ctx.out.quiet {
+            let out = remote.run(cmd).await?;
+            (out.status, out.stderr_text())
+        } else {
+            let timeout = Some(remote.timeout_of(cmd));
+            let status = remote
+                .stream(cmd, &mut tokio::io::stderr(), timeout)
+                .await?;
+            (status, "see above".to_string())
+        };
+        if status != 0 {
             return Err(Error::failed(format!(
-                "`{}` exited {} on {}: {}",
+                "`{}` exited {status} on {}: {}",
                 cmd.label(),
-                out.status,
                 remote.host(),
-                out.stderr_text().trim()
+                said.trim()
             ))
             .with_help("ctops status shows what runs now; ctops logs SERVICE shows why"));
         }
@@ -156,11 +164,7 @@ pub async fn exec(ctx: &Ctx, service: &str, argv: &[String]) -> Result<Exit> {
         cmd = cmd.stop_on_disconnect();
     }
     if ctx.dry_run {
-        ctx.out.status(format!(
-            "dry run: would run on {}: {}",
-            remote.host(),
-            cmd.render()
-        ));
+        ctx.would_run(remote.host(), &cmd);
         return Ok(Exit::Ok);
     }
     let status = remote.pipe_through(&cmd, with_stdin).await?;
@@ -289,21 +293,14 @@ pub async fn prune(ctx: &Ctx) -> Result<Exit> {
     let cmd = RemoteCommand::sh(PRUNE, [t.state_dir.clone(), project, keep.to_string()])
         .timeout(std::time::Duration::from_secs(1800));
     if ctx.dry_run {
-        ctx.out.status(format!(
-            "dry run: would run on {}: {}",
-            remote.host(),
-            cmd.render()
-        ));
+        ctx.would_run(remote.host(), &cmd);
         return Ok(Exit::Ok);
     }
     ctx.confirm(&format!(
         "remove unused Docker images, stopped containers, networks and build cache on {} (keeping the images of the last {keep} releases and all volumes)",
         ctx.target_label()
     ))?;
-    let lock = HostLock::acquire(remote, &t.state_dir, "prune").await?;
-    let out = remote.run(&cmd).await;
-    let _ = lock.release(remote).await;
-    let out = out?;
+    let out = lock::hold(remote, &t.state_dir, "prune", remote.run(&cmd)).await?;
     if out.status != 0 {
         return Err(Error::failed(format!(
             "prune failed on {}: {}",

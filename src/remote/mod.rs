@@ -186,16 +186,59 @@ impl Remote {
     where
         W: AsyncWrite + Unpin,
     {
+        self.stream_with(cmd, sink, timeout, false).await
+    }
+
+    /// Runs a command with stdout and stderr passed through, and this process's stdin too
+    /// when `with_stdin` (then the command must not be wrapped by the watcher, which reads
+    /// stdin to notice a disconnect). Returns the remote exit status.
+    pub async fn pipe_through(&self, cmd: &RemoteCommand, with_stdin: bool) -> Result<i32, Error> {
+        self.stream_with(cmd, &mut tokio::io::stdout(), None, with_stdin)
+            .await
+    }
+
+    async fn stream_with<W>(
+        &self,
+        cmd: &RemoteCommand,
+        sink: &mut W,
+        timeout: Option<Duration>,
+        with_stdin: bool,
+    ) -> Result<i32, Error>
+    where
+        W: AsyncWrite + Unpin,
+    {
         let _channel = self.channel().await;
         let work = async {
             let mut child = self.spawn(cmd, true).await?;
-            // Held open so the host-side watcher sees EOF only when we go away.
-            let _stdin = child.stdin().take();
+            let stdin = child.stdin().take();
+            // Not forwarded, stdin is held open until the end, so the host-side watcher sees
+            // EOF only when we go away.
+            let (_held, forwarded) = if with_stdin {
+                (None, stdin)
+            } else {
+                (stdin, None)
+            };
             let stdout = child.stdout().take().expect("piped");
             let stderr = child.stderr().take().expect("piped");
-            let copy_out = copy_flushing(stdout, sink);
-            let copy_err = copy_flushing(stderr, tokio::io::stderr());
-            let (ro, re) = tokio::join!(copy_out, copy_err);
+            let feed = async move {
+                if let Some(mut pipe) = forwarded {
+                    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut pipe).await;
+                    let _ = pipe.shutdown().await;
+                    drop(pipe); // the remote command's EOF
+                }
+                std::future::pending::<()>().await
+            };
+            let outputs = async {
+                tokio::join!(
+                    copy_flushing(stdout, sink),
+                    copy_flushing(stderr, tokio::io::stderr())
+                )
+            };
+            // The command's end decides, not stdin's (a terminal may never end).
+            let (ro, re) = tokio::select! {
+                done = outputs => done,
+                _ = feed => unreachable!("feeding stdin never ends on its own"),
+            };
             // A closed local stdout (`| head`) is not a remote failure: hand it up as is.
             ro.map_err(|e| {
                 Error::failed(format!("writing the output of `{}`", cmd.label())).with_source(e)
@@ -210,46 +253,6 @@ impl Remote {
                 .unwrap_or_else(|_| Err(self.timed_out(cmd, limit))),
             None => work.await,
         }
-    }
-
-    /// Runs a command with stdout and stderr passed through, and this process's stdin too
-    /// when `with_stdin` (then the command must not be wrapped by the watcher, which reads
-    /// stdin to notice a disconnect). Returns the remote exit status.
-    pub async fn pipe_through(&self, cmd: &RemoteCommand, with_stdin: bool) -> Result<i32, Error> {
-        let _channel = self.channel().await;
-        let mut child = self.spawn(cmd, true).await?;
-        let stdin = child.stdin().take();
-        let stdout = child.stdout().take().expect("piped");
-        let stderr = child.stderr().take().expect("piped");
-        let feed = async move {
-            match stdin {
-                Some(mut pipe) if with_stdin => {
-                    let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut pipe).await;
-                    let _ = pipe.shutdown().await;
-                    drop(pipe); // the remote command's EOF
-                    std::future::pending::<()>().await
-                }
-                // Held open: the watcher sees EOF only when we go away.
-                _ => std::future::pending::<()>().await,
-            }
-        };
-        let outputs = async {
-            tokio::join!(
-                copy_flushing(stdout, tokio::io::stdout()),
-                copy_flushing(stderr, tokio::io::stderr())
-            )
-        };
-        // The command's end decides, not stdin's (a terminal may never end).
-        let (ro, re) = tokio::select! {
-            done = outputs => done,
-            _ = feed => unreachable!("feeding stdin never ends on its own"),
-        };
-        ro.map_err(|e| {
-            Error::failed(format!("writing the output of `{}`", cmd.label())).with_source(e)
-        })?;
-        re.map_err(|e| self.io_error(cmd, e))?;
-        let status = child.wait().await.map_err(|e| self.lost(cmd, e))?;
-        Ok(status.code().unwrap_or(255))
     }
 
     /// One of the [`MAX_CHANNELS`] channels, counted as remote time while held.
@@ -343,7 +346,8 @@ impl Remote {
         }
     }
 
-    fn timeout_of(&self, cmd: &RemoteCommand) -> Duration {
+    /// The command's own timeout, else the target's `timeouts.command`.
+    pub fn timeout_of(&self, cmd: &RemoteCommand) -> Duration {
         cmd.timeout.unwrap_or(self.default_timeout)
     }
 
