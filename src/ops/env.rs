@@ -499,9 +499,7 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
             change: &change.what,
             recreated: change.services.clone(),
             steps,
-            error: message
-                .as_ref()
-                .map(|m| serde_json::json!({"kind": exit.kind(), "message": m})),
+            error: super::error_object(exit, message.as_ref()),
             state: (exit != Exit::Ok).then(|| outcome.clone()),
         })?;
     }

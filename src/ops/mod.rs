@@ -41,3 +41,11 @@ impl<'a> Envelope<'a> {
         }
     }
 }
+
+/// The `error` object of a document whose operation did not succeed (`None` when it did).
+pub fn error_object(
+    exit: crate::error::Exit,
+    message: Option<&String>,
+) -> Option<serde_json::Value> {
+    message.map(|m| serde_json::json!({"kind": exit.kind(), "message": m}))
+}

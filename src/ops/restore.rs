@@ -356,9 +356,7 @@ async fn plan_and_run(
             backup: manifest.clone(),
             safety_copy: (exit == Exit::Ok).then(|| safety.clone()),
             steps,
-            error: message
-                .as_ref()
-                .map(|m| serde_json::json!({"kind": exit.kind(), "message": m})),
+            error: super::error_object(exit, message.as_ref()),
             state: (exit != Exit::Ok).then(|| outcome.clone()),
         })?;
     }

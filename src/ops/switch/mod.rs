@@ -295,9 +295,7 @@ fn report(ctx: &Ctx, probe: &Probe, kind: Kind, op_id: &str, followed: Followed)
         to: probe.target.clone(),
         rolled_back: outcome == "rolled-back",
         steps,
-        error: message
-            .as_ref()
-            .map(|m| serde_json::json!({"kind": exit.kind(), "message": m})),
+        error: crate::ops::error_object(exit, message.as_ref()),
         state: (!ok).then(|| outcome.clone()),
     };
     if ctx.out.json {
