@@ -87,6 +87,9 @@ pub enum Command {
     /// Runbook 8.2: the SSH keys that may log in to the host
     #[command(subcommand)]
     Access(AccessCommand),
+    /// Runbook 8.3: system packages (apt) and the stack's images, health-gated
+    #[command(subcommand)]
+    Update(UpdateCommand),
     /// Runbook 9.2: compose restart (keeps each container's configuration; .env changes need `env set`)
     Restart { services: Vec<String> },
     /// Appendix A: compose up -d
@@ -228,6 +231,14 @@ pub struct RotateArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// apt-get update and a non-interactive upgrade (asks first; says when a reboot is needed)
+    System,
+    /// Pull the services' images, rebuild the built ones on fresh bases, recreate, health gate
+    Images,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum IncidentCommand {
     /// Logs, state, stats, disk, memory, OOM kills, releases and the audit log, secrets masked
     Snapshot {
@@ -354,6 +365,8 @@ impl Command {
             Command::Exec { .. } => "exec",
             Command::Disk => "disk",
             Command::Prune => "prune",
+            Command::Update(UpdateCommand::System) => "update system",
+            Command::Update(UpdateCommand::Images) => "update images",
             Command::Incident(IncidentCommand::Snapshot { .. }) => "incident snapshot",
             Command::Preflight(_) => "preflight",
             Command::Backup(BackupCommand::Db { .. }) => "backup db",
@@ -394,6 +407,7 @@ impl Command {
                 | Command::Down
                 | Command::Rebuild
                 | Command::Prune
+                | Command::Update(_)
                 | Command::Access(AccessCommand::Add { .. } | AccessCommand::Remove { .. })
                 | Command::Env(
                     EnvCommand::Set { .. } | EnvCommand::Unset { .. } | EnvCommand::Edit { .. }

@@ -74,6 +74,11 @@ impl Compose {
         self.command(with(["build"], services)).stop_on_disconnect()
     }
 
+    /// `build --pull`: the built services on the newest of their base images.
+    pub fn build_pulling(&self) -> RemoteCommand {
+        self.command(["build", "--pull"]).stop_on_disconnect()
+    }
+
     pub fn up(&self, services: &[String], no_deps: bool, build: bool) -> RemoteCommand {
         let mut args = vec!["up", "-d"];
         if no_deps {

@@ -165,6 +165,21 @@ impl Deploy {
     }
 }
 
+/// `[update]`: how `update system` runs apt.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    /// An apt configuration file on the host read after the system's (`apt-get -c FILE`),
+    /// for instance to upgrade from a chosen set of sources only.
+    pub apt_config: Option<String>,
+}
+
+impl Update {
+    fn overlay(&mut self, over: &Update) {
+        overlay!(self, over; apt_config);
+    }
+}
+
 /// One health check beside `health_url`: a command in a service, or an HTTP URL that ctops
 /// fetches through the SSH connection.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -274,6 +289,8 @@ struct RawTarget {
     #[serde(default)]
     deploy: Deploy,
     #[serde(default)]
+    update: Update,
+    #[serde(default)]
     checks: BTreeMap<String, Check>,
     #[serde(default)]
     backup: Backup,
@@ -291,6 +308,8 @@ struct RawConfig {
     timeouts: Timeouts,
     #[serde(default)]
     deploy: Deploy,
+    #[serde(default)]
+    update: Update,
     #[serde(default)]
     checks: BTreeMap<String, Check>,
     #[serde(default)]
@@ -321,6 +340,7 @@ pub struct Target {
     pub state_dir: String,
     pub timeouts: Timeouts,
     pub deploy: Deploy,
+    pub update: Update,
     pub checks: BTreeMap<String, Check>,
     pub backup: Backup,
     pub secrets: BTreeMap<String, Secret>,
@@ -446,6 +466,8 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
     timeouts.overlay(&t.timeouts);
     let mut deploy = raw.deploy.clone();
     deploy.overlay(&t.deploy);
+    let mut update = raw.update.clone();
+    update.overlay(&t.update);
     let mut backup = raw.backup.clone();
     backup.overlay(&t.backup);
     let mut checks = raw.checks.clone();
@@ -492,6 +514,7 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
         state_dir: or(&t.state_dir, "/var/lib/ctops"),
         timeouts: timeouts.with_defaults(),
         deploy: deploy.with_defaults(),
+        update,
         checks,
         backup: backup.with_defaults(),
         secrets,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use ctops::cli::{Cli, Command, ConfigCommand, IncidentCommand, LockCommand};
+use ctops::cli::{Cli, Command, ConfigCommand, IncidentCommand, LockCommand, UpdateCommand};
 use ctops::context::Ctx;
 use ctops::error::{self, Exit};
 use ctops::ops::service::Verb;
@@ -97,6 +97,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Exec { service, command } => ops::service::exec(ctx, &service, &command).await,
         Command::Disk => ops::service::disk(ctx).await,
         Command::Prune => ops::service::prune(ctx).await,
+        Command::Update(UpdateCommand::System) => ops::update::system(ctx).await,
+        Command::Update(UpdateCommand::Images) => ops::update::images(ctx).await,
         Command::Incident(IncidentCommand::Snapshot { out }) => {
             ops::incident::snapshot(ctx, out.as_deref()).await
         }

@@ -17,3 +17,4 @@ mod quoting;
 mod rotate;
 mod service;
 mod status;
+mod update;

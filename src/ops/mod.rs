@@ -19,6 +19,7 @@ pub mod service;
 pub mod stats;
 pub mod status;
 pub mod switch;
+pub mod update;
 
 use serde::Serialize;
 

@@ -35,6 +35,14 @@ S3_ANON_STATUS=403                  # what s3s-fs answers to an anonymous GET /
 PAGING_S3_PORT=19001
 PAGING_S3_ENDPOINT=http://127.0.0.1:$PAGING_S3_PORT
 MOTO_VENV=/var/tmp/ctops-sandbox-moto     # outside the state: survives a recreate
+# A Docker registry (Debian's docker-registry, a host process) holding the images the stack
+# pulls, so `compose pull` and `compose build --pull` (ctops update images) are real.
+REGISTRY=127.0.0.1:15000
+REGISTRY_REFS=(sandbox-base:latest calmtrader/postgres:15 calmtrader/redis:7 calmtrader/minio:latest)
+# A local apt repository (file:) with a dummy package in a newer version than the installed
+# one (ctops update system); apt.conf points apt at it alone, so nothing else is fetched.
+APT_DIR=$STATE/apt
+DUMMY_PKG=ctops-sandbox-dummy
 PG_PORT=15432
 REDIS_PORT=16379
 WAIT_SECONDS=${SANDBOX_WAIT_SECONDS:-120}
@@ -42,7 +50,8 @@ PY=/usr/bin/python3
 PSQL=/usr/lib/postgresql/15/bin/psql
 LOCK=/var/lock/ctops-sandbox.lock
 APT_PACKAGES=(docker.io openssh-server postgresql redis-server alembic python3-alembic
-    python3-psycopg2 python3-boto3 python3-venv sudo git curl ca-certificates)
+    python3-psycopg2 python3-boto3 python3-venv sudo git curl ca-certificates docker-registry
+    dpkg-dev)
 
 log() { printf 'sandbox: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -162,6 +171,15 @@ ensure_user() {
         visudo -cqf /etc/sudoers.d/ctops-sandbox.tmp || die "invalid sudoers rule"
         mv -f /etc/sudoers.d/ctops-sandbox.tmp /etc/sudoers.d/ctops-sandbox
     fi
+    # ... and apt-get as root (ctops update system), in a file of its own so a test can take
+    # it away to see ctops refuse cleanly.
+    rule="$DEPLOY ALL=(root) NOPASSWD: /usr/bin/apt-get"
+    if [ "$(cat /etc/sudoers.d/ctops-sandbox-apt 2>/dev/null)" != "$rule" ]; then
+        printf '%s\n' "$rule" >/etc/sudoers.d/ctops-sandbox-apt.tmp
+        chmod 0440 /etc/sudoers.d/ctops-sandbox-apt.tmp
+        visudo -cqf /etc/sudoers.d/ctops-sandbox-apt.tmp || die "invalid sudoers rule"
+        mv -f /etc/sudoers.d/ctops-sandbox-apt.tmp /etc/sudoers.d/ctops-sandbox-apt
+    fi
 }
 
 # A base image of nothing but symlinks: containers run the host's programs from /usr.
@@ -174,6 +192,98 @@ ensure_base_image() {
     ln -s usr/bin "$tmp/bin"; ln -s usr/lib "$tmp/lib"; ln -s usr/lib64 "$tmp/lib64"; ln -s usr/sbin "$tmp/sbin"
     tar -C "$tmp" -c . | docker import --change 'LABEL ctops.sandbox=1' - sandbox-base >/dev/null
     rm -rf "$tmp"
+}
+
+# ---------------------------------------------------------------- registry and apt repository
+
+registry_running() {
+    local pid
+    pid=$(cat "$STATE/registry.pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && grep -qF docker-registry "/proc/$pid/cmdline" 2>/dev/null
+}
+
+ensure_registry() {
+    registry_running && return
+    log "starting docker-registry on $REGISTRY"
+    mkdir -p "$STATE/registry"
+    cat >"$STATE/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $STATE/registry}, delete: {enabled: true}}
+http: {addr: $REGISTRY}
+EOF
+    setsid /usr/bin/docker-registry serve "$STATE/registry.yml" >>"$STATE/registry.log" 2>&1 </dev/null 9>&- &
+    echo $! >"$STATE/registry.pid"
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null -m 1 "http://$REGISTRY/v2/" && return
+        sleep 0.1
+    done
+    tail -n 20 "$STATE/registry.log" >&2 || true
+    die "docker-registry is not listening on $REGISTRY"
+}
+
+stop_registry() {
+    registry_running || return 0
+    kill "$(cat "$STATE/registry.pid")" 2>/dev/null || true
+}
+
+# Every image the stack pulls, in the registry and locally, as the base image: what a test
+# pushed since is replaced (a push of unchanged layers only writes the tags).
+publish_base_images() {
+    local ref
+    for ref in "${REGISTRY_REFS[@]}"; do
+        docker tag sandbox-base "$REGISTRY/$ref"
+        docker push -q "$REGISTRY/$ref" >/dev/null || die "docker push $REGISTRY/$ref failed"
+    done
+}
+
+build_dummy_package() {   # version [postinst]
+    local dir=$APT_DIR/build/$1
+    rm -rf "$dir" && mkdir -p "$dir/DEBIAN" "$dir/usr/share/$DUMMY_PKG"
+    echo "$1" >"$dir/usr/share/$DUMMY_PKG/version"
+    cat >"$dir/DEBIAN/control" <<EOF
+Package: $DUMMY_PKG
+Version: $1
+Architecture: all
+Maintainer: ctops sandbox <root@localhost>
+Description: dummy package for the tests of ctops update system
+EOF
+    if [ -n "${2:-}" ]; then
+        printf '#!/bin/sh\nset -e\n%s\n' "$2" >"$dir/DEBIAN/postinst"
+        chmod 0755 "$dir/DEBIAN/postinst"
+    fi
+    dpkg-deb -Zgzip --root-owner-group -b "$dir" "$APT_DIR/$DUMMY_PKG-$1.deb" >/dev/null
+}
+
+# Version 1.0 to install, and a repository offering 2.0, which asks for a reboot as a kernel
+# or libc upgrade does.
+create_apt_repo() {
+    rm -rf "$APT_DIR" && mkdir -p "$APT_DIR/repo" "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
+    build_dummy_package 1.0
+    build_dummy_package 2.0 'if [ "$1" = configure ]; then touch /var/run/reboot-required; echo '"$DUMMY_PKG"' >>/var/run/reboot-required.pkgs; fi'
+    mv "$APT_DIR/$DUMMY_PKG-2.0.deb" "$APT_DIR/repo/"
+    # (compressed copies too: apt's file method reports an error for each one missing)
+    (cd "$APT_DIR/repo" && dpkg-scanpackages . /dev/null >Packages 2>/dev/null &&
+        gzip -k Packages && xz -k Packages)
+    echo "deb [trusted=yes] file:$APT_DIR/repo ./" >"$APT_DIR/sources.list"
+    cat >"$APT_DIR/apt.conf" <<EOF
+// The sandbox's apt: the local repository only, with lists and caches of its own.
+Dir::Etc::SourceList "$APT_DIR/sources.list";
+Dir::Etc::SourceParts "$APT_DIR/sources.list.d";
+Dir::State::Lists "$APT_DIR/lists";
+Dir::Cache "$APT_DIR/cache";
+EOF
+    chmod -R a+rX "$APT_DIR"
+}
+
+# The dummy package at 1.0 and no reboot flag of ours.
+reset_apt() {
+    if [ "$(dpkg-query -W -f='${Version}' "$DUMMY_PKG" 2>/dev/null)" != 1.0 ]; then
+        dpkg -i "$APT_DIR/$DUMMY_PKG-1.0.deb" >/dev/null || die "dpkg -i $DUMMY_PKG 1.0 failed"
+    fi
+    if [ "$(sort -u /var/run/reboot-required.pkgs 2>/dev/null)" = "$DUMMY_PKG" ]; then
+        rm -f /var/run/reboot-required /var/run/reboot-required.pkgs
+    fi
 }
 
 # ---------------------------------------------------------------- ssh
@@ -342,12 +452,16 @@ env_file = "infrastructure/.env"
 backup_dir = "$BACKUPS"
 state_dir = "$HOSTSTATE"
 local_dir = "local-backups"
+sudo = ["sudo", "-n"]
 
 [timeouts]
 connect = "5s"
 command = "60s"
 build = "5m"
 migrate = "2m"
+
+[update]
+apt_config = "$APT_DIR/apt.conf"
 
 [deploy]
 health_timeout = "30s"
@@ -622,6 +736,10 @@ teardown() {
     fi
     stop_sshd
     stop_moto
+    stop_registry
+    if dpkg-query -W "$DUMMY_PKG" >/dev/null 2>&1; then
+        dpkg --purge "$DUMMY_PKG" >/dev/null 2>&1 || true
+    fi
     rm -rf "$BASE"
     if [ -d "$STATE" ]; then
         find "$STATE" -mindepth 1 -maxdepth 1 ! -name dockerd.log -exec rm -rf {} +
@@ -649,9 +767,13 @@ create() {
     ensure_sshd
     ensure_moto
 
+    create_apt_repo
+    reset_apt
+    ensure_registry
     write_env_file
     create_host_dirs
     ensure_base_image
+    publish_base_images
 
     log "building the images of $INITIAL_REF"
     logged compose build
@@ -670,7 +792,7 @@ create() {
 intact() {
     [ -f "$STATE/initialized" ] && [ "$(cat "$STATE/hash" 2>/dev/null)" = "$(sandbox_hash)" ] &&
         [ -f "$CHECKOUT/infrastructure/.env" ] && [ -d "$ORIGIN" ] && [ -d "$STATE/s3-seed" ] &&
-        [ -s "$STATE/pg_verifier" ] && id "$DEPLOY" >/dev/null 2>&1
+        [ -s "$STATE/pg_verifier" ] && [ -f "$APT_DIR/apt.conf" ] && id "$DEPLOY" >/dev/null 2>&1
 }
 
 # Everything `up` and `reset-host` need before they look at the stack.
@@ -696,6 +818,7 @@ prepare() {
         ensure_authorized_keys
         ensure_sshd
         ensure_moto
+        ensure_registry
     fi
 }
 
@@ -720,7 +843,9 @@ cmd_reset_host() {
         remove_stray_containers
         reset_git
         restore_env_file
+        publish_base_images
         reset_images
+        reset_apt
         logged compose up -d --remove-orphans
         recreate_restarted
         wait_pg_socket
@@ -778,6 +903,8 @@ SANDBOX_HEALTH_URL $HEALTH_URL
 SANDBOX_S3_ENDPOINT $S3_ENDPOINT
 SANDBOX_PAGING_S3_ENDPOINT $PAGING_S3_ENDPOINT
 SANDBOX_PAGING_S3_LOG $STATE/moto.log
+SANDBOX_REGISTRY $REGISTRY
+SANDBOX_DUMMY_PACKAGE $DUMMY_PKG
 SANDBOX_INITIAL_REF $INITIAL_REF
 SANDBOX_INITIAL_REVISION $INITIAL_REVISION
 EOF
