@@ -39,6 +39,104 @@ fn tcp_login(password: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Witnesses on the host for one rotation: PATH shims for `docker`, `psql` and `sh` in the
+/// deploy account's sessions that log each call's argv and environment, the PostgreSQL
+/// server logging every statement, and a sampler of every process's argv on the machine.
+/// Dropping it takes the shims and the setting away, however the test ends.
+struct Witnesses {
+    dir: tempfile::TempDir,
+    since: String,
+    sampler: Option<std::thread::JoinHandle<String>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+const SHIMMED: [&str; 3] = ["docker", "psql", "sh"];
+const BASHRC: &str = "/home/deploy/.bashrc";
+const SHIM_LINE: &str = "export PATH=";
+
+impl Witnesses {
+    fn start() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("ctops-shims")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let log = dir.path().join("calls.log");
+        std::fs::write(&log, "").unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+        for name in SHIMMED {
+            let real = host(&format!("command -v {name}")).trim().to_string();
+            let shim = dir.path().join(name);
+            std::fs::write(
+                &shim,
+                format!(
+                    "#!/bin/sh\n{{ printf 'argv: {name}'; for a in \"$@\"; do printf ' [%s]' \"$a\"; done; echo; env | sed 's/^/env: /'; }} >>{log} 2>/dev/null\nexec {real} \"$@\"\n",
+                    log = log.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // bash reads ~/.bashrc for commands that sshd runs: the shims come first on PATH there.
+        let bashrc = std::fs::read_to_string(BASHRC).unwrap();
+        std::fs::write(
+            BASHRC,
+            format!("{SHIM_LINE}{}:$PATH\n{bashrc}", dir.path().display()),
+        )
+        .unwrap();
+        host("docker exec -i $(docker ps -q --filter label=com.docker.compose.service=postgres) psql -X -q -U trader -d postgres -c \"ALTER SYSTEM SET log_statement = 'all'\" -c 'SELECT pg_reload_conf()'");
+        let since = host("date -u +%Y-%m-%dT%H:%M:%S.%NZ").trim().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    if let Ok(argv) = std::fs::read(entry.path().join("cmdline")) {
+                        seen.insert(String::from_utf8_lossy(&argv).replace('\0', " "));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            seen.into_iter().collect::<Vec<_>>().join("\n")
+        });
+        Witnesses {
+            dir,
+            since,
+            sampler: Some(sampler),
+            stop,
+        }
+    }
+
+    /// (the shims' log, the server log since the start, every argv sampled)
+    fn collect(mut self) -> (String, String, String) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let argv = self.sampler.take().unwrap().join().unwrap();
+        let calls = std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap();
+        let server = host(&format!(
+            "docker logs --since {} $(docker ps -q --filter label=com.docker.compose.service=postgres) 2>&1",
+            self.since
+        ));
+        (calls, server, argv)
+    }
+}
+
+impl Drop for Witnesses {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(text) = std::fs::read_to_string(BASHRC) {
+            let kept: String = text
+                .lines()
+                .filter(|l| !(l.starts_with(SHIM_LINE) && l.contains("ctops-shims")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write(BASHRC, kept);
+        }
+        host_ok("docker exec -i $(docker ps -q --filter label=com.docker.compose.service=postgres) psql -X -q -U trader -d postgres -c 'ALTER SYSTEM RESET log_statement' -c 'SELECT pg_reload_conf()'");
+    }
+}
+
 fn api_database_ok() -> bool {
     host_ok("curl -sf -m 4 http://127.0.0.1:18000/health | grep -q '\"database\": true'")
 }
@@ -58,10 +156,24 @@ fn rotate_postgres_password_changes_the_role_env_and_services_and_shows_nothing(
     assert_eq!(env_text(), before);
     assert!(tcp_login(&old));
 
+    let witnesses = Witnesses::start();
     let run = sandbox_ctops(["rotate", "POSTGRES_PASSWORD", "--generate", "--yes", "-vv"])
         .env("CTOPS_LOG", "ctops=trace")
         .run();
+    let (calls, server_log, argv) = witnesses.collect();
     assert_eq!(run.code(), 0, "{}", run.describe());
+    // The witnesses saw the rotation: the shims ran (compose recreated the services), the
+    // server logged the ALTER ROLE (with a verifier), the sampler saw the compose calls.
+    assert!(
+        calls.contains("argv: docker [compose]") && calls.contains("[up]"),
+        "{calls}"
+    );
+    assert!(calls.contains("argv: sh [-c]"), "{calls}");
+    assert!(
+        server_log.contains("statement: ALTER ROLE") && server_log.contains("SCRAM-SHA-256$"),
+        "{server_log}"
+    );
+    assert!(argv.contains("compose"), "{argv}");
     let new = env_value("POSTGRES_PASSWORD");
     assert_ne!(new, old);
     assert!(new.len() >= 32 && new.chars().all(|c| c.is_ascii_alphanumeric()));
@@ -83,6 +195,15 @@ fn rotate_postgres_password_changes_the_role_env_and_services_and_shows_nothing(
         ("stderr (tracing at trace level)", run.stderr()),
         ("the audit log", audit.clone()),
         ("the journals and step logs", journals),
+        (
+            "the argv and environment of docker, psql and sh on the host",
+            calls,
+        ),
+        (
+            "the PostgreSQL server log with log_statement=all",
+            server_log,
+        ),
+        ("the argv of the processes on the host", argv),
     ] {
         assert!(!text.contains(&new), "the new value is in {place}");
         assert!(!text.contains(&old), "the old value is in {place}");

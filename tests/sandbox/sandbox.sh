@@ -577,6 +577,8 @@ SELECT format('DROP DATABASE %I WITH (FORCE)', datname) FROM pg_database
 CREATE DATABASE trader_psy TEMPLATE $SEED_DB OWNER trader;
 EOF
       printf "ALTER ROLE trader PASSWORD '%s';\n" "$(cat "$STATE/pg_verifier")"
+      # settings a test made with ALTER SYSTEM (log_statement = 'all')
+      printf 'ALTER SYSTEM RESET ALL;\nSELECT pg_reload_conf();\n'
     } | pg_exec -d postgres >/dev/null
 }
 
@@ -846,6 +848,9 @@ cmd_reset_host() {
         publish_base_images
         reset_images
         reset_apt
+        # deploy's shell startup as created (a test puts PATH shims in front)
+        cmp -s /etc/skel/.bashrc "$DEPLOY_HOME/.bashrc" ||
+            install -o "$DEPLOY" -g "$DEPLOY" -m 0644 /etc/skel/.bashrc "$DEPLOY_HOME/.bashrc"
         logged compose up -d --remove-orphans
         recreate_restarted
         wait_pg_socket
