@@ -71,18 +71,13 @@ fi
 ts=$(date -u +%Y%m%dT%H%M%SZ); created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 case $format in sql) ext=sql; opt=-Fp ;; *) ext=dump; opt=-Fc ;; esac
 name="db-$ts${label:+-$label}.$ext"; tmp="$dir/.tmp-$$-$name"
-# One pass over the data: the dump goes to its file and through a FIFO to sha256sum. The row
-# counts come from the database itself, inside the snapshot the dump reads (exported by a
-# REPEATABLE READ transaction that stays open until the dump is done), counted while the
-# dump runs: the manifest costs no extra pass over the archive.
+# The dump goes straight to its file; its checksum is read back afterwards, from the page
+# cache, while the file is flushed: at 1 GiB on two cores that costs about half of what a tee
+# stage in the pipe does (every stage copies every byte). The row counts come from the
+# database itself, inside the snapshot the dump reads (exported by a REPEATABLE READ
+# transaction that stays open until the dump is done), counted while the dump runs.
 work="$dir/.tmp-$$-work"; mkdir "$work" || exit 1
-mkfifo "$work/sha" "$work/sql" || exit 1
-# openssl uses the CPU's SHA instructions (about 3x sha256sum's speed here).
-if command -v openssl >/dev/null 2>&1; then
-    openssl dgst -sha256 -r < "$work/sha" > "$work/sha.out" &
-else
-    sha256sum < "$work/sha" > "$work/sha.out" &
-fi
+mkfifo "$work/sql" || exit 1
 { docker exec -i "$cid" psql -X -q -At -F '	' -v ON_ERROR_STOP=1 -U "$user" -d "$db" < "$work/sql" > "$work/counts" 2> "$work/counts.err"; echo $? > "$work/counts.rc"; } &
 exec 7> "$work/sql"
 printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&7
@@ -93,23 +88,30 @@ until [ -n "$snapshot" ]; do
     tries=$((tries + 1)); [ $tries -le 600 ] || { echo "no snapshot of $db after 30 s" >&2; rm -rf "$work"; exit 1; }
     [ -n "$snapshot" ] || sleep 0.05
 done
-printf '%s\n' "$count_sql" >&7
 fault before-first-byte
-{ docker exec "$cid" pg_dump -U "$user" --snapshot="$snapshot" $opt "$db"; echo $? > "$work/dump.rc"; } |
-    if [ "$fault" = mid-stream ]; then { head -c 2048; fault mid-stream; cat; }; else cat; fi |
-    tee "$work/sha" > "$tmp"
-teed=$?
-printf 'COMMIT;\n' >&7; exec 7>&-
-wait
-if [ "$teed" != 0 ] || [ "$(cat "$work/dump.rc" 2>/dev/null)" != 0 ]; then
+dump() { docker exec "$cid" pg_dump -U "$user" --snapshot="$snapshot" $opt "$db"; echo $? > "$work/dump.rc"; }
+# No stage in the pipe but tee: each one more costs a copy of every byte (~10% at 1 GiB).
+if [ "$fault" = mid-stream ]; then
+    dump | { head -c 2048; fault mid-stream; cat; } > "$tmp"
+else
+    dump > "$tmp"
+fi
+written=$?
+if [ "$written" != 0 ] || [ "$(cat "$work/dump.rc" 2>/dev/null)" != 0 ]; then
+    exec 7>&-; wait
     rm -rf "$tmp" "$work"; echo "pg_dump failed (is $dir full? df -h $dir)" >&2; exit 1
 fi
+# Three things at once, on what is written: the rows counted in the dump's snapshot (its
+# transaction is still open), the file flushed, and its checksum read back.
+printf '%s\n' "$count_sql" 'COMMIT;' >&7; exec 7>&-
+fault before-flush
+{ sync "$tmp" 2>/dev/null || sync; } &
+# openssl uses the CPU's SHA instructions (about 3x sha256sum's speed here).
+if command -v openssl >/dev/null 2>&1; then sha=$(openssl dgst -sha256 -r < "$tmp"); else sha=$(sha256sum < "$tmp"); fi
+wait; sha=${sha%% *}; bytes=$(stat -c %s "$tmp")
 if [ "$(cat "$work/counts.rc" 2>/dev/null)" != 0 ] || [ "$(tail -n 1 "$work/counts")" != end ]; then
     cat "$work/counts.err" >&2; rm -rf "$tmp" "$work"; echo "counting the rows of $db failed" >&2; exit 1
 fi
-fault before-flush
-sync "$tmp" 2>/dev/null || sync
-sha=$(cut -d' ' -f1 "$work/sha.out"); bytes=$(stat -c %s "$tmp")
 counts=$(tail -n +2 "$work/counts"); rm -rf "$work"
 tables=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "table" { gsub(/"/, "\\\"", $2); printf "%s\"%s\":%s", sep, $2, $3; sep = "," }')
 rev=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "revision" { print $2 }')
