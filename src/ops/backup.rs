@@ -61,13 +61,6 @@ find "$dir" -maxdepth 1 -name 'db-*' ! -name '*.manifest.json' ! -name '*.verifi
     for t in "$dir"/.tmp-*; do [ "$t" -ef "$f" ] && live=1; done
     [ -n "$live" ] || rm -f "$f"
 done
-size=$(docker exec "$cid" psql -U "$user" -d "$db" -tAc 'SELECT pg_database_size(current_database())') || exit 1
-avail=$(df -PB1 "$dir" | awk 'NR == 2 {print $4}')
-need=$(( size + size / 5 + 16777216 ))
-if [ "$avail" -lt "$need" ]; then
-    echo "not enough space in $dir: $avail bytes free, $need needed (database $size bytes, 20% and 16 MiB margin)" >&2
-    exit 75
-fi
 ts=$(date -u +%Y%m%dT%H%M%SZ); created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 case $format in sql) ext=sql; opt=-Fp ;; *) ext=dump; opt=-Fc ;; esac
 name="db-$ts${label:+-$label}.$ext"; tmp="$dir/.tmp-$$-$name"
@@ -75,22 +68,30 @@ name="db-$ts${label:+-$label}.$ext"; tmp="$dir/.tmp-$$-$name"
 # cache, while the file is flushed: at 1 GiB on two cores that costs about half of what a tee
 # stage in the pipe does (every stage copies every byte). The row counts come from the
 # database itself, inside the snapshot the dump reads (exported by a REPEATABLE READ
-# transaction that stays open until the dump is done), counted while the dump runs.
+# transaction that stays open until the dump is done). The same session says how big the
+# database is, for the space check.
 work="$dir/.tmp-$$-work"; mkdir "$work" || exit 1
 mkfifo "$work/sql" || exit 1
 { docker exec -i "$cid" psql -X -q -At -F '	' -v ON_ERROR_STOP=1 -U "$user" -d "$db" < "$work/sql" > "$work/counts" 2> "$work/counts.err"; echo $? > "$work/counts.rc"; } &
 exec 7> "$work/sql"
-printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot();' >&7
-snapshot=; tries=0
-until [ -n "$snapshot" ]; do
-    snapshot=$(head -n 1 "$work/counts" 2>/dev/null)
+printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot(), pg_database_size(current_database());' >&7
+opened=; tries=0
+until [ -n "$opened" ]; do
+    opened=$(head -n 1 "$work/counts" 2>/dev/null)
     [ -s "$work/counts.rc" ] && { cat "$work/counts.err" >&2; echo "cannot open a snapshot of $db" >&2; rm -rf "$work"; exit 1; }
-    tries=$((tries + 1)); [ $tries -le 600 ] || { echo "no snapshot of $db after 30 s" >&2; rm -rf "$work"; exit 1; }
-    [ -n "$snapshot" ] || sleep 0.05
+    tries=$((tries + 1)); [ $tries -le 3000 ] || { echo "no snapshot of $db after 30 s" >&2; exec 7>&-; rm -rf "$work"; exit 1; }
+    [ -n "$opened" ] || sleep 0.01
 done
+snapshot=${opened%%	*}; size=${opened#*	}
+avail=$(df -PB1 "$dir" | awk 'NR == 2 {print $4}')
+need=$(( size + size / 5 + 16777216 ))
+if [ "$avail" -lt "$need" ]; then
+    exec 7>&-; wait; rm -rf "$work"
+    echo "not enough space in $dir: $avail bytes free, $need needed (database $size bytes, 20% and 16 MiB margin)" >&2
+    exit 75
+fi
 fault before-first-byte
 dump() { docker exec "$cid" pg_dump -U "$user" --snapshot="$snapshot" $opt "$db"; echo $? > "$work/dump.rc"; }
-# No stage in the pipe but tee: each one more costs a copy of every byte (~10% at 1 GiB).
 if [ "$fault" = mid-stream ]; then
     dump | { head -c 2048; fault mid-stream; cat; } > "$tmp"
 else
