@@ -110,8 +110,7 @@ async fn plan_and_run(
             .with_help("commit or discard them on the host (ctops never runs `git clean`, which would delete .env)")
             .into());
     }
-    let host_time = chrono_now(remote).await?;
-    let op_id = runner::op_id(host_time, kind.name());
+    let op_id = runner::op_id(probe.host_time, kind.name());
     if let Some(repo) = &request.preflight {
         ctx.out.status("preflight (runbook 2.3):");
         super::preflight::report(ctx, &super::preflight::run_checks(ctx, repo, &probe), false)?;

@@ -123,22 +123,26 @@ pub fn plan(
     let mut forward = Vec::new();
     let mut back = Vec::new();
     if converge {
-        forward.push(
-            Step::new(
-                "up",
-                "start what is stopped (same commit: no rebuild)",
-                std::slice::from_ref(&up),
-            )
-            .marks("STARTED"),
-        );
-        // Nothing was started: one health check suffices; the stability window is for
-        // services that (re)started, where a crash loop shows.
+        // Nothing stopped: nothing to start, one health check suffices (the stability
+        // window is for services that (re)started, where a crash loop shows). `--force`
+        // recreates everything.
         let (title, body) = if probe.stopped.is_empty() {
             (
                 "health check (nothing was stopped)".to_string(),
                 format!("STABLE_FOR=0; {}", gate(&probe.target.version)),
             )
         } else {
+            forward.push(
+                Step::new(
+                    "up",
+                    format!(
+                        "start what is stopped: {} (same commit: no rebuild)",
+                        probe.stopped.join(", ")
+                    ),
+                    std::slice::from_ref(&up),
+                )
+                .marks("STARTED"),
+            );
             (
                 format!(
                     "health gate for {} ({} started)",

@@ -38,6 +38,8 @@ pub struct Probe {
     /// A built service runs an image tagged for another commit, or is not running.
     pub needs_build: bool,
     pub stopped: Vec<String>,
+    /// The host's clock when the stack was read (UTC seconds).
+    pub host_time: i64,
 }
 
 const GIT_PROBE: &str = r#"cd "$1" || exit 1
@@ -177,7 +179,7 @@ impl Probe {
                     .with_help("merge the heads (alembic merge) before deploying")
             })
         };
-        let (compose_name, built) = parse_config(&config.stdout)?;
+        let (compose_name, built, services) = parse_config(&config.stdout)?;
         let project = stack.project.clone().unwrap_or(compose_name);
         let current_commit = one("current");
         let describe = |tag: String, commit: &str| {
@@ -224,11 +226,15 @@ impl Probe {
             // trusted, so that a deploy of the running commit only converges.
             needs_build |= used.is_none() || (kept.is_some() && kept != used);
         }
-        let stopped = stack
-            .services()
+        // What compose would start: every service of the project (a removed container
+        // counts too) that has no running container.
+        let mut stopped: Vec<String> = services
             .into_iter()
+            .chain(stack.services())
             .filter(|s| !stack.service(s).any(|c| c.running()))
             .collect();
+        stopped.sort();
+        stopped.dedup();
         Ok(Probe {
             project,
             current,
@@ -241,6 +247,7 @@ impl Probe {
             target_images_kept,
             needs_build,
             stopped,
+            host_time: stack.host_time,
         })
     }
 
@@ -262,15 +269,19 @@ impl Probe {
     }
 }
 
-/// Parses `compose config --format json`: the project name, and the services compose builds
-/// with the image names it gives them.
-fn parse_config(json: &[u8]) -> Result<(String, Vec<(String, String)>), Error> {
+/// What `compose config --format json` says: the project name, the services compose builds
+/// with the image names it gives them, and every service's name.
+type Config = (String, Vec<(String, String)>, Vec<String>);
+
+fn parse_config(json: &[u8]) -> Result<Config, Error> {
     let v: serde_json::Value = serde_json::from_slice(json)
         .map_err(|e| Error::failed(format!("cannot read `compose config` output: {e}")))?;
     let name = v["name"].as_str().unwrap_or_default().to_string();
     let mut built = Vec::new();
+    let mut all = Vec::new();
     if let Some(services) = v["services"].as_object() {
         for (service, def) in services {
+            all.push(service.clone());
             if def.get("build").is_some() {
                 let image = def["image"]
                     .as_str()
@@ -280,7 +291,7 @@ fn parse_config(json: &[u8]) -> Result<(String, Vec<(String, String)>), Error> {
             }
         }
     }
-    Ok((name, built))
+    Ok((name, built, all))
 }
 
 fn tab_fields(text: &str) -> BTreeMap<String, Vec<String>> {
