@@ -23,6 +23,13 @@ pub fn json_fields(object: &serde_json::Value) -> String {
         .to_string()
 }
 
+/// The audit entry's fields of an operation run as a plan: who, from where, what, on which
+/// target, which operation.
+pub fn audit_fields(target: &str, command: &str, op_id: &str) -> serde_json::Value {
+    let (user, host) = crate::lock::operator();
+    serde_json::json!({"user": user, "host": host, "command": command, "target": target, "op": op_id})
+}
+
 /// One step of a plan: a shell function body made of quoted commands.
 #[derive(Debug, Clone)]
 pub struct Step {

@@ -400,8 +400,7 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
     if matches!(change.source, Source::Upload(_)) {
         tidy.push_str(&format!(" {}", quote(&source)));
     }
-    let (user, host) = crate::lock::operator();
-    let audit = serde_json::json!({"user": user, "host": host, "command": change.what, "target": t.name, "op": op_id});
+    let audit = runner::audit_fields(&t.name, &change.what, &op_id);
     let plan = Plan {
         op: "env",
         op_id: op_id.clone(),
@@ -453,10 +452,7 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
         seed_release: None,
     };
     if ctx.dry_run {
-        ctx.out
-            .status("dry run: the plan below would run on the host, detached; nothing was changed");
-        ctx.out.print(&plan.render(&t.state_dir, "DRY-RUN"))?;
-        return Ok(Exit::Ok);
+        return super::print_dry_run(ctx, &plan);
     }
     let lock = HostLock::acquire(remote, &t.state_dir, &change.what).await?;
     if let Source::Upload(bytes) = &change.source {

@@ -50,3 +50,45 @@ pub fn error_object(
 ) -> Option<serde_json::Value> {
     message.map(|m| serde_json::json!({"kind": exit.kind(), "message": m}))
 }
+
+/// `--dry-run` of an operation that runs as a detached plan: the plan, exactly as the host
+/// would run it, and nothing changed.
+pub fn print_dry_run(
+    ctx: &crate::context::Ctx,
+    plan: &crate::runner::Plan,
+) -> anyhow::Result<crate::error::Exit> {
+    ctx.out
+        .status("dry run: the plan below would run on the host, detached; nothing was changed");
+    ctx.out
+        .print(&plan.render(&ctx.target.state_dir, "DRY-RUN"))?;
+    Ok(crate::error::Exit::Ok)
+}
+
+/// Streams a command's output to stderr as it comes (a build or an upgrade takes minutes);
+/// with `-q`, only a failure's output is shown. `what` names it in the error.
+pub async fn run_streamed(
+    ctx: &crate::context::Ctx,
+    remote: &crate::remote::Remote,
+    cmd: &crate::remote::RemoteCommand,
+    what: &str,
+) -> Result<(), crate::error::Error> {
+    let (status, said) = if ctx.out.quiet {
+        let out = remote.run(cmd).await?;
+        (out.status, out.stderr_text())
+    } else {
+        let timeout = Some(remote.timeout_of(cmd));
+        let status = remote
+            .stream(cmd, &mut tokio::io::stderr(), timeout)
+            .await?;
+        (status, "see above".to_string())
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(crate::error::Error::failed(format!(
+            "`{what}` exited {status} on {}: {}",
+            remote.host(),
+            said.trim()
+        )))
+    }
+}

@@ -312,8 +312,8 @@ async fn plan_and_run(
         .when("STOPPED"),
         Step::shell("gate_back", "health gate", "gate ''").when("STOPPED"),
     ];
-    let (op_user, op_host) = crate::lock::operator();
-    let audit = serde_json::json!({"user": op_user, "host": op_host, "command": format!("restore db {}", manifest.name), "target": t.name, "op": op_id, "safety_copy": safety});
+    let mut audit = runner::audit_fields(&t.name, &format!("restore db {}", manifest.name), &op_id);
+    audit["safety_copy"] = serde_json::json!(safety);
     let plan = Plan {
         op: "restore",
         op_id: op_id.clone(),
@@ -330,10 +330,7 @@ async fn plan_and_run(
         seed_release: None,
     };
     let Some(lock) = lock else {
-        ctx.out
-            .status("dry run: the plan below would run on the host, detached; nothing was changed");
-        ctx.out.print(&plan.render(&t.state_dir, "DRY-RUN"))?;
-        return Ok(Exit::Ok);
+        return super::print_dry_run(ctx, &plan);
     };
     ctx.out.status(format!(
         "restore {} on {}",

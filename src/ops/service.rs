@@ -120,29 +120,14 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Runs each command in turn, compose's progress streamed to stderr as it comes (a rebuild
-/// takes minutes); with `-q`, only a failure's output is shown.
+/// Runs each command in turn, compose's progress streamed to stderr as it comes.
 async fn run_all(ctx: &Ctx, remote: &Remote, commands: &[RemoteCommand]) -> Result<(), Error> {
     for cmd in commands {
-        let (status, said) = if ctx.out.quiet {
-            let out = remote.run(cmd).await?;
-            (out.status, out.stderr_text())
-        } else {
-            let timeout = Some(remote.timeout_of(cmd));
-            let status = remote
-                .stream(cmd, &mut tokio::io::stderr(), timeout)
-                .await?;
-            (status, "see above".to_string())
-        };
-        if status != 0 {
-            return Err(Error::failed(format!(
-                "`{}` exited {status} on {}: {}",
-                cmd.label(),
-                remote.host(),
-                said.trim()
-            ))
-            .with_help("ctops status shows what runs now; ctops logs SERVICE shows why"));
-        }
+        super::run_streamed(ctx, remote, cmd, &cmd.label())
+            .await
+            .map_err(|e| {
+                e.with_help("ctops status shows what runs now; ctops logs SERVICE shows why")
+            })?;
     }
     Ok(())
 }

@@ -282,7 +282,7 @@ async fn upgrade_packages(
 ) -> Result<(Vec<Upgrade>, u64, bool), Error> {
     ctx.out
         .status(format!("apt-get update on {}", remote.host()));
-    stream(ctx, remote, &apt.update(), "apt-get update").await?;
+    super::run_streamed(ctx, remote, &apt.update(), "apt-get update").await?;
     let simulated = remote.run(&apt.simulate()).await?;
     if simulated.status != 0 {
         return Err(remote.exited(&apt.simulate(), simulated.status, &simulated.stderr));
@@ -328,7 +328,7 @@ async fn upgrade_packages(
     let upgrade = apt
         .upgrade()
         .timeout(apt.lock_wait + ctx.target.timeouts.build());
-    stream(ctx, remote, &upgrade, "apt-get upgrade")
+    super::run_streamed(ctx, remote, &upgrade, "apt-get upgrade")
         .await
         .map_err(|e| {
             Error::failed(format!(
@@ -336,29 +336,6 @@ async fn upgrade_packages(
             ))
         })?;
     Ok((upgrades, kept, waited))
-}
-
-/// Streams a command's output to stderr (all of it with `-v`; with `-q`, a failure's only).
-async fn stream(ctx: &Ctx, remote: &Remote, cmd: &RemoteCommand, what: &str) -> Result<(), Error> {
-    let (status, said) = if ctx.out.quiet {
-        let out = remote.run(cmd).await?;
-        (out.status, out.stderr_text())
-    } else {
-        let timeout = Some(remote.timeout_of(cmd));
-        let status = remote
-            .stream(cmd, &mut tokio::io::stderr(), timeout)
-            .await?;
-        (status, "see above".to_string())
-    };
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(Error::failed(format!(
-            "`{what}` exited {status} on {}: {}",
-            remote.host(),
-            said.trim()
-        )))
-    }
 }
 
 /// One service whose container runs another image afterwards.
@@ -414,8 +391,7 @@ pub async fn images(ctx: &Ctx) -> Result<Exit> {
     let op_id = runner::op_id(chrono_now(remote).await?, "update");
     let recreate = compose.up(&[], false, false);
     let describe = "update images".to_string();
-    let (user, host) = lock::operator();
-    let audit = serde_json::json!({"user": user, "host": host, "command": describe, "target": t.name, "op": op_id});
+    let audit = runner::audit_fields(&t.name, &describe, &op_id);
     let plan = Plan {
         op: "update",
         op_id: op_id.clone(),
@@ -462,10 +438,7 @@ pub async fn images(ctx: &Ctx) -> Result<Exit> {
         seed_release: None,
     };
     if ctx.dry_run {
-        ctx.out
-            .status("dry run: the plan below would run on the host, detached; nothing was changed");
-        ctx.out.print(&plan.render(&t.state_dir, "DRY-RUN"))?;
-        return Ok(Exit::Ok);
+        return super::print_dry_run(ctx, &plan);
     }
     ctx.confirm(&format!(
         "pull and rebuild the images on {}, recreating the services whose image changed",

@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(status.code(), Some(143));
         let survivors = || {
             std::process::Command::new("pgrep")
-                .args(["-f", "sleep 3[01]"])
+                .args(["-fx", "sleep 3[01]"])
                 .output()
                 .unwrap()
                 .stdout

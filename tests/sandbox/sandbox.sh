@@ -163,23 +163,18 @@ ensure_user() {
     id -nG "$DEPLOY" | grep -qw docker || usermod -aG docker "$DEPLOY"
     [ "$(getent shadow "$DEPLOY" | cut -d: -f2)" = '*' ] || usermod -p '*' "$DEPLOY"
     # What a careful admin grants the deploy account: reading sizes under Docker's root-only
-    # directories (ctops disk), nothing more.
-    local rule="$DEPLOY ALL=(root) NOPASSWD: /usr/bin/stat"
-    if [ "$(cat /etc/sudoers.d/ctops-sandbox 2>/dev/null)" != "$rule" ]; then
-        printf '%s\n' "$rule" >/etc/sudoers.d/ctops-sandbox.tmp
-        chmod 0440 /etc/sudoers.d/ctops-sandbox.tmp
-        visudo -cqf /etc/sudoers.d/ctops-sandbox.tmp || die "invalid sudoers rule"
-        mv -f /etc/sudoers.d/ctops-sandbox.tmp /etc/sudoers.d/ctops-sandbox
-    fi
-    # ... and apt-get as root (ctops update system), in a file of its own so a test can take
-    # it away to see ctops refuse cleanly.
-    rule="$DEPLOY ALL=(root) NOPASSWD: /usr/bin/apt-get"
-    if [ "$(cat /etc/sudoers.d/ctops-sandbox-apt 2>/dev/null)" != "$rule" ]; then
-        printf '%s\n' "$rule" >/etc/sudoers.d/ctops-sandbox-apt.tmp
-        chmod 0440 /etc/sudoers.d/ctops-sandbox-apt.tmp
-        visudo -cqf /etc/sudoers.d/ctops-sandbox-apt.tmp || die "invalid sudoers rule"
-        mv -f /etc/sudoers.d/ctops-sandbox-apt.tmp /etc/sudoers.d/ctops-sandbox-apt
-    fi
+    # directories (ctops disk), and apt-get as root (ctops update system), in a file of its
+    # own so a test can take it away to see ctops refuse cleanly; nothing more.
+    write_sudoers /etc/sudoers.d/ctops-sandbox "$DEPLOY ALL=(root) NOPASSWD: /usr/bin/stat"
+    write_sudoers /etc/sudoers.d/ctops-sandbox-apt "$DEPLOY ALL=(root) NOPASSWD: /usr/bin/apt-get"
+}
+
+write_sudoers() {   # file rule
+    [ "$(cat "$1" 2>/dev/null)" = "$2" ] && return
+    printf '%s\n' "$2" >"$1.tmp"
+    chmod 0440 "$1.tmp"
+    visudo -cqf "$1.tmp" || die "invalid sudoers rule in $1"
+    mv -f "$1.tmp" "$1"
 }
 
 # A base image of nothing but symlinks: containers run the host's programs from /usr.
@@ -196,15 +191,8 @@ ensure_base_image() {
 
 # ---------------------------------------------------------------- registry and apt repository
 
-registry_running() {
-    local pid
-    pid=$(cat "$STATE/registry.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && grep -qF docker-registry "/proc/$pid/cmdline" 2>/dev/null
-}
-
 ensure_registry() {
-    registry_running && return
-    log "starting docker-registry on $REGISTRY"
+    daemon_running registry docker-registry && return
     mkdir -p "$STATE/registry"
     cat >"$STATE/registry.yml" <<EOF
 version: 0.1
@@ -212,19 +200,7 @@ log: {level: warn}
 storage: {filesystem: {rootdirectory: $STATE/registry}, delete: {enabled: true}}
 http: {addr: $REGISTRY}
 EOF
-    setsid /usr/bin/docker-registry serve "$STATE/registry.yml" >>"$STATE/registry.log" 2>&1 </dev/null 9>&- &
-    echo $! >"$STATE/registry.pid"
-    for _ in $(seq 1 100); do
-        curl -s -o /dev/null -m 1 "http://$REGISTRY/v2/" && return
-        sleep 0.1
-    done
-    tail -n 20 "$STATE/registry.log" >&2 || true
-    die "docker-registry is not listening on $REGISTRY"
-}
-
-stop_registry() {
-    registry_running || return 0
-    kill "$(cat "$STATE/registry.pid")" 2>/dev/null || true
+    start_daemon registry "http://$REGISTRY/v2/" /usr/bin/docker-registry serve "$STATE/registry.yml"
 }
 
 # Every image the stack pulls, in the registry and locally, as the base image: what a test
@@ -365,28 +341,35 @@ ensure_moto() {
         "$PY" -m venv "$MOTO_VENV" >&2 || die "python3 -m venv failed"
         "$MOTO_VENV/bin/pip" install -q 'moto[server]==5.*' >&2 || die "pip install moto failed"
     fi
-    moto_running && return
-    log "starting moto on 127.0.0.1:$PAGING_S3_PORT"
-    setsid "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$PAGING_S3_PORT" \
-        >>"$STATE/moto.log" 2>&1 </dev/null 9>&- &
-    echo $! >"$STATE/moto.pid"
+    daemon_running moto moto_server && return
+    start_daemon moto "$PAGING_S3_ENDPOINT/" "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$PAGING_S3_PORT"
+}
+
+# Host processes of the sandbox (moto, the registry), like sshd: a pid file and a log in the
+# state folder, named after the process.
+daemon_running() {   # name, a word of its command line
+    local pid
+    pid=$(cat "$STATE/$1.pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && grep -qF "$2" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+start_daemon() {   # name, a URL that answers once it is up, the command
+    local name=$1 url=$2
+    shift 2
+    log "starting $name ($url)"
+    setsid "$@" >>"$STATE/$name.log" 2>&1 </dev/null 9>&- &
+    echo $! >"$STATE/$name.pid"
     for _ in $(seq 1 100); do
-        curl -s -o /dev/null -m 1 "$PAGING_S3_ENDPOINT/" && return
+        curl -s -o /dev/null -m 1 "$url" && return
         sleep 0.1
     done
-    tail -n 20 "$STATE/moto.log" >&2 || true
-    die "moto is not listening on 127.0.0.1:$PAGING_S3_PORT"
+    tail -n 20 "$STATE/$name.log" >&2 || true
+    die "$name is not answering at $url"
 }
 
-moto_running() {
-    local pid
-    pid=$(cat "$STATE/moto.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && grep -qF moto_server "/proc/$pid/cmdline" 2>/dev/null
-}
-
-stop_moto() {
-    moto_running || return 0
-    kill "$(cat "$STATE/moto.pid")" 2>/dev/null || true
+stop_daemon() {   # name, a word of its command line
+    daemon_running "$1" "$2" || return 0
+    kill "$(cat "$STATE/$1.pid")" 2>/dev/null || true
 }
 
 # Moto keeps everything in memory: forget every bucket, and start a fresh request log.
@@ -737,8 +720,8 @@ teardown() {
         done
     fi
     stop_sshd
-    stop_moto
-    stop_registry
+    stop_daemon moto moto_server
+    stop_daemon registry docker-registry
     if dpkg-query -W "$DUMMY_PKG" >/dev/null 2>&1; then
         dpkg --purge "$DUMMY_PKG" >/dev/null 2>&1 || true
     fi

@@ -139,10 +139,7 @@ async fn plan_and_run(
         short(&probe.target.commit)
     ));
     let Some(lock) = lock else {
-        ctx.out
-            .status("dry run: the plan below would run on the host, detached; nothing was changed");
-        ctx.out.print(&plan.render(&t.state_dir, "DRY-RUN"))?;
-        return Ok(Exit::Ok);
+        return super::print_dry_run(ctx, &plan);
     };
     let script = plan.render(&t.state_dir, &lock.token);
     let pid = runner::start(remote, &t.state_dir, &op_id, &script).await?;
