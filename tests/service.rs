@@ -123,7 +123,11 @@ fn prune_removes_unused_images_but_keeps_the_last_releases() {
         "printf '%s\\n' '{{\"at\":\"2026-11-26T10:00:00Z\",\"result\":\"deployed\",\"ref\":\"v0\",\"commit\":\"{commit}\"}}' >> '/srv/ctops sandbox/state/releases.jsonl' && chown deploy: '/srv/ctops sandbox/state/releases.jsonl'"
     ));
     let junk = build_unused_image("ctops-prune-junk:1", "junk");
-    let kept = build_unused_image(&format!("ctops-prune-release:{}", &commit[..12]), "release");
+    // Tagged as deploy tags the images it keeps for rollback.
+    let kept = build_unused_image(
+        &format!("ctops-prune-release:ctops-{}", &commit[..12]),
+        "release",
+    );
     let exists = |id: &str| host_ok(&format!("docker image inspect {id} >/dev/null 2>&1"));
     assert!(exists(&junk) && exists(&kept));
 
@@ -149,5 +153,5 @@ fn prune_removes_unused_images_but_keeps_the_last_releases() {
         "{volumes}"
     );
     sandbox_ctops(["health"]).run().expect(0);
-    host("docker rmi -f ctops-prune-release:0123456789ab >/dev/null");
+    host("docker rmi -f ctops-prune-release:ctops-0123456789ab >/dev/null");
 }

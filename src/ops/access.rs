@@ -36,10 +36,14 @@ const KEY_TYPES: [&str; 8] = [
 const READ: &str = r#"f="$HOME/.ssh/authorized_keys"; [ -f "$f" ] && cat "$f"; true"#;
 
 /// New contents on stdin: written beside the file, mode kept (0600 for a new file), renamed
-/// over it; the previous file kept as `.ctops-before` until the new login is proven.
+/// over it; the previous file kept as `.ctops-before` until the new login is proven. `$1` is
+/// the sha256 of the file the new contents were made from: if it changed since (another
+/// operator's edit), nothing is written (exit 75).
 const WRITE: &str = r#"set -e
 d="$HOME/.ssh"; f="$d/authorized_keys"
 umask 077; mkdir -p "$d"
+now=$(cat "$f" 2>/dev/null | sha256sum | cut -d' ' -f1)
+[ "$now" = "$1" ] || { echo "authorized_keys changed since it was read" >&2; exit 75; }
 cat > "$f.ctops-new"
 if [ -f "$f" ]; then chmod --reference="$f" "$f.ctops-new"; cp -p "$f" "$f.ctops-before"; else chmod 0600 "$f.ctops-new"; fi
 mv -f "$f.ctops-new" "$f""#;
@@ -99,16 +103,31 @@ pub async fn run(ctx: &Ctx, command: &AccessCommand) -> Result<Exit> {
     }
 }
 
-async fn read(ctx: &Ctx) -> Result<String, Error> {
+/// The file as it is now (empty when there is none).
+async fn read(ctx: &Ctx) -> Result<Read, Error> {
     let remote = ctx.remote().await?;
-    Ok(remote
+    let out = remote
         .run_ok(&RemoteCommand::sh(READ, Vec::<String>::new()).read_only())
-        .await?
-        .stdout_text())
+        .await?;
+    Ok(Read {
+        text: out.stdout_text(),
+        sha256: format!("{:x}", Sha256::digest(&out.stdout)),
+    })
+}
+
+/// `authorized_keys` as read, and the checksum a write checks it against.
+struct Read {
+    text: String,
+    sha256: String,
 }
 
 async fn list(ctx: &Ctx) -> Result<Exit> {
-    let keys: Vec<Key> = read(ctx).await?.lines().filter_map(parse_key).collect();
+    let keys: Vec<Key> = read(ctx)
+        .await?
+        .text
+        .lines()
+        .filter_map(parse_key)
+        .collect();
     if ctx.out.json {
         #[derive(Serialize)]
         struct Doc<'a> {
@@ -132,7 +151,8 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
 }
 
 async fn add(ctx: &Ctx, line: &str, key: &Key) -> Result<Exit> {
-    let text = read(ctx).await?;
+    let read_before = read(ctx).await?;
+    let text = &read_before.text;
     if text
         .lines()
         .filter_map(parse_key)
@@ -144,17 +164,18 @@ async fn add(ctx: &Ctx, line: &str, key: &Key) -> Result<Exit> {
         ));
         return report_change(ctx, "access add", &key.fingerprint, false);
     }
-    let mut new = text.clone();
+    let mut new = text.to_string();
     if !new.is_empty() && !new.ends_with('\n') {
         new.push('\n');
     }
     new.push_str(line);
     new.push('\n');
-    apply(ctx, "access add", &key.fingerprint, &new).await
+    apply(ctx, "access add", &key.fingerprint, &read_before, &new).await
 }
 
 async fn remove(ctx: &Ctx, wanted: &str) -> Result<Exit> {
-    let text = read(ctx).await?;
+    let read_before = read(ctx).await?;
+    let text = &read_before.text;
     let keys: Vec<Key> = text.lines().filter_map(parse_key).collect();
     let matching: Vec<&Key> = keys
         .iter()
@@ -200,11 +221,11 @@ async fn remove(ctx: &Ctx, wanted: &str) -> Result<Exit> {
         ))?;
     }
     let removed: Vec<&str> = matching.iter().map(|k| k.fingerprint.as_str()).collect();
-    apply(ctx, "access remove", &removed.join(" "), &new).await
+    apply(ctx, "access remove", &removed.join(" "), &read_before, &new).await
 }
 
 /// Writes the new file, then proves a new connection logs in; puts the old file back if not.
-async fn apply(ctx: &Ctx, command: &str, keys: &str, new: &str) -> Result<Exit> {
+async fn apply(ctx: &Ctx, command: &str, keys: &str, before: &Read, new: &str) -> Result<Exit> {
     let what = format!("{command} {keys}");
     let remote = ctx.remote().await?;
     if ctx.dry_run {
@@ -217,10 +238,17 @@ async fn apply(ctx: &Ctx, command: &str, keys: &str, new: &str) -> Result<Exit> 
     let work = async {
         let out = remote
             .run_with_input(
-                &RemoteCommand::sh(WRITE, Vec::<String>::new()),
+                &RemoteCommand::sh(WRITE, [before.sha256.as_str()]),
                 Some(new.as_bytes()),
             )
             .await?;
+        if out.status == 75 {
+            return Err(Error::refused(format!(
+                "~/.ssh/authorized_keys on {} changed while ctops was working on it: nothing written",
+                remote.host()
+            ))
+            .with_help("run the command again (it reads the file anew)"));
+        }
         if out.status != 0 {
             return Err(Error::failed(format!(
                 "cannot write ~/.ssh/authorized_keys on {}: {}",

@@ -16,7 +16,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::restore::execute;
-use super::switch::{chrono_now, gate_vars};
+use super::switch::gate_vars;
 use super::Envelope;
 use crate::cli::EnvCommand;
 use crate::compose::{validate_service_name, Stack};
@@ -377,7 +377,7 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
     let stack = Stack::load(remote, t).await?;
     let project = stack.project.clone().unwrap_or_else(|| "default".into());
     let compose = stack.compose(t);
-    let op_id = runner::op_id(chrono_now(remote).await?, "env");
+    let op_id = runner::op_id(stack.host_time, "env");
     let state = t.state_dir.trim_end_matches('/');
     let before = format!("{state}/env-before-{op_id}");
     let source = match &change.source {

@@ -11,7 +11,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::backup::Manifest;
-use super::switch::{chrono_now, follow_with_interrupts, gate_vars, Followed};
+use super::switch::{follow_with_interrupts, gate_vars, Followed};
 use crate::cli::RestoreCommand;
 use crate::compose::{exec_in_service, Stack};
 use crate::context::Ctx;
@@ -214,8 +214,7 @@ async fn plan_and_run(
     let stack = Stack::load(remote, t).await?;
     let project = stack.project.clone().unwrap_or_else(|| "default".into());
     let compose = stack.compose(t);
-    let host_time = chrono_now(remote).await?;
-    let op_id = runner::op_id(host_time, "restore");
+    let op_id = runner::op_id(stack.host_time, "restore");
     let stamp = op_id.split('-').next().unwrap_or("now").to_lowercase();
     let fresh = format!("{database}_restore_{stamp}");
     let safety = format!("{database}_before_{stamp}");

@@ -245,21 +245,21 @@ fn human_bytes(raw: &str) -> String {
     format!("{n:.1} TiB")
 }
 
-/// `state project keep`: what `docker system prune -af` removes, except the images of the
-/// last `keep` releases (tagged with their commit by deploy, for fast rollback) and the
-/// project's stopped containers; prints the images removed, then `freed BYTES`.
+/// `state project keep prefix`: what `docker system prune -af` removes, except the images of
+/// the last `keep` releases (tagged PREFIX + their commit by deploy, for fast rollback) and
+/// the project's stopped containers; prints the images removed, then `freed BYTES`.
 const PRUNE: &str = r#"set -u
-state=$1; project=$2; keep=$3
+state=$1; project=$2; keep=$3; prefix=$4
 root=$(docker info -f '{{.DockerRootDir}}') || exit 1
 free() { df -PB1 "$root" | awk 'NR == 2 { print $4 }'; }
 before=$(free)
-commits=$(tac "$state/releases.jsonl" 2>/dev/null | sed -n 's/.*"commit":"\([0-9a-f]\{12\}\).*/\1/p' | awk '!seen[$0]++' | head -n "$keep")
+kept=$(tac "$state/releases.jsonl" 2>/dev/null | sed -n 's/.*"commit":"\([0-9a-f]\{12\}\).*/\1/p' | awk -v p="$prefix" '!seen[$0]++ { print p $0 }' | head -n "$keep")
 docker container prune -f --filter "label!=com.docker.compose.project=$project" >/dev/null || exit 1
 used=$(docker ps -aq | xargs -r docker inspect -f '{{.Image}}' | sort -u)
 docker images --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}' | while read -r id ref; do
     printf '%s\n' "$used" | grep -qx "$id" && continue
     tag=${ref##*:}
-    [ -n "$commits" ] && printf '%s\n' "$commits" | grep -qx "$tag" && continue
+    [ -n "$kept" ] && printf '%s\n' "$kept" | grep -qxF "$tag" && continue
     case $ref in *"<none>"*) target=$id ;; *) target=$ref ;; esac
     docker rmi "$target" >/dev/null 2>&1 && printf 'removed\t%s\n' "$ref"
 done
@@ -275,8 +275,16 @@ pub async fn prune(ctx: &Ctx) -> Result<Exit> {
     let stack = Stack::load(remote, t).await?;
     let project = stack.project.clone().unwrap_or_default();
     let keep = t.deploy.keep_releases.unwrap_or(5);
-    let cmd = RemoteCommand::sh(PRUNE, [t.state_dir.clone(), project, keep.to_string()])
-        .timeout(std::time::Duration::from_secs(1800));
+    let cmd = RemoteCommand::sh(
+        PRUNE,
+        [
+            t.state_dir.clone(),
+            project,
+            keep.to_string(),
+            super::switch::RELEASE_TAG_PREFIX.to_string(),
+        ],
+    )
+    .timeout(std::time::Duration::from_secs(1800));
     if ctx.dry_run {
         ctx.would_run(remote.host(), &cmd);
         return Ok(Exit::Ok);

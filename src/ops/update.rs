@@ -16,7 +16,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::restore::execute;
-use super::switch::{chrono_now, gate_vars};
+use super::switch::gate_vars;
 use super::Envelope;
 use crate::compose::Stack;
 use crate::context::Ctx;
@@ -283,11 +283,10 @@ async fn upgrade_packages(
     ctx.out
         .status(format!("apt-get update on {}", remote.host()));
     super::run_streamed(ctx, remote, &apt.update(), "apt-get update").await?;
-    let simulated = remote.run(&apt.simulate()).await?;
-    if simulated.status != 0 {
-        return Err(remote.exited(&apt.simulate(), simulated.status, &simulated.stderr));
-    }
-    let text = simulated.stdout_text();
+    // What the upgrade would do, and whether someone holds the dpkg lock now, at once.
+    let (simulate, lock_probe) = (apt.simulate(), apt.lock_probe());
+    let (simulated, lock_probe) = tokio::join!(remote.run_ok(&simulate), remote.run(&lock_probe));
+    let text = simulated?.stdout_text();
     let upgrades = parse_simulation(&text);
     let kept = kept_back(&text);
     if upgrades.is_empty() {
@@ -308,10 +307,10 @@ async fn upgrade_packages(
             docker.join(", ")
         ));
     }
-    let probe = remote.run(&apt.lock_probe()).await?;
-    let waited = probe.status != 0 && probe.stderr_text().contains("Could not get lock");
+    let lock_probe = lock_probe?;
+    let waited = lock_probe.status != 0 && lock_probe.stderr_text().contains("Could not get lock");
     if waited {
-        let holder = probe
+        let holder = lock_probe
             .stderr_text()
             .lines()
             .find_map(|l| {
@@ -388,7 +387,7 @@ pub async fn images(ctx: &Ctx) -> Result<Exit> {
     let before = Stack::load(remote, t).await?;
     let project = before.project.clone().unwrap_or_else(|| "default".into());
     let compose = before.compose(t);
-    let op_id = runner::op_id(chrono_now(remote).await?, "update");
+    let op_id = runner::op_id(before.host_time, "update");
     let recreate = compose.up(&[], false, false);
     let describe = "update images".to_string();
     let audit = runner::audit_fields(&t.name, &describe, &op_id);

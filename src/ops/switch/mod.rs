@@ -15,7 +15,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 pub use plan::{changelog_section, gate_vars, plan, Kind, Notify};
-pub use probe::{validate_ref, Probe, Release};
+pub use probe::{validate_ref, Probe, Release, RELEASE_TAG_PREFIX};
 
 use crate::context::Ctx;
 use crate::error::{Error, Exit};

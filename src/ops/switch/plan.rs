@@ -1,6 +1,6 @@
 //! The switch as typed steps: what to run, in which order, and what undoes each.
 
-use super::probe::{short, Probe};
+use super::probe::{release_tag, short, Probe};
 use crate::compose::Compose;
 use crate::context::Ctx;
 use crate::error::Error;
@@ -61,8 +61,8 @@ pub fn plan(
         words.push(rev.unwrap_or("base").to_string());
         words
     };
-    let cur12 = format!("ctops-{}", short(&probe.current.commit));
-    let tgt12 = format!("ctops-{}", short(&probe.target.commit));
+    let cur12 = release_tag(&probe.current.commit);
+    let tgt12 = release_tag(&probe.target.commit);
     let checkout = |commit: &str| {
         RemoteCommand::new(["git", "checkout", "-q", "-B", t.branch.as_str(), commit])
             .in_dir(&t.dir)

@@ -83,6 +83,15 @@ pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
 
+/// What the tag of a release's kept images starts with (`prune` keeps those of the last
+/// releases for rollback).
+pub const RELEASE_TAG_PREFIX: &str = "ctops-";
+
+/// The tag deploy gives the images of the release at `commit`.
+pub fn release_tag(commit: &str) -> String {
+    format!("{RELEASE_TAG_PREFIX}{}", short(commit))
+}
+
 impl Probe {
     /// Reads everything the plan depends on, concurrently over the one connection.
     pub async fn read(ctx: &Ctx, remote: &Remote, reference: Option<&str>) -> Result<Probe, Error> {
@@ -209,7 +218,7 @@ impl Probe {
             version: one("target_version"),
             migration: head(&target_graph, "target")?,
         };
-        let tag = format!("ctops-{}", short(&target_commit));
+        let tag = release_tag(&target_commit);
         let mut target_images_kept = true;
         let mut needs_build = false;
         for (service, image) in &built {
