@@ -45,6 +45,15 @@ fn update_system_upgrades_the_package_waiting_for_the_dpkg_lock() {
     let run = sandbox_ctops(["update", "system"]).run().expect(4);
     assert!(run.stderr().contains("--yes"), "{}", run.describe());
     assert_eq!(dummy_version(), "1.0", "not confirmed: nothing upgraded");
+    let run = sandbox_ctops(["update", "system", "--dry-run"])
+        .run()
+        .expect(0);
+    assert!(
+        run.stderr().contains("would run") && run.stderr().contains("upgrade"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(dummy_version(), "1.0", "dry run: nothing upgraded");
 
     let mut locker = hold_dpkg_lock(3);
     let doc = sandbox_ctops(["update", "system", "--yes", "--json"])
@@ -160,6 +169,19 @@ fn update_images_pulls_the_new_image_and_the_service_runs_it() {
         redis_image(),
         old,
         "not confirmed: nothing pulled or recreated"
+    );
+    let run = sandbox_ctops(["update", "images", "--dry-run"])
+        .run()
+        .expect(0);
+    assert!(run.stdout().contains("pull"), "{}", run.describe());
+    assert_eq!(redis_image(), old, "dry run: nothing pulled or recreated");
+    assert_eq!(
+        host(&format!(
+            "docker image inspect -f '{{{{.Id}}}}' {REGISTRY_REDIS}"
+        ))
+        .trim(),
+        old,
+        "dry run: the local tag is where it was"
     );
 
     let started = || {
