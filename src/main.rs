@@ -9,9 +9,17 @@ use ctops::context::Ctx;
 use ctops::error::{self, Exit};
 use ctops::ops::service::Verb;
 use ctops::output::Output;
+use ctops::remote::dial;
 use ctops::{config, ops};
 
 fn main() -> ExitCode {
+    // ssh runs this binary as its ProxyCommand: not a user command, so not in the CLI.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == dial::SUBCOMMAND)
+    {
+        return ExitCode::from(dial::main());
+    }
     let cli = Cli::parse();
     let g = &cli.global;
     let out = Output::new(g.json, g.quiet, g.verbose, g.no_color);

@@ -138,6 +138,69 @@ fn a_listener_that_never_answers_is_a_connect_timeout() {
 }
 
 #[test]
+fn a_closed_port_is_unreachable_and_says_so() {
+    // Bound and dropped: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _lock = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ssh_variant(dir.path(), |ssh| {
+        ssh.replace("Port 2222", &format!("Port {port}"))
+    });
+    let run = ctops(["--config", config.to_str().unwrap(), "status"])
+        .run()
+        .expect(3);
+    assert!(
+        run.stderr().contains("host unreachable")
+            && run
+                .stderr()
+                .contains(&format!("port {port}: Connection refused")),
+        "{}",
+        run.describe()
+    );
+}
+
+/// ctops dials the TCP connection itself (so it has TCP_NODELAY from the first byte), but
+/// only where ssh would have dialed directly: a ProxyCommand of the user's is left alone.
+#[test]
+fn ctops_dials_directly_but_leaves_a_proxy_command_to_ssh() {
+    let _lock = shared();
+    let run = sandbox_ctops(["-v", "status"]).run().expect(0);
+    assert!(
+        run.stderr().contains("ProxyCommand=") && run.stderr().contains("__ssh-dial"),
+        "{}",
+        run.describe()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("proxy-ran");
+    let config = ssh_variant(dir.path(), |ssh| {
+        ssh.replace(
+            "    Port 2222\n",
+            &format!(
+                "    Port 2222\n    ProxyCommand bash -c 'touch {}; exec 3<>/dev/tcp/%h/%p; cat <&3 & exec cat >&3'\n",
+                marker.display()
+            ),
+        )
+    });
+    let before = ssh_connections();
+    let run = ctops(["--config", config.to_str().unwrap(), "-v", "status"])
+        .run()
+        .expect(0);
+    assert!(
+        marker.exists(),
+        "the user's ProxyCommand did not run\n{}",
+        run.describe()
+    );
+    assert!(!run.stderr().contains("__ssh-dial"), "{}", run.describe());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(ssh_connections() - before, 1);
+}
+
+#[test]
 fn a_refused_key_says_what_batch_mode_allows() {
     let _lock = shared();
     let dir = tempfile::tempdir().unwrap();

@@ -122,7 +122,9 @@ async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
         rows.extend(service_rows(&stack, ps_latency));
         Ok::<_, Error>(rows)
     };
-    let (api_row, host_rows) = tokio::join!(api, host);
+    // The host side first: its connection takes longest, so it starts before the API
+    // request's client is built.
+    let (host_rows, api_row) = tokio::join!(host, api);
     let mut rows = vec![api_row];
     rows.extend(host_rows?);
     Ok(rows)

@@ -5,10 +5,16 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use openssh::{KnownHosts, Session, SessionBuilder};
+use std::ffi::OsString;
+use std::process::Stdio;
+
+use openssh::Session;
+
+use super::dial;
 
 use crate::config::Target;
 use crate::error::Error;
+use crate::output::Output;
 
 /// How often ssh checks that the link is alive; three missed answers end the connection.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -70,43 +76,162 @@ fn is_running_ctops(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "ctops")
 }
 
+/// `DIR/master`, and `DIR/*/master` where ctops 0.5 and earlier kept it.
 fn control_sockets(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
+    let nested = std::fs::read_dir(dir)
+        .into_iter()
         .flatten()
-        .map(|e| e.path().join("master"))
+        .flatten()
+        .map(|e| e.path().join("master"));
+    std::iter::once(dir.join("master"))
+        .chain(nested)
         .filter(|p| p.exists())
         .collect()
 }
 
-/// Connects to the target's host with strict host key checking and keepalives.
-pub async fn open(target: &Target, root: &Path) -> Result<Session, Error> {
+/// Connects to the target's host with strict host key checking and keepalives: an `ssh`
+/// master (as the openssh crate starts it, plus the dialer below) that ctops then talks to
+/// over its control socket. Returns the session and the folder that holds the socket.
+pub async fn open(target: &Target, root: &Path, out: &Output) -> Result<(Session, PathBuf), Error> {
     let dir = root.join(std::process::id().to_string());
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
         .create(&dir)
         .map_err(|e| Error::failed(format!("cannot create `{}`: {e}", dir.display())))?;
+    let socket = dir.join("master");
+    let log = dir.join("log");
 
-    let connect_timeout = target.timeouts.connect();
-    let mut builder = SessionBuilder::default();
-    builder
-        .known_hosts_check(KnownHosts::Strict)
-        .control_directory(&dir)
-        .connect_timeout(connect_timeout.max(Duration::from_secs(1)))
-        .server_alive_interval(KEEPALIVE);
-    if let Some(config) = &target.ssh_config {
-        builder.config_file(config);
+    let connect_timeout = target.timeouts.connect().max(Duration::from_secs(1));
+    let mut args: Vec<OsString> = vec!["-E".into(), log.clone().into()];
+    args.extend(["-S".into(), socket.clone().into()]);
+    for arg in [
+        "-M",
+        "-f",
+        "-N",
+        "-o",
+        "ControlPersist=yes",
+        "-o",
+        "BatchMode=yes",
+    ] {
+        args.push(arg.into());
     }
+    args.extend(["-o".into(), "StrictHostKeyChecking=yes".into()]);
+    args.extend([
+        "-o".into(),
+        format!("ConnectTimeout={}", connect_timeout.as_secs()).into(),
+    ]);
+    args.extend([
+        "-o".into(),
+        format!("ServerAliveInterval={}", KEEPALIVE.as_secs()).into(),
+    ]);
+    if let Some(config) = &target.ssh_config {
+        args.extend(["-F".into(), config.into()]);
+    }
+    let dialer = dialer(target, connect_timeout).await;
+    if let Some(dialer) = &dialer {
+        args.extend(["-o".into(), format!("ProxyCommand={dialer}").into()]);
+        args.extend(["-o".into(), "ProxyUseFdpass=yes".into()]);
+    }
+    args.extend(["--".into(), target.ssh.clone().into()]);
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| super::quote(&a.to_string_lossy()).into_owned())
+        .collect();
+    out.echo_local(&format!(
+        "ssh {} (one multiplexed connection)",
+        shown.join(" ")
+    ));
+
+    let mut ssh = tokio::process::Command::new("ssh");
+    ssh.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if dialer.is_some() {
+        ssh.env(dial::LOG_VAR, &log);
+    }
+
     // ssh enforces ConnectTimeout itself; this outer bound covers anything it does not.
     let outer = connect_timeout + Duration::from_secs(5);
-    match tokio::time::timeout(outer, builder.connect_mux(&target.ssh)).await {
-        Ok(Ok(session)) => Ok(session),
-        Ok(Err(e)) => Err(classify(&target.ssh, &error_text(&e), connect_timeout)),
+    // With -f, ssh exits (leaving the master in the background) once it is logged in.
+    match tokio::time::timeout(outer, ssh.status()).await {
+        Ok(Ok(status)) if status.success() => {
+            let session = Session::resume_mux(socket.into_boxed_path(), Some(log.into()));
+            Ok((session, dir))
+        }
+        Ok(Ok(_)) => {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            Err(classify(&target.ssh, &said, connect_timeout))
+        }
+        Ok(Err(e)) => Err(Error::failed(format!("cannot run ssh: {e}"))
+            .with_help("ctops needs OpenSSH's `ssh` on PATH")),
         Err(_) => Err(classify(&target.ssh, "timed out", connect_timeout)),
     }
+}
+
+/// The `ProxyCommand` that has ctops dial the TCP connection itself (see [`dial`]), or
+/// None when the ssh config routes the connection its own way (a proxy or jump host, a bind
+/// address, several attempts), which ctops then leaves to ssh untouched.
+async fn dialer(target: &Target, connect_timeout: Duration) -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let mut resolve = tokio::process::Command::new("ssh");
+    if let Some(config) = &target.ssh_config {
+        resolve.arg("-F").arg(config);
+    }
+    let out = resolve
+        .arg("-G")
+        .arg("--")
+        .arg(&target.ssh)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()
+        .filter(|o| o.status.success())?;
+    dialer_for(
+        &String::from_utf8_lossy(&out.stdout),
+        exe.to_str()?,
+        connect_timeout,
+    )
+}
+
+/// [`dialer`] from what `ssh -G` printed.
+fn dialer_for(resolved: &str, exe: &str, connect_timeout: Duration) -> Option<String> {
+    let setting = |key: &str| {
+        resolved
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.eq_ignore_ascii_case("none"))
+    };
+    let routed_elsewhere = ["proxycommand", "proxyjump", "bindaddress", "bindinterface"]
+        .iter()
+        .any(|key| setting(key).is_some());
+    let attempts = setting("connectionattempts").unwrap_or("1");
+    // `%h` reaches a shell: only plain host names and addresses take this route.
+    let plain_host = setting("hostname").is_some_and(|h| {
+        !h.starts_with('-')
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
+    });
+    if routed_elsewhere || attempts != "1" || !plain_host {
+        return None;
+    }
+    let family = match setting("addressfamily").unwrap_or("any") {
+        "inet" => "inet",
+        "inet6" => "inet6",
+        _ => "any",
+    };
+    Some(format!(
+        "{} {} --family {family} --timeout {} %h %p",
+        super::quote(exe).replace('%', "%%"),
+        dial::SUBCOMMAND,
+        connect_timeout.as_secs()
+    ))
 }
 
 /// Proves that a *new* connection logs in (not the multiplexed one, which stays up whatever
@@ -147,17 +272,6 @@ pub async fn probe_new_login(target: &Target) -> Result<(), Error> {
     }
 }
 
-fn error_text(e: &openssh::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Turns what ssh said into an error with exit code 3 and a `help:` line.
 pub fn classify(host: &str, ssh_said: &str, connect_timeout: Duration) -> Error {
     let said = ssh_said.trim();
@@ -167,6 +281,12 @@ pub fn classify(host: &str, ssh_said: &str, connect_timeout: Duration) -> Error 
         .find(|l| !l.trim().is_empty())
         .unwrap_or(said)
         .trim();
+    // When ctops dialed, its own "connect to host" line says more than ssh's last one
+    // ("proxy dialer did not pass back a connection").
+    let last_line = said
+        .lines()
+        .find(|l| l.contains("connect to host"))
+        .map_or(last_line, str::trim);
     let (what, help) = if said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
         || said.contains("has changed and you have requested strict checking")
     {
@@ -225,6 +345,65 @@ mod tests {
         assert!(
             kind("ssh: connect to host 127.0.0.1 port 1: Connection refused")
                 .contains("unreachable")
+        );
+    }
+
+    const RESOLVED: &str = "user deploy\nhostname 127.0.0.1\nport 2222\naddressfamily any\nconnectionattempts 1\nproxyusefdpass no\n";
+
+    #[test]
+    fn ctops_dials_a_direct_connection_itself() {
+        let dialer = dialer_for(RESOLVED, "/opt/my tools/ctops", Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            dialer,
+            "'/opt/my tools/ctops' __ssh-dial --family any --timeout 5 %h %p"
+        );
+        let v6 = RESOLVED.replace("addressfamily any", "addressfamily inet6");
+        assert!(dialer_for(&v6, "/ctops", Duration::from_secs(5))
+            .unwrap()
+            .contains("--family inet6"));
+        // A `%` in the path is not an ssh token.
+        assert!(dialer_for(RESOLVED, "/x%h/ctops", Duration::from_secs(5))
+            .unwrap()
+            .contains("/x%%h/ctops"));
+    }
+
+    #[test]
+    fn a_connection_the_ssh_config_routes_is_left_to_ssh() {
+        for extra in [
+            "proxycommand nc %h %p",
+            "proxyjump bastion",
+            "bindaddress 10.0.0.1",
+            "bindinterface eth1",
+        ] {
+            let resolved = format!("{RESOLVED}{extra}\n");
+            assert_eq!(
+                dialer_for(&resolved, "/ctops", Duration::from_secs(5)),
+                None,
+                "{extra}"
+            );
+        }
+        let retries = RESOLVED.replace("connectionattempts 1", "connectionattempts 3");
+        assert_eq!(dialer_for(&retries, "/ctops", Duration::from_secs(5)), None);
+        // `%h` is pasted into a shell command: anything but a plain name stays with ssh.
+        let odd = RESOLVED.replace("hostname 127.0.0.1", "hostname $(touch x)");
+        assert_eq!(dialer_for(&odd, "/ctops", Duration::from_secs(5)), None);
+        assert_eq!(
+            dialer_for("user x\n", "/ctops", Duration::from_secs(5)),
+            None
+        );
+        // `none` is how -G prints an unset proxy.
+        let unset = format!("{RESOLVED}proxycommand none\n");
+        assert!(dialer_for(&unset, "/ctops", Duration::from_secs(5)).is_some());
+    }
+
+    #[test]
+    fn the_dialers_own_words_name_the_failure() {
+        let said = "ssh: connect to host 127.0.0.1 port 1: Connection refused (os error 111)\nproxy dialer did not pass back a connection";
+        let e = classify("h", said, Duration::from_secs(5));
+        assert!(
+            e.message.contains("unreachable") && e.message.contains("port 1: Connection refused"),
+            "{}",
+            e.message
         );
     }
 

@@ -5,6 +5,7 @@
 
 mod command;
 mod connect;
+pub mod dial;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ impl Captured {
 
 pub struct Remote {
     session: Session,
+    /// This invocation's folder under the control root: the master's socket and log.
+    control_dir: std::path::PathBuf,
     host: String,
     channels: Arc<Semaphore>,
     default_timeout: Duration,
@@ -53,7 +56,12 @@ pub struct Remote {
     /// Port forwards opened so far, reused (by `health --watch`, say).
     forwards: Mutex<HashMap<(String, u16), SocketAddr>>,
     busy: Busy,
+    /// When the connection's first session channel was asked for (see [`Remote::pace`]).
+    first_channel: std::sync::OnceLock<std::time::Instant>,
 }
+
+/// How long channels asked for together with the first one wait behind it.
+const FIRST_CHANNEL_LEAD: Duration = Duration::from_millis(3);
 
 /// How long at least one remote command was in flight: what ctops spends beyond that is its
 /// own time (reported at `-vv`, and read by the benchmarks).
@@ -98,12 +106,12 @@ impl Remote {
     pub async fn connect(target: &Target, out: &Output, dry_run: bool) -> Result<Remote, Error> {
         let root = connect::control_root()?;
         connect::sweep_stale_masters(&root).await;
-        out.echo_local(&format!("ssh {} (one multiplexed connection)", target.ssh));
         let started = std::time::Instant::now();
-        let session = connect::open(target, &root).await?;
+        let (session, control_dir) = connect::open(target, &root, out).await?;
         tracing::debug!(host = %target.ssh, elapsed = ?started.elapsed(), "connected");
         Ok(Remote {
             session,
+            control_dir,
             host: target.ssh.clone(),
             channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
             default_timeout: target.timeouts.command(),
@@ -114,6 +122,7 @@ impl Remote {
                 opened: Some(std::time::Instant::now()),
                 ..Default::default()
             })),
+            first_channel: std::sync::OnceLock::new(),
         })
     }
 
@@ -279,6 +288,7 @@ impl Remote {
         }
         let rendered = cmd.render();
         self.out.echo_remote(&self.host, &rendered);
+        self.pace().await;
         tracing::debug!(host = %self.host, command = %rendered, "spawn");
         self.session
             .raw_command(&rendered)
@@ -288,6 +298,20 @@ impl Remote {
             .spawn()
             .await
             .map_err(|e| self.lost(cmd, e))
+    }
+
+    /// sshd leaves Nagle's algorithm on until its first session starts, so its answer to the
+    /// first channel open sits behind an unacknowledged packet, and ssh acknowledges that
+    /// only when it next sends something or when its delayed-ACK timer fires (40 ms on
+    /// Linux). Channels asked for at the same moment as the first therefore go a few
+    /// milliseconds after it: their open requests carry the ACK, and nobody waits the 40 ms.
+    async fn pace(&self) {
+        let now = std::time::Instant::now();
+        let first = *self.first_channel.get_or_init(|| now);
+        let go = first + FIRST_CHANNEL_LEAD;
+        if first != now && go > now {
+            tokio::time::sleep_until(go.into()).await;
+        }
     }
 
     /// Forwards a loopback port here to `host:port` as seen from the remote host, so ctops can
@@ -344,6 +368,7 @@ impl Remote {
         if let Err(e) = self.session.close().await {
             tracing::debug!("closing the ssh session: {e}");
         }
+        let _ = std::fs::remove_dir_all(&self.control_dir);
     }
 
     /// The command's own timeout, else the target's `timeouts.command`.
