@@ -54,7 +54,8 @@ fn every_command_opens_exactly_one_connection() {
 
 #[test]
 fn a_changed_host_key_is_refused_with_exit_3() {
-    let _lock = shared();
+    // Alone: the sshd log below must hold this test's connection and no other test's login.
+    let _lock = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("other");
     host(&format!(
@@ -106,6 +107,17 @@ fn an_unknown_host_key_is_refused_with_exit_3() {
     );
 }
 
+/// `ctops status` against the sandbox's host on another port: a connection failure (exit 3).
+fn status_through_port(port: u16) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ssh_variant(dir.path(), |ssh| {
+        ssh.replace("Port 2222", &format!("Port {port}"))
+    });
+    ctops(["--config", config.to_str().unwrap(), "status"])
+        .run()
+        .expect(3)
+}
+
 #[test]
 fn a_listener_that_never_answers_is_a_connect_timeout() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -118,13 +130,7 @@ fn a_listener_that_never_answers_is_a_connect_timeout() {
         }
     });
     let _lock = shared();
-    let dir = tempfile::tempdir().unwrap();
-    let config = ssh_variant(dir.path(), |ssh| {
-        ssh.replace("Port 2222", &format!("Port {port}"))
-    });
-    let run = ctops(["--config", config.to_str().unwrap(), "status"])
-        .run()
-        .expect(3);
+    let run = status_through_port(port);
     assert!(
         run.stderr().contains("connect timeout"),
         "{}",
@@ -146,13 +152,7 @@ fn a_closed_port_is_unreachable_and_says_so() {
         .unwrap()
         .port();
     let _lock = shared();
-    let dir = tempfile::tempdir().unwrap();
-    let config = ssh_variant(dir.path(), |ssh| {
-        ssh.replace("Port 2222", &format!("Port {port}"))
-    });
-    let run = ctops(["--config", config.to_str().unwrap(), "status"])
-        .run()
-        .expect(3);
+    let run = status_through_port(port);
     assert!(
         run.stderr().contains("host unreachable")
             && run

@@ -173,7 +173,8 @@ pub async fn open(target: &Target, root: &Path, out: &Output) -> Result<(Session
 
 /// The `ProxyCommand` that has ctops dial the TCP connection itself (see [`dial`]), or
 /// None when the ssh config routes the connection its own way (a proxy or jump host, a bind
-/// address, several attempts), which ctops then leaves to ssh untouched.
+/// address, several attempts) or wants the address checked (`CheckHostIP`), which ctops
+/// then leaves to ssh untouched.
 async fn dialer(target: &Target, connect_timeout: Duration) -> Option<String> {
     let exe = std::env::current_exe().ok()?;
     let mut resolve = tokio::process::Command::new("ssh");
@@ -212,13 +213,15 @@ fn dialer_for(resolved: &str, exe: &str, connect_timeout: Duration) -> Option<St
         .iter()
         .any(|key| setting(key).is_some());
     let attempts = setting("connectionattempts").unwrap_or("1");
+    // ssh checks the address against known_hosts only when it dialed itself.
+    let checks_host_ip = setting("checkhostip").is_some_and(|v| v == "yes");
     // `%h` reaches a shell: only plain host names and addresses take this route.
     let plain_host = setting("hostname").is_some_and(|h| {
         !h.starts_with('-')
             && h.chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
     });
-    if routed_elsewhere || attempts != "1" || !plain_host {
+    if routed_elsewhere || attempts != "1" || checks_host_ip || !plain_host {
         return None;
     }
     let family = match setting("addressfamily").unwrap_or("any") {
@@ -382,6 +385,11 @@ mod tests {
                 "{extra}"
             );
         }
+        let ip_checked = format!("{RESOLVED}checkhostip yes\n");
+        assert_eq!(
+            dialer_for(&ip_checked, "/ctops", Duration::from_secs(5)),
+            None
+        );
         let retries = RESOLVED.replace("connectionattempts 1", "connectionattempts 3");
         assert_eq!(dialer_for(&retries, "/ctops", Duration::from_secs(5)), None);
         // `%h` is pasted into a shell command: anything but a plain name stays with ssh.
