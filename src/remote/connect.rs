@@ -101,39 +101,14 @@ pub async fn open(target: &Target, root: &Path, out: &Output) -> Result<(Session
         .map_err(|e| Error::failed(format!("cannot create `{}`: {e}", dir.display())))?;
     let socket = dir.join("master");
     let log = dir.join("log");
+    // Left by an earlier process with this pid: ssh would refuse the socket and append to
+    // the log.
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&log);
 
     let connect_timeout = target.timeouts.connect().max(Duration::from_secs(1));
-    let mut args: Vec<OsString> = vec!["-E".into(), log.clone().into()];
-    args.extend(["-S".into(), socket.clone().into()]);
-    for arg in [
-        "-M",
-        "-f",
-        "-N",
-        "-o",
-        "ControlPersist=yes",
-        "-o",
-        "BatchMode=yes",
-    ] {
-        args.push(arg.into());
-    }
-    args.extend(["-o".into(), "StrictHostKeyChecking=yes".into()]);
-    args.extend([
-        "-o".into(),
-        format!("ConnectTimeout={}", connect_timeout.as_secs()).into(),
-    ]);
-    args.extend([
-        "-o".into(),
-        format!("ServerAliveInterval={}", KEEPALIVE.as_secs()).into(),
-    ]);
-    if let Some(config) = &target.ssh_config {
-        args.extend(["-F".into(), config.into()]);
-    }
     let dialer = dialer(target, connect_timeout).await;
-    if let Some(dialer) = &dialer {
-        args.extend(["-o".into(), format!("ProxyCommand={dialer}").into()]);
-        args.extend(["-o".into(), "ProxyUseFdpass=yes".into()]);
-    }
-    args.extend(["--".into(), target.ssh.clone().into()]);
+    let args = master_args(target, &socket, &log, connect_timeout, dialer.as_deref());
     let shown: Vec<String> = args
         .iter()
         .map(|a| super::quote(&a.to_string_lossy()).into_owned())
@@ -169,6 +144,38 @@ pub async fn open(target: &Target, root: &Path, out: &Output) -> Result<(Session
             .with_help("ctops needs OpenSSH's `ssh` on PATH")),
         Err(_) => Err(classify(&target.ssh, "timed out", connect_timeout)),
     }
+}
+
+/// `ssh`'s arguments for the master: what the openssh crate passes (a control socket, a log,
+/// `-f -N`, BatchMode, strict host keys, timeouts), plus the dialer when there is one.
+fn master_args(
+    target: &Target,
+    socket: &Path,
+    log: &Path,
+    connect_timeout: Duration,
+    dialer: Option<&str>,
+) -> Vec<OsString> {
+    let mut options = vec![
+        "ControlPersist=yes".to_string(),
+        "BatchMode=yes".to_string(),
+        "StrictHostKeyChecking=yes".to_string(),
+        format!("ConnectTimeout={}", connect_timeout.as_secs()),
+        format!("ServerAliveInterval={}", KEEPALIVE.as_secs()),
+    ];
+    if let Some(dialer) = dialer {
+        options.push(format!("ProxyCommand={dialer}"));
+        options.push("ProxyUseFdpass=yes".to_string());
+    }
+    let mut args: Vec<OsString> = vec!["-E".into(), log.into(), "-S".into(), socket.into()];
+    args.extend(["-M", "-f", "-N"].map(OsString::from));
+    for option in options {
+        args.extend(["-o".into(), option.into()]);
+    }
+    if let Some(config) = &target.ssh_config {
+        args.extend(["-F".into(), config.into()]);
+    }
+    args.extend(["--".into(), target.ssh.clone().into()]);
+    args
 }
 
 /// The `ProxyCommand` that has ctops dial the TCP connection itself (see [`dial`]), or

@@ -111,3 +111,21 @@ fn hand_over(stream: &TcpStream) -> std::io::Result<()> {
     to_ssh.send_with_fd(&[0], &[stream.as_raw_fd()])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dialed_socket_has_nodelay_and_the_family_is_kept() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stream = connect("127.0.0.1", port, Family::Inet, Duration::from_secs(1)).unwrap();
+        assert!(stream.nodelay().unwrap());
+        let refused = connect("127.0.0.1", port, Family::Inet6, Duration::from_secs(1));
+        assert!(
+            refused.is_err(),
+            "an IPv4 address dialed under AddressFamily inet6"
+        );
+    }
+}
