@@ -167,7 +167,8 @@ fn a_closed_port_is_unreachable_and_says_so() {
 /// only where ssh would have dialed directly: a ProxyCommand of the user's is left alone.
 #[test]
 fn ctops_dials_directly_but_leaves_a_proxy_command_to_ssh() {
-    let _lock = shared();
+    // Alone: it counts connections at the sshd.
+    let _lock = exclusive();
     let run = sandbox_ctops(["-v", "status"]).run().expect(0);
     assert!(
         run.stderr().contains("ProxyCommand=") && run.stderr().contains("__ssh-dial"),
