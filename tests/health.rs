@@ -133,3 +133,67 @@ fn watch_prints_one_document_per_round_until_interrupted() {
         assert_schema("health.json", &serde_json::from_str(&line).unwrap());
     }
 }
+
+/// SPEC: `health` shows the age of the newest database backup and flags one older than
+/// `backup.db.max_age` (and none at all). A backup folder of the test's own keeps the
+/// other tests' backups out of it.
+#[test]
+fn the_backup_row_judges_the_newest_backups_age() {
+    let _lock = shared();
+    let backups = "/srv/ctops sandbox/health-test-backups";
+    host(&format!("rm -rf '{backups}'"));
+    let _cleanup = Restore(vec![format!("rm -rf '{backups}'")]);
+    let dir = tempfile::tempdir().unwrap();
+    let with_max_age = |max_age: &str| {
+        variant_config(dir.path(), |text| {
+            text.replace(
+                "backup_dir = \"/srv/ctops sandbox/backups\"",
+                &format!("backup_dir = {backups:?}"),
+            )
+            .replace("max_age = \"0s\"", &format!("max_age = {max_age:?}"))
+        })
+    };
+    let health = |config: &std::path::Path, code: i32| {
+        let run = ctops(["--config", config.to_str().unwrap(), "health", "--json"])
+            .run()
+            .expect(code);
+        assert_schema("health.json", &run.json());
+        row(&run.json(), "backup db")
+    };
+
+    let config = with_max_age("26h");
+    let none = health(&config, 5);
+    assert_eq!(none["ok"], false);
+    assert!(
+        none["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no database backup"),
+        "{none}"
+    );
+
+    ctops(["--config", config.to_str().unwrap(), "backup", "db"])
+        .run()
+        .expect(0);
+    let fresh = health(&config, 0);
+    assert_eq!(fresh["ok"], true, "{fresh}");
+    let detail = fresh["detail"].as_str().unwrap();
+    let name = host(&format!(
+        "cd '{backups}' && ls db-*.manifest.json | sed 's/.manifest.json$//'"
+    ));
+    assert!(
+        detail.contains(&format!("newest {}", name.trim())),
+        "{detail}"
+    );
+
+    std::thread::sleep(Duration::from_secs(2));
+    let stale = health(&with_max_age("1s"), 5);
+    assert_eq!(stale["ok"], false);
+    assert!(
+        stale["detail"]
+            .as_str()
+            .unwrap()
+            .contains("older than backup.db.max_age 1s"),
+        "{stale}"
+    );
+}

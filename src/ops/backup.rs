@@ -207,7 +207,10 @@ pub fn db_backup_command(
     .stop_on_disconnect()
 }
 
-/// `dir env_file`: a copy of `.env` (mode 0600) when it differs from the newest copy.
+/// `dir env_file`: a copy of `.env` (mode 0600) when it differs from the newest copy. `ln`
+/// refuses a name that exists, so a second copy in the same second is `env-STAMP-02` (sorted
+/// after the first) and never replaces it: `restore env` copies the current file before it
+/// reads the one it restores.
 const ENV_BACKUP: &str = r#"set -u
 dir=$1/env; src=$2
 umask 077
@@ -216,9 +219,13 @@ mkdir -p "$dir" || exit 1
 new=$(sha256sum < "$src" | cut -d' ' -f1)
 last=$(ls "$dir"/env-* 2>/dev/null | grep -v '\.tmp' | sort | tail -n 1)
 if [ -n "$last" ] && [ "$(sha256sum < "$last" | cut -d' ' -f1)" = "$new" ]; then echo "unchanged $last"; exit 0; fi
-name="env-$(date -u +%Y%m%dT%H%M%SZ)"
-cp "$src" "$dir/$name.tmp" && chmod 0600 "$dir/$name.tmp" && sync "$dir/$name.tmp" 2>/dev/null
-mv "$dir/$name.tmp" "$dir/$name" && echo "created $dir/$name""#;
+stamp=$(date -u +%Y%m%dT%H%M%SZ); name="env-$stamp"; n=1; tmp="$dir/env-$stamp.$$.tmp"
+cp "$src" "$tmp" && chmod 0600 "$tmp" && sync "$tmp" 2>/dev/null || exit 1
+until ln "$tmp" "$dir/$name" 2>/dev/null; do
+    n=$((n + 1)); name=$(printf 'env-%s-%02d' "$stamp" "$n")
+    [ "$n" -le 99 ] || { rm -f "$tmp"; echo "cannot name a copy in $dir" >&2; exit 1; }
+done
+rm -f "$tmp"; echo "created $dir/$name""#;
 
 pub fn env_backup_command(t: &Target) -> RemoteCommand {
     let env = format!("{}/{}", t.dir.trim_end_matches('/'), t.env_file);
@@ -826,6 +833,52 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The copy script run here, with a `date` that always says the same second.
+    #[test]
+    fn two_env_copies_in_one_second_keep_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let date = bin.join("date");
+        std::fs::write(&date, "#!/bin/sh\necho 20261127T063001Z\n").unwrap();
+        std::fs::set_permissions(&date, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let backups = dir.path().join("backups");
+        let env = dir.path().join(".env");
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let copy = |content: &str| {
+            std::fs::write(&env, content).unwrap();
+            let out = std::process::Command::new("sh")
+                .args(["-c", ENV_BACKUP, "ctops"])
+                .arg(&backups)
+                .arg(&env)
+                .env("PATH", &path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        };
+        for content in ["A=1\n", "A=2\n", "A=3\n"] {
+            copy(content);
+        }
+        let mut names: Vec<String> = std::fs::read_dir(backups.join("env"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "env-20261127T063001Z",
+                "env-20261127T063001Z-02",
+                "env-20261127T063001Z-03"
+            ]
+        );
+        let newest = std::fs::read_to_string(backups.join("env").join(&names[2])).unwrap();
+        assert_eq!(newest, "A=3\n");
+        let first = std::fs::read_to_string(backups.join("env").join(&names[0])).unwrap();
+        assert_eq!(first, "A=1\n", "the first copy was replaced");
+    }
 
     fn manifest(name: &str, created: &str) -> Manifest {
         Manifest {

@@ -11,13 +11,14 @@ use futures::future::join_all;
 use reqwest::Url;
 use serde::Serialize;
 
+use super::backup::Manifest;
 use super::Envelope;
 use crate::cli::HealthArgs;
-use crate::compose::{exec_in_service, Stack};
+use crate::compose::{epoch_of, exec_in_service, uptime, Stack};
 use crate::config::Check;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
-use crate::remote::Remote;
+use crate::remote::{Remote, RemoteCommand};
 
 /// One row of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -116,10 +117,12 @@ async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
             .checks
             .iter()
             .map(|(name, check)| host_check(ctx, remote, name, check, timeout));
-        let (state, mut rows) = tokio::join!(state, join_all(checks));
+        let (state, mut rows, backup) =
+            tokio::join!(state, join_all(checks), backup_row(ctx, remote));
         let (stack, ps_latency) = state?;
         explain_stopped_services(&mut rows, &stack, &ctx.target.checks);
         rows.extend(service_rows(&stack, ps_latency));
+        rows.extend(backup);
         Ok::<_, Error>(rows)
     };
     // The host side first: its connection takes longest, so it starts before the API
@@ -283,6 +286,55 @@ fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
     }
 }
 
+/// The host clock, then every complete database backup's manifest (one line each): a dump
+/// without its manifest never counts.
+const DB_BACKUP_MANIFESTS: &str =
+    r#"date -u +%s; for m in "$1"/db-*.manifest.json; do [ -f "$m" ] && cat "$m"; done; true"#;
+
+/// The age of the newest database backup against `backup.db.max_age` (`0s`: not checked).
+async fn backup_row(ctx: &Ctx, remote: &Remote) -> Option<Row> {
+    let max_age = ctx.target.backup.db.max_age?.0;
+    if max_age.is_zero() {
+        return None;
+    }
+    let dir = ctx.target.backup_dir.as_str();
+    let row = timed("backup db", async {
+        let cmd = RemoteCommand::sh(DB_BACKUP_MANIFESTS, [dir]).read_only();
+        let out = remote.run_ok(&cmd).await.map_err(|e| e.message)?;
+        judge_backup_age(&out.stdout_text(), max_age, dir)
+    });
+    Some(row.await)
+}
+
+/// "db-… , 3h 12m old", or why that is not good enough.
+fn judge_backup_age(listing: &str, max_age: Duration, dir: &str) -> Result<String, String> {
+    let mut lines = listing.lines();
+    let now: i64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    let newest = lines
+        .filter_map(|l| serde_json::from_str::<Manifest>(l).ok())
+        .filter_map(|m| epoch_of(&m.created).map(|at| (at, m)))
+        .max_by_key(|(at, _)| *at);
+    let Some((at, manifest)) = newest else {
+        return Err(format!("no database backup in {dir} (ctops backup db)"));
+    };
+    let detail = format!(
+        "newest {}, {} old",
+        manifest.name,
+        uptime(&manifest.created, now).unwrap_or_default()
+    );
+    if (now - at).max(0) as u64 > max_age.as_secs() {
+        Err(format!(
+            "{detail}: older than backup.db.max_age {}",
+            humantime::format_duration(max_age)
+        ))
+    } else {
+        Ok(detail)
+    }
+}
+
 /// A row per service from the live container state (not Docker's cached healthcheck).
 fn service_rows(stack: &Stack, latency: Duration) -> Vec<Row> {
     stack
@@ -376,6 +428,37 @@ mod tests {
             latency_ms: 1,
             detail: String::new(),
         }
+    }
+
+    fn manifest_line(name: &str, created: &str) -> String {
+        format!(
+            r#"{{"kind":"db","name":"{name}","format":"custom","sha256":"00","size":1,"created":"{created}","database":"d","revision":null,"label":"","tables":{{}}}}"#
+        )
+    }
+
+    #[test]
+    fn the_newest_backup_is_judged_by_its_age() {
+        let now = epoch_of("2026-11-27T12:00:00Z").unwrap();
+        let listing = [
+            now.to_string(),
+            manifest_line("db-old", "2026-11-25T12:00:00Z"),
+            manifest_line("db-new", "2026-11-27T09:00:00Z"),
+            "garbage".to_string(),
+        ]
+        .join("\n");
+        let day = Duration::from_secs(26 * 3600);
+        assert_eq!(
+            judge_backup_age(&listing, day, "/b").unwrap(),
+            "newest db-new, 3h old"
+        );
+        let two_hours = Duration::from_secs(2 * 3600);
+        let stale = judge_backup_age(&listing, two_hours, "/b").unwrap_err();
+        assert!(
+            stale.contains("db-new, 3h old") && stale.contains("max_age 2h"),
+            "{stale}"
+        );
+        let none = judge_backup_age(&now.to_string(), day, "/b").unwrap_err();
+        assert!(none.contains("no database backup in /b"), "{none}");
     }
 
     #[test]
