@@ -306,7 +306,7 @@ async fn backup_row(ctx: &Ctx, remote: &Remote) -> Option<Row> {
     Some(row.await)
 }
 
-/// "db-… , 3h 12m old", or why that is not good enough.
+/// "newest db-…, 3h 12m old", or why that is not good enough.
 fn judge_backup_age(listing: &str, max_age: Duration, dir: &str) -> Result<String, String> {
     let mut lines = listing.lines();
     let now: i64 = lines
