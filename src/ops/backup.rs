@@ -372,15 +372,7 @@ async fn prune(ctx: &Ctx, ask: bool) -> Result<Vec<Listed>> {
     let t = &ctx.target;
     let remote = ctx.remote().await?;
     let keep_days = t.backup.db.keep_days.unwrap_or(7);
-    let now = super::switch::chrono_now(remote).await?;
-    let text = remote
-        .run_ok(&RemoteCommand::sh(LIST, [t.backup_dir.as_str()]).read_only())
-        .await?
-        .stdout_text();
-    let host: Vec<Manifest> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let (now, host) = host_db_backups(remote, &t.backup_dir).await?;
     let doomed = to_prune(&host, keep_days, now);
     let local_dir = t.local_dir.join("db");
     let local: Vec<Manifest> = std::fs::read_dir(&local_dir)
@@ -755,7 +747,25 @@ async fn backup_env(ctx: &Ctx, announce: bool) -> Result<Vec<Listed>> {
     }])
 }
 
-const LIST: &str = r#"for m in "$1"/db-*.manifest.json; do [ -f "$m" ] || continue; cat "$m"; n=${m%.manifest.json}; [ -f "$n.verified" ] && printf 'verified\t%s\n' "${n##*/}"; done; for f in "$1"/env/env-*; do [ -f "$f" ] && case $f in *.tmp) ;; *) printf 'env\t%s\t%s\t%s\n' "${f##*/}" "$(stat -c %s "$f")" "$(date -u -r "$f" +%Y-%m-%dT%H:%M:%SZ)";; esac; done; true"#;
+/// `dir`: the host's clock, then each database backup's manifest (one line; a dump without
+/// one never counts) with a `verified` line when `backup verify` passed, then the `.env`
+/// copies.
+const LIST: &str = r#"date -u +%s; for m in "$1"/db-*.manifest.json; do [ -f "$m" ] || continue; cat "$m"; n=${m%.manifest.json}; [ -f "$n.verified" ] && printf 'verified\t%s\n' "${n##*/}"; done; for f in "$1"/env/env-*; do [ -f "$f" ] && case $f in *.tmp) ;; *) printf 'env\t%s\t%s\t%s\n' "${f##*/}" "$(stat -c %s "$f")" "$(date -u -r "$f" +%Y-%m-%dT%H:%M:%SZ)";; esac; done; true"#;
+
+/// The host's clock (UTC seconds) and the database backups on the host, one round trip.
+pub async fn host_db_backups(remote: &Remote, dir: &str) -> Result<(i64, Vec<Manifest>), Error> {
+    let text = remote
+        .run_ok(&RemoteCommand::sh(LIST, [dir]).read_only())
+        .await?
+        .stdout_text();
+    let mut lines = text.lines();
+    let now = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    let manifests = lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
+    Ok((now, manifests))
+}
 
 async fn list(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;

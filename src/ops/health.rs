@@ -11,14 +11,14 @@ use futures::future::join_all;
 use reqwest::Url;
 use serde::Serialize;
 
-use super::backup::Manifest;
+use super::backup::{host_db_backups, Manifest};
 use super::Envelope;
 use crate::cli::HealthArgs;
 use crate::compose::{epoch_of, exec_in_service, uptime, Stack};
 use crate::config::Check;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
-use crate::remote::{Remote, RemoteCommand};
+use crate::remote::Remote;
 
 /// One row of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -286,11 +286,6 @@ fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
     }
 }
 
-/// The host clock, then every complete database backup's manifest (one line each): a dump
-/// without its manifest never counts.
-const DB_BACKUP_MANIFESTS: &str =
-    r#"date -u +%s; for m in "$1"/db-*.manifest.json; do [ -f "$m" ] && cat "$m"; done; true"#;
-
 /// The age of the newest database backup against `backup.db.max_age` (`0s`: not checked).
 async fn backup_row(ctx: &Ctx, remote: &Remote) -> Option<Row> {
     let max_age = ctx.target.backup.db.max_age?.0;
@@ -299,22 +294,21 @@ async fn backup_row(ctx: &Ctx, remote: &Remote) -> Option<Row> {
     }
     let dir = ctx.target.backup_dir.as_str();
     let row = timed("backup db", async {
-        let cmd = RemoteCommand::sh(DB_BACKUP_MANIFESTS, [dir]).read_only();
-        let out = remote.run_ok(&cmd).await.map_err(|e| e.message)?;
-        judge_backup_age(&out.stdout_text(), max_age, dir)
+        let (now, manifests) = host_db_backups(remote, dir).await.map_err(|e| e.message)?;
+        judge_backup_age(now, &manifests, max_age, dir)
     });
     Some(row.await)
 }
 
 /// "newest db-…, 3h 12m old", or why that is not good enough.
-fn judge_backup_age(listing: &str, max_age: Duration, dir: &str) -> Result<String, String> {
-    let mut lines = listing.lines();
-    let now: i64 = lines
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
-    let newest = lines
-        .filter_map(|l| serde_json::from_str::<Manifest>(l).ok())
+fn judge_backup_age(
+    now: i64,
+    manifests: &[Manifest],
+    max_age: Duration,
+    dir: &str,
+) -> Result<String, String> {
+    let newest = manifests
+        .iter()
         .filter_map(|m| epoch_of(&m.created).map(|at| (at, m)))
         .max_by_key(|(at, _)| *at);
     let Some((at, manifest)) = newest else {
@@ -430,34 +424,41 @@ mod tests {
         }
     }
 
-    fn manifest_line(name: &str, created: &str) -> String {
-        format!(
-            r#"{{"kind":"db","name":"{name}","format":"custom","sha256":"00","size":1,"created":"{created}","database":"d","revision":null,"label":"","tables":{{}}}}"#
-        )
+    fn manifest(name: &str, created: &str) -> Manifest {
+        Manifest {
+            kind: "db".into(),
+            name: name.into(),
+            format: "custom".into(),
+            sha256: "00".into(),
+            size: 1,
+            created: created.into(),
+            database: "d".into(),
+            revision: None,
+            label: String::new(),
+            tables: BTreeMap::new(),
+        }
     }
 
     #[test]
     fn the_newest_backup_is_judged_by_its_age() {
         let now = epoch_of("2026-11-27T12:00:00Z").unwrap();
-        let listing = [
-            now.to_string(),
-            manifest_line("db-old", "2026-11-25T12:00:00Z"),
-            manifest_line("db-new", "2026-11-27T09:00:00Z"),
-            "garbage".to_string(),
-        ]
-        .join("\n");
+        let backups = [
+            manifest("db-old", "2026-11-25T12:00:00Z"),
+            manifest("db-new", "2026-11-27T09:00:00Z"),
+            manifest("db-undated", "garbage"),
+        ];
         let day = Duration::from_secs(26 * 3600);
         assert_eq!(
-            judge_backup_age(&listing, day, "/b").unwrap(),
+            judge_backup_age(now, &backups, day, "/b").unwrap(),
             "newest db-new, 3h old"
         );
         let two_hours = Duration::from_secs(2 * 3600);
-        let stale = judge_backup_age(&listing, two_hours, "/b").unwrap_err();
+        let stale = judge_backup_age(now, &backups, two_hours, "/b").unwrap_err();
         assert!(
             stale.contains("db-new, 3h old") && stale.contains("max_age 2h"),
             "{stale}"
         );
-        let none = judge_backup_age(&now.to_string(), day, "/b").unwrap_err();
+        let none = judge_backup_age(now, &[], day, "/b").unwrap_err();
         assert!(none.contains("no database backup in /b"), "{none}");
     }
 

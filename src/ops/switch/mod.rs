@@ -20,7 +20,7 @@ pub use probe::{validate_ref, Probe, Release, RELEASE_TAG_PREFIX};
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
 use crate::lock::HostLock;
-use crate::remote::{Remote, RemoteCommand};
+use crate::remote::Remote;
 use crate::runner::{self, Event};
 use probe::short;
 
@@ -148,13 +148,6 @@ async fn plan_and_run(
         let _ = runner::mark_seen(remote, &t.state_dir, &op_id).await;
     }
     report(ctx, &probe, kind, &op_id, outcome)
-}
-
-pub async fn chrono_now(remote: &Remote) -> Result<i64, Error> {
-    let out = remote
-        .run_ok(&RemoteCommand::new(["date", "-u", "+%s"]).read_only())
-        .await?;
-    Ok(out.stdout_text().trim().parse().unwrap_or(0))
 }
 
 /// What following the runner came to.

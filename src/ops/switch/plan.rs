@@ -291,10 +291,9 @@ pub fn plan(
         "migration": probe.target.migration, "by": format!("{user}@{host}"), "kind": kind.name(),
         "from": probe.current.commit,
     });
-    let audit = serde_json::json!({
-        "user": user, "host": host, "command": command_line, "target": t.name, "op": op_id,
-        "from": probe.current.commit, "to": probe.target.commit,
-    });
+    let mut audit = crate::runner::audit_fields(&t.name, command_line, op_id);
+    audit["from"] = serde_json::json!(probe.current.commit);
+    audit["to"] = serde_json::json!(probe.target.commit);
     let fields = |v: serde_json::Value| crate::runner::json_fields(&v);
     Ok(Plan {
         op: kind.name(),
