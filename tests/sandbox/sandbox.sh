@@ -10,6 +10,9 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The second profile (other names, paths and PostgreSQL set-up: a host laid out differently)
+# lives in second/ with its own state and hash, so changing it never rebuilds this one.
+if [ "${1:-}" = --second ]; then shift; exec "$HERE/second/sandbox.sh" "$@"; fi
 STATE=${CTOPS_SANDBOX:-/var/tmp/ctops-sandbox}
 BASE="/srv/ctops sandbox"
 CHECKOUT="$BASE/trader-psy"
@@ -77,7 +80,7 @@ compose() { as_deploy docker compose --progress=plain -f "$COMPOSE_FILE" "$@"; }
 container() { printf '%s-%s-1' "$PROJECT" "$1"; }
 
 sandbox_hash() {
-    (cd "$HERE" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 |
+    (cd "$HERE" && find . -type f ! -path './second/*' ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 |
         LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)
 }
 
