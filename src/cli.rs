@@ -415,6 +415,23 @@ impl Command {
         )
     }
 
+    /// Commands that need the facts the config may leave to the stack (the database
+    /// service, its user and database, the writers, the migrate service): `discover`
+    /// reads them first.
+    pub fn needs_stack_facts(&self) -> bool {
+        matches!(
+            self,
+            Command::Deploy(_)
+                | Command::Rollback(_)
+                | Command::Preflight(_)
+                | Command::Rotate(_)
+                | Command::Restore(RestoreCommand::Db { .. })
+                | Command::Backup(
+                    BackupCommand::Db { .. } | BackupCommand::All | BackupCommand::Verify { .. }
+                )
+        )
+    }
+
     /// Commands that run until Ctrl-C, for which Ctrl-C is the normal way to end (exit 0).
     pub fn runs_until_interrupted(&self) -> bool {
         matches!(

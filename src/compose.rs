@@ -390,8 +390,22 @@ fn exec_in_service_with(
         service.to_string(),
         if stdin { "-i" } else { "-" }.to_string(),
     ];
+    args.extend(database_address(target, service));
     args.extend(argv.iter().cloned());
     RemoteCommand::sh(EXEC_IN_SERVICE, args)
+}
+
+/// `env PGHOST=… PGPORT=…` before every client ctops runs in the database's service, when
+/// `[backup.db]` says where PostgreSQL listens (the container's own environment otherwise).
+fn database_address(target: &Target, service: &str) -> Vec<String> {
+    let db = &target.backup.db;
+    if db.service.as_deref() != Some(service) || (db.host.is_none() && db.port.is_none()) {
+        return Vec::new();
+    }
+    let mut words = vec!["env".to_string()];
+    words.extend(db.host.iter().map(|h| format!("PGHOST={h}")));
+    words.extend(db.port.iter().map(|p| format!("PGPORT={p}")));
+    words
 }
 
 fn same_path(a: &str, b: &str) -> bool {
@@ -453,6 +467,24 @@ mod tests {
         crate::config::parse(&text, "c.toml".as_ref(), ".".as_ref(), None)
             .unwrap()
             .target
+    }
+
+    #[test]
+    fn clients_in_the_database_service_get_the_configured_address() {
+        let mut t = target(None);
+        let argv = ["psql".to_string()];
+        let plain = exec_in_service(&t, "db", &argv).render();
+        assert!(!plain.contains("PGHOST"), "{plain}");
+        t.backup.db.service = Some("db".into());
+        t.backup.db.host = Some("::1".into());
+        t.backup.db.port = Some(25432);
+        let rendered = exec_in_service(&t, "db", &argv).render();
+        assert!(
+            rendered.ends_with(" db - env 'PGHOST=::1' PGPORT=25432 psql"),
+            "{rendered}"
+        );
+        let other = exec_in_service(&t, "web", &argv).render();
+        assert!(!other.contains("PGHOST"), "{other}");
     }
 
     const INSPECT: &str = r#"[{"Id":"abc","Name":"/infrastructure-redis-1","Image":"sha256:1","RestartCount":2,

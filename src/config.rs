@@ -145,13 +145,13 @@ impl Deploy {
         self.stable_for = self.stable_for.or(d(10));
         self.keep_releases = self.keep_releases.or(Some(5));
         let words = |w: &[&str]| Some(w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        // `service` and `versions` are not defaulted: the stack and the repository tell them
+        // (crate::discover), and a config that sets them overrides what they say.
         let mut m = self.migrate.unwrap_or_default();
-        m.service = m.service.or(Some("api".into()));
         m.upgrade = m.upgrade.or(words(&["alembic", "upgrade", "head"]));
         m.current = m.current.or(words(&["alembic", "current"]));
         m.downgrade = m.downgrade.or(words(&["alembic", "downgrade"]));
         m.heads = m.heads.or(words(&["alembic", "heads"]));
-        m.versions = m.versions.or(Some("migrations/versions".into()));
         self.migrate = Some(m);
         self.notify_url = self.notify_url.filter(|u| !u.is_empty());
         self.notify_command = self.notify_command.or(Some(Vec::new()));
@@ -209,6 +209,10 @@ pub struct BackupDb {
     pub max_age: Option<HumanDuration>,
     /// ctops extension: the services that write to the database, stopped for a restore.
     pub writers: Option<Vec<String>>,
+    /// ctops extension: where the clients ctops runs in `service` reach PostgreSQL
+    /// (PGHOST/PGPORT), when the container's own environment does not say.
+    pub host: Option<String>,
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -232,17 +236,15 @@ pub struct Backup {
 
 impl Backup {
     fn overlay(&mut self, over: &Backup) {
-        overlay!(self.db, over.db; service, user, database, keep_days, max_age, writers);
+        overlay!(self.db, over.db; service, user, database, keep_days, max_age, writers, host, port);
         overlay!(self.minio, over.minio; endpoint, access_key_var, secret_key_var, buckets, keep_days);
     }
 
     fn with_defaults(mut self) -> Self {
         let s = |v: &str| Some(v.to_string());
-        self.db.service = self.db.service.or(s("postgres"));
-        self.db.user = self.db.user.or(s("trader"));
-        self.db.database = self.db.database.or(s("trader_psy"));
+        // service, user, database and writers are not defaulted: compose config and the
+        // database container tell them (crate::discover).
         self.db.keep_days = self.db.keep_days.or(Some(7));
-        self.db.writers = self.db.writers.or(Some(vec!["api".into(), "bot".into()]));
         self.db.max_age = self
             .db
             .max_age
@@ -344,6 +346,30 @@ pub struct Target {
     pub checks: BTreeMap<String, Check>,
     pub backup: Backup,
     pub secrets: BTreeMap<String, Secret>,
+    /// Facts the config leaves to the host that `discover` could not read: the config key
+    /// and why. A command that needs one refuses, naming the key.
+    #[serde(skip)]
+    pub unknown: BTreeMap<&'static str, String>,
+}
+
+impl Target {
+    /// A value the config may leave to the stack: set or discovered, else a refusal that
+    /// names the key that would settle it.
+    pub fn fact<'a>(&self, key: &'static str, value: &'a Option<String>) -> Result<&'a str, Error> {
+        value.as_deref().ok_or_else(|| {
+            let why = self
+                .unknown
+                .get(key)
+                .map_or("nothing on the host told it", String::as_str);
+            Error::usage(format!(
+                "`{key}` is not set, and ctops cannot tell it for target `{}`: {why}",
+                self.name
+            ))
+            .with_help(format!(
+                "set `{key}` in the config (see `ctops config check`)"
+            ))
+        })
+    }
 }
 
 /// A loaded config file with the chosen target resolved.
@@ -518,6 +544,7 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
         checks,
         backup: backup.with_defaults(),
         secrets,
+        unknown: BTreeMap::new(),
     })
 }
 

@@ -35,6 +35,15 @@ impl Ctx {
             .await
     }
 
+    /// Fills in the facts the config leaves to the stack (`crate::discover`), over the one
+    /// connection. Read-only: also under `--dry-run`.
+    pub async fn discover_stack(&mut self) -> Result<(), Error> {
+        let mut target = self.target.clone();
+        crate::discover::stack_facts(self.remote().await?, &mut target).await?;
+        self.target = target;
+        Ok(())
+    }
+
     /// "sandbox (trader-psy-sandbox)": how every status line and confirmation names the target.
     pub fn target_label(&self) -> String {
         format!("{} ({})", self.target.name, self.target.ssh)

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod compose;
 pub mod config;
 pub mod context;
+pub mod discover;
 pub mod envfile;
 pub mod error;
 pub mod fault;

@@ -66,12 +66,15 @@ async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> an
     if let Command::Config(ConfigCommand::Check) = cli.command {
         return ops::config_check::run(&loaded, out);
     }
-    let ctx = Ctx::new(
+    let mut ctx = Ctx::new(
         loaded.target,
         out.clone(),
         cli.global.dry_run,
         cli.global.yes,
     );
+    if cli.command.needs_stack_facts() {
+        ctx.discover_stack().await?;
+    }
     let until_interrupted = cli.command.runs_until_interrupted();
     let result = if cli.command.handles_interrupts() {
         dispatch(&ctx, cli.command).await

@@ -78,6 +78,11 @@ impl Graph {
         }
     }
 
+    /// Whether a script of this graph has revision `rev`.
+    pub fn knows(&self, rev: &str) -> bool {
+        self.down.contains_key(rev)
+    }
+
     /// Every revision `rev` comes after, `rev` included.
     pub fn lineage(&self, rev: &str) -> BTreeSet<String> {
         let mut seen = BTreeSet::new();
@@ -97,11 +102,139 @@ pub fn direction(graph: &Graph, current: Option<&str>, target: Option<&str>) -> 
     match (current, target) {
         (a, b) if a == b => Direction::None,
         (None, Some(_)) => Direction::Upgrade,
-        (Some(_), None) => Direction::Downgrade,
+        // Down to base only from a revision these scripts know: an empty or wrong folder
+        // must never read as "downgrade everything".
+        (Some(cur), None) if graph.knows(cur) => Direction::Downgrade,
+        (Some(_), None) => Direction::Diverged,
         (Some(cur), Some(tgt)) if graph.lineage(tgt).contains(cur) => Direction::Upgrade,
         (Some(cur), Some(tgt)) if graph.lineage(cur).contains(tgt) => Direction::Downgrade,
         _ => Direction::Diverged,
     }
+}
+
+/// What a release says about its migration head, read from its repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    /// The scripts' single head; `None` when the versions folder exists at the ref and
+    /// holds no revision (the schema's `base`).
+    Known(Option<String>),
+    /// The release has no alembic configuration at all (no `alembic.ini`, no override).
+    Absent,
+    /// Nobody can tell: why, and the config key that would settle it.
+    Unknown(String),
+}
+
+impl Head {
+    /// The revision for records and messages (`None` for base, absent or unknown).
+    pub fn revision(&self) -> Option<String> {
+        match self {
+            Head::Known(r) => r.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// The folders (repository paths) that hold a release's revision scripts, read from its
+/// `alembic.ini` at `ini_path`: `version_locations` when set, else `script_location`'s
+/// `versions/`. Relative paths are taken from the ini's folder, where `alembic` runs
+/// (`compose run SERVICE alembic ...` runs in the image's working dir, which holds the
+/// ini); `%(here)s` is that folder too. Anything ctops cannot map to a repository path (a
+/// package resource `pkg:dir`, an absolute path inside the image) is an error.
+pub fn versions_dirs(ini_path: &str, ini: &str) -> Result<Vec<String>, String> {
+    let here = ini_path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let values = alembic_section(ini);
+    let get = |key: &str| {
+        values
+            .iter()
+            .find(|(k, _)| k == key)
+            // Paths are joined to the ini's folder below, so `%(here)s` is `.` here.
+            .map(|(_, v)| v.replace("%(here)s", "."))
+            .filter(|v| !v.trim().is_empty())
+    };
+    let paths: Vec<String> = match (get("version_locations"), get("script_location")) {
+        (Some(list), _) => {
+            let separator = get("version_path_separator").unwrap_or_default();
+            split_locations(&list, separator.trim())
+        }
+        (None, Some(script)) => vec![format!("{}/versions", script.trim().trim_end_matches('/'))],
+        (None, None) => {
+            return Err(format!(
+                "{ini_path} has neither script_location nor version_locations in [alembic]"
+            ))
+        }
+    };
+    paths
+        .iter()
+        .map(|p| {
+            repository_path(here, p)
+                .ok_or_else(|| format!("{ini_path}: `{p}` is not a folder of the repository"))
+        })
+        .collect()
+}
+
+/// `key = value` pairs of the `[alembic]` section (continuation lines joined).
+fn alembic_section(ini: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut inside = false;
+    for line in ini.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            inside = trimmed == "[alembic]";
+            continue;
+        }
+        if !inside || trimmed.is_empty() || trimmed.starts_with(['#', ';']) {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = out.last_mut() {
+                v.push(' ');
+                v.push_str(trimmed);
+            }
+            continue;
+        }
+        if let Some((k, v)) = trimmed.split_once(['=', ':']) {
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Alembic's `version_path_separator`: `os` (`:` here), `space`, `comma`, a literal, or
+/// unset (legacy: spaces and commas).
+fn split_locations(list: &str, separator: &str) -> Vec<String> {
+    let parts: Vec<&str> = match separator {
+        "os" | ":" => list.split(':').collect(),
+        "space" | " " => list.split(' ').collect(),
+        "comma" | "," => list.split(',').collect(),
+        ";" => list.split(';').collect(),
+        "newline" => list.split(['\n', ' ']).collect(),
+        _ => list.split([' ', ',']).collect(),
+    };
+    parts
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `base/rel` with `.` and `..` resolved; `None` for an absolute path, a package resource
+/// (`pkg:dir`), or a path that leaves the repository.
+fn repository_path(base: &str, rel: &str) -> Option<String> {
+    if rel.starts_with('/') || rel.contains(':') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in base.split('/').chain(rel.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 fn split_location(line: &str) -> Option<(&str, &str)> {
@@ -172,5 +305,43 @@ abc:migrations/versions/0003_c.py:down_revision = \"0002\"
     fn two_heads_are_an_error() {
         let g = Graph::parse_grep("c:p/a.py:revision = 'a'\nc:p/b.py:revision = 'b'\n");
         assert!(g.head().unwrap_err().contains("a, b"));
+    }
+    #[test]
+    fn the_versions_folder_comes_from_alembic_ini() {
+        let ini = "[alembic]\nscript_location = migrations\n[loggers]\nkeys = root\n";
+        assert_eq!(
+            versions_dirs("alembic.ini", ini).unwrap(),
+            ["migrations/versions"]
+        );
+        let sub = "[alembic]\nscript_location = %(here)s/db/migrations\n";
+        assert_eq!(
+            versions_dirs("backend/alembic.ini", sub).unwrap(),
+            ["backend/db/migrations/versions"]
+        );
+        let rel = "[alembic]\nscript_location = ./db/../migrations/\n";
+        assert_eq!(
+            versions_dirs("backend/alembic.ini", rel).unwrap(),
+            ["backend/migrations/versions"]
+        );
+        let locations =
+            "[alembic]\nscript_location = m\nversion_locations = %(here)s/a %(here)s/b\n";
+        assert_eq!(
+            versions_dirs("x/alembic.ini", locations).unwrap(),
+            ["x/a", "x/b"]
+        );
+        let os = "[alembic]\nscript_location = m\nversion_path_separator = os\nversion_locations = a:b\n";
+        assert_eq!(versions_dirs("alembic.ini", os).unwrap(), ["a", "b"]);
+    }
+    #[test]
+    fn an_ini_ctops_cannot_map_to_the_repository_is_an_error() {
+        for ini in [
+            "[alembic]\nscript_location = myapp:migrations\n",
+            "[alembic]\nscript_location = /srv/app/migrations\n",
+            "[alembic]\nscript_location = ../../elsewhere\n",
+            "[alembic]\nsqlalchemy.url = x\n",
+            "[other]\nscript_location = m\n",
+        ] {
+            assert!(versions_dirs("a/alembic.ini", ini).is_err(), "{ini}");
+        }
     }
 }

@@ -12,6 +12,7 @@ use super::Envelope;
 use crate::cli::PreflightArgs;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
+use crate::migrations::Head;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -140,9 +141,21 @@ pub fn run_checks(ctx: &Ctx, repo: &Path, probe: &Probe) -> Vec<Check> {
     });
     let pattern = preflight.commit_pattern.clone().unwrap_or_default();
     checks.push(commit_messages(repo, &probe.current.commit, &pattern));
-    checks.push(match probe.target.migration.as_ref() {
-        Some(head) => passed("one migration head", format!("head {head}")),
-        None => passed("one migration head", "no migrations"),
+    checks.push(match &probe.target_head {
+        Head::Known(Some(head)) => passed("one migration head", format!("head {head}")),
+        Head::Known(None) => passed(
+            "one migration head",
+            "the versions folder holds no revision yet (base)",
+        ),
+        Head::Absent => not_checked(
+            "one migration head",
+            "the release has no alembic.ini (no migrations found)",
+        ),
+        Head::Unknown(why) => failed(
+            "one migration head",
+            why.clone(),
+            "set `deploy.migrate.versions` to the scripts' folder",
+        ),
     });
     checks.push(not_checked(
         "migrations round trip",

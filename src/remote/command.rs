@@ -125,7 +125,9 @@ pub fn quote(word: &str) -> Cow<'_, str> {
 /// `NAME='value'`: the one way a value becomes a shell variable in a rendered script (the
 /// host scripts under `src/scripts/` read their values from such lines or from `$1...`).
 pub fn assign(name: &str, value: &str) -> String {
-    debug_assert!(name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'));
+    debug_assert!(name
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'));
     format!("{name}={}", quote(value))
 }
 

@@ -38,7 +38,9 @@ pub fn plan(
     let t = &ctx.target;
     let compose = Compose::new(t, Some(probe.project.clone()));
     let migrate = t.deploy.migrate.clone().unwrap_or_default();
-    let service = migrate.service.clone().unwrap_or_else(|| "api".into());
+    // Needed only when the schema moves (or a notification runs in it): a deploy of a stack
+    // whose migrate service cannot be told still converges.
+    let service = migrate.service.clone().unwrap_or_default();
     // lock_timeout: a migration waiting behind a long query fails fast instead of queueing
     // every API request behind it.
     let alembic = |args: &[String]| {
@@ -110,14 +112,7 @@ pub fn plan(
     let build = with_timeout(compose.build(&[]), t.timeouts.build.map(|d| d.0));
     let up = compose.up(&[], false, false);
 
-    let direction = probe.direction();
-    if direction == Direction::Diverged {
-        return Err(Error::refused(format!(
-            "the database is at revision {:?}, which is not on the path to {:?} in either release's migrations",
-            probe.db_revision, probe.target.migration
-        ))
-        .with_help("bring the schema to a known revision first (ctops exec api -- alembic ...)"));
-    }
+    let direction = probe.direction()?;
     let converge =
         probe.same_commit() && !force && !probe.needs_build && direction == Direction::None;
     let mut forward = Vec::new();
@@ -154,6 +149,24 @@ pub fn plan(
         };
         forward.push(Step::shell("gate", title, body));
     } else {
+        if direction != Direction::None {
+            t.fact("deploy.migrate.service", &migrate.service)?;
+        }
+        if direction == Direction::Downgrade {
+            // A downgrade drops what newer revisions added: a verified backup first, at the
+            // revision the database has now. If it fails, nothing has changed yet.
+            let backup = crate::ops::backup::db_backup_command(
+                t,
+                crate::cli::BackupFormat::Custom,
+                "pre-rollback",
+                true,
+            );
+            forward.push(Step::new(
+                "backup",
+                "backup db before the downgrade",
+                &[backup],
+            ));
+        }
         forward.push(
             Step::shell("keep", format!("keep the running images as {cur12}"), keep)
                 .marks("STARTED"),
@@ -231,15 +244,12 @@ pub fn plan(
             ));
         }
 
-        let back_to = probe
-            .db_revision
-            .clone()
-            .or(probe.current.migration.clone());
+        let back_to = probe.db_revision_now();
         back.push(
             Step::new(
                 "undo_migrate",
                 format!(
-                    "alembic downgrade to {} with the new image",
+                    "alembic downgrade to {} with the new image (the pre-deploy backup covers it)",
                     back_to.as_deref().unwrap_or("base")
                 ),
                 &[alembic(&downgrade_to(back_to.as_deref()))],
@@ -314,7 +324,7 @@ pub fn plan(
         audit_fields: fields(audit),
         seed_release: Some(fields(serde_json::json!({
             "ref": probe.current.reference, "commit": probe.current.commit, "version": probe.current.version,
-            "migration": probe.db_revision.clone().or(probe.current.migration.clone()), "by": "ctops (running before the first deploy)",
+            "migration": probe.db_revision_now(), "by": "ctops (running before the first deploy)",
         }))),
     })
 }

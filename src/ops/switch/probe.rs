@@ -1,13 +1,12 @@
 //! Reading what the host runs and what it would run, before anything changes.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
-use crate::compose::{exec_in_service, Compose, Stack};
+use crate::compose::{Compose, Stack};
 use crate::context::Ctx;
+use crate::discover::{self, tab_fields};
 use crate::error::Error;
-use crate::migrations::{direction, Direction, Graph};
+use crate::migrations::{direction, Direction, Graph, Head};
 use crate::remote::{Remote, RemoteCommand};
 
 /// A release as the JSON documents and the release history describe it.
@@ -25,12 +24,17 @@ pub struct Release {
 pub struct Probe {
     pub project: String,
     pub current: Release,
-    /// The database's revision now (may differ from the current code's head).
-    pub db_revision: Option<String>,
+    /// The database's revision now (may differ from the current code's head); `Err`
+    /// (unknown, with the reason) when it could not be read.
+    pub db_revision: Result<Option<String>, String>,
+    /// The stack has no database service ctops could find (and none is configured).
+    pub no_database: bool,
     pub target: Release,
     pub dirty: Vec<String>,
     /// Built services and their image names.
     pub built: Vec<(String, String)>,
+    pub current_head: Head,
+    pub target_head: Head,
     current_graph: Graph,
     target_graph: Graph,
     /// Every built image already kept under the target commit's tag.
@@ -41,27 +45,6 @@ pub struct Probe {
     /// The host's clock when the stack was read (UTC seconds).
     pub host_time: i64,
 }
-
-const GIT_PROBE: &str = r#"cd "$1" || exit 1
-export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="ssh -o BatchMode=yes"
-git status --porcelain --untracked-files=no | sed 's/^/dirty	/'
-out=$(timeout 120 git fetch -q --tags --force origin 2>&1) || printf 'fetch-error\t%s\n' "$out" | tr '\n' ' '
-echo
-cur=$(git rev-parse HEAD); printf 'current\t%s\n' "$cur"
-t=""
-if [ -n "$3" ]; then
-    for c in "refs/tags/$3" "refs/remotes/origin/$3" "$3"; do t=$(git rev-parse -q --verify "$c^{commit}") && break; t=""; done
-else
-    t=$(git rev-parse -q --verify "refs/remotes/origin/$4^{commit}")
-fi
-printf 'target\t%s\n' "$t"
-printf 'current_version\t%s\n' "$(git show "$cur:VERSION" 2>/dev/null | head -n 1)"
-printf 'current_tag\t%s\n' "$(git describe --tags --exact-match "$cur" 2>/dev/null)"
-git grep -E '^(revision|down_revision)' "$cur" -- "$2" | sed 's/^/cur_mig	/'
-[ -n "$t" ] || exit 0
-printf 'target_version\t%s\n' "$(git show "$t:VERSION" 2>/dev/null | head -n 1)"
-printf 'target_tag\t%s\n' "$(git describe --tags --exact-match "$t" 2>/dev/null)"
-git grep -E '^(revision|down_revision)' "$t" -- "$2" | sed 's/^/tgt_mig	/'"#;
 
 /// A git ref must look like one (and never like an option).
 pub fn validate_ref(reference: &str) -> Result<(), Error> {
@@ -96,37 +79,7 @@ impl Probe {
     /// Reads everything the plan depends on, concurrently over the one connection.
     pub async fn read(ctx: &Ctx, remote: &Remote, reference: Option<&str>) -> Result<Probe, Error> {
         let t = &ctx.target;
-        let migrate = t.deploy.migrate.clone().unwrap_or_default();
-        let versions = migrate.versions.clone().unwrap_or_default();
-        let git = RemoteCommand::sh(
-            GIT_PROBE,
-            [
-                t.dir.as_str(),
-                versions.as_str(),
-                reference.unwrap_or(""),
-                t.branch.as_str(),
-            ],
-        )
-        .read_only()
-        .timeout(t.timeouts.command());
-        let db_user = t.backup.db.user.clone().unwrap_or_default();
-        let db_name = t.backup.db.database.clone().unwrap_or_default();
-        let db_service = t.backup.db.service.clone().unwrap_or_default();
-        let revision_sql = "SELECT version_num FROM alembic_version".to_string();
-        let db = exec_in_service(
-            t,
-            &db_service,
-            &[
-                "psql".into(),
-                "-U".into(),
-                db_user,
-                "-d".into(),
-                db_name,
-                "-tAc".into(),
-                revision_sql,
-            ],
-        )
-        .read_only();
+        let git = discover::git_probe(t, reference);
         let config = Compose::new(t, t.compose_project.clone()).config_json();
         // Every image kept under a commit tag, read with the rest in one round trip.
         let kept_images = RemoteCommand::new([
@@ -137,14 +90,14 @@ impl Probe {
             "{{.Repository}}:{{.Tag}}\t{{.ID}}",
         ])
         .read_only();
-        let (git, db, config, stack, kept_images) = tokio::join!(
+        let (git, db_revision, config, stack, kept_images) = tokio::join!(
             remote.run_ok(&git),
-            remote.run(&db),
+            discover::db_revision(remote, t),
             remote.run_ok(&config),
             Stack::load(remote, t),
             remote.run_ok(&kept_images),
         );
-        let (git, db, config, stack) = (git?.stdout_text(), db?, config?, stack?);
+        let (git, config, stack) = (git?.stdout_text(), config?, stack?);
         let kept_images = kept_images?.stdout_text();
 
         let fields = tab_fields(&git);
@@ -176,21 +129,28 @@ impl Probe {
             return Err(Error::usage(format!("unknown ref `{wanted}` in {} on {}", t.dir, remote.host()))
                 .with_help("give a tag, a branch on origin or a commit id; `ctops releases` lists what was deployed"));
         }
-        let graph =
-            |k: &str| Graph::parse_grep(&fields.get(k).map(|v| v.join("\n")).unwrap_or_default());
-        let (current_graph, target_graph) = (graph("cur_mig"), graph("tgt_mig"));
-        let db_revision = (db.status == 0)
-            .then(|| db.stdout_text().trim().to_string())
-            .filter(|r| !r.is_empty());
-        let head = |g: &Graph, which: &str| {
-            g.head().map_err(|e| {
-                Error::refused(format!("the {which} code has {e}"))
-                    .with_help("merge the heads (alembic merge) before deploying")
-            })
-        };
+        // The migration scripts of both commits, read at their refs (round two: where they
+        // live comes from each commit's alembic.ini, read in round one).
+        let versions = t.deploy.migrate.as_ref().and_then(|m| m.versions.clone());
+        let current_commit = one("current");
+        let (current_side, target_side) = tokio::join!(
+            discover::head_at(
+                remote,
+                t,
+                &current_commit,
+                discover::locate(versions.as_deref(), &fields, "cur")
+            ),
+            discover::head_at(
+                remote,
+                t,
+                &target_commit,
+                discover::locate(versions.as_deref(), &fields, "tgt")
+            ),
+        );
+        let ((current_head, current_graph), (target_head, target_graph)) =
+            (current_side?, target_side?);
         let (compose_name, built, services) = parse_config(&config.stdout)?;
         let project = stack.project.clone().unwrap_or(compose_name);
-        let current_commit = one("current");
         let describe = |tag: String, commit: &str| {
             if tag.is_empty() {
                 short(commit).to_string()
@@ -202,7 +162,7 @@ impl Probe {
             reference: describe(one("current_tag"), &current_commit),
             commit: current_commit.clone(),
             version: one("current_version"),
-            migration: head(&current_graph, "running")?,
+            migration: current_head.revision(),
         };
         let target = Release {
             // A commit id (what rollback passes) reads better as its tag, when it has one.
@@ -216,7 +176,7 @@ impl Probe {
                 }),
             commit: target_commit.clone(),
             version: one("target_version"),
-            migration: head(&target_graph, "target")?,
+            migration: target_head.revision(),
         };
         let tag = release_tag(&target_commit);
         let mut target_images_kept = true;
@@ -248,9 +208,12 @@ impl Probe {
             project,
             current,
             db_revision,
+            no_database: t.unknown.contains_key("backup.db.service"),
             target,
             dirty: fields.get("dirty").cloned().unwrap_or_default(),
             built,
+            current_head,
+            target_head,
             current_graph,
             target_graph,
             target_images_kept,
@@ -260,17 +223,62 @@ impl Probe {
         })
     }
 
-    /// Which way the schema moves, judged with the graph of whichever code is newer.
-    pub fn direction(&self) -> Direction {
-        let current = self
-            .db_revision
-            .as_deref()
-            .or(self.current.migration.as_deref());
-        let target = self.target.migration.as_deref();
-        match direction(&self.target_graph, current, target) {
-            Direction::Diverged => direction(&self.current_graph, current, target),
+    /// Which way the schema moves, judged with the graph of whichever code is newer; a
+    /// refusal (nothing changed yet) when a fact it needs is unknown.
+    pub fn direction(&self) -> Result<Direction, Error> {
+        let unknown = |why: String| {
+            Err(Error::refused(format!("{why}; nothing was changed"))
+                .with_help("ctops moves a schema only when it knows both ends: see `ctops config check` and the README's \"How ctops finds the facts\""))
+        };
+        let db = match &self.db_revision {
+            Ok(revision) => revision.clone(),
+            // A stack without a database and without migrations has no schema to move.
+            Err(_)
+                if self.no_database
+                    && self.current_head == Head::Absent
+                    && self.target_head == Head::Absent =>
+            {
+                return Ok(Direction::None)
+            }
+            Err(why) => {
+                return unknown(format!(
+                    "cannot tell the database's migration revision: {why}"
+                ))
+            }
+        };
+        let target = match &self.target_head {
+            Head::Known(revision) => revision.clone(),
+            Head::Absent if db.is_none() => return Ok(Direction::None),
+            Head::Absent => {
+                return unknown(format!(
+                    "the database is at revision {}, but {} has no alembic.ini to say where its schema belongs (set `deploy.migrate.versions`)",
+                    db.unwrap_or_default(),
+                    self.target.reference
+                ))
+            }
+            Head::Unknown(why) => return unknown(format!("the migration head of {} is unknown: {why}", self.target.reference)),
+        };
+        let judged = match direction(&self.target_graph, db.as_deref(), target.as_deref()) {
+            Direction::Diverged => direction(&self.current_graph, db.as_deref(), target.as_deref()),
             d => d,
+        };
+        match judged {
+            Direction::Diverged => match &self.current_head {
+                Head::Unknown(why) => unknown(format!("the running code's migration head is unknown: {why}")),
+                _ => Err(Error::refused(format!(
+                    "the database is at revision {}, which is not on the path to {} in either release's migrations; nothing was changed",
+                    db.as_deref().unwrap_or("base"),
+                    target.as_deref().unwrap_or("base")
+                ))
+                .with_help("bring the schema to a known revision first (`ctops exec SERVICE -- alembic ...`), or check `deploy.migrate.versions`")),
+            },
+            d => Ok(d),
         }
+    }
+
+    /// The database's revision before the switch, when it could be read.
+    pub fn db_revision_now(&self) -> Option<String> {
+        self.db_revision.clone().ok().flatten()
     }
 
     pub fn same_commit(&self) -> bool {
@@ -301,14 +309,4 @@ fn parse_config(json: &[u8]) -> Result<Config, Error> {
         }
     }
     Ok((name, built, all))
-}
-
-fn tab_fields(text: &str) -> BTreeMap<String, Vec<String>> {
-    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in text.lines() {
-        if let Some((k, v)) = line.split_once('\t') {
-            map.entry(k.to_string()).or_default().push(v.to_string());
-        }
-    }
-    map
 }

@@ -1,0 +1,473 @@
+//! Facts ctops asks the host for instead of assuming the sandbox's names (SPEC principle 9):
+//! the database service, its user and database, the service that runs migrations, the
+//! services that write to the database, a release's migration head, and the database's
+//! revision. A fact nobody can tell is recorded as unknown with the reason, and the command
+//! that needs it refuses before its first change, naming the config key that settles it.
+//! A failed query is "unknown", never "none".
+
+use std::collections::BTreeMap;
+
+use crate::compose::{exec_in_service, Compose, Stack};
+use crate::config::Target;
+use crate::error::Error;
+use crate::migrations::{versions_dirs, Graph, Head};
+use crate::remote::{Remote, RemoteCommand};
+
+const MIGRATIONS_SH: &str = include_str!("scripts/migrations.sh");
+const GIT_PROBE_SH: &str = include_str!("scripts/git-probe.sh");
+const REVISIONS_SH: &str = include_str!("scripts/revisions.sh");
+const HAS_ALEMBIC_INI_SH: &str = include_str!("scripts/has-alembic-ini.sh");
+
+/// The probe of what the checkout runs and what a ref would run (see git-probe.sh).
+pub fn git_probe(t: &Target, reference: Option<&str>) -> RemoteCommand {
+    let versions = t
+        .deploy
+        .migrate
+        .as_ref()
+        .and_then(|m| m.versions.clone())
+        .unwrap_or_default();
+    RemoteCommand::sh(
+        &format!("{MIGRATIONS_SH}\n{GIT_PROBE_SH}"),
+        [
+            t.dir.as_str(),
+            versions.as_str(),
+            reference.unwrap_or(""),
+            t.branch.as_str(),
+        ],
+    )
+    .read_only()
+    .timeout(t.timeouts.command())
+}
+
+/// One service of `compose config --format json`, as far as discovery needs it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceDef {
+    pub image: String,
+    pub built: bool,
+    pub environment: BTreeMap<String, String>,
+}
+
+/// The services of `compose config --format json` (environment with env_file inlined).
+pub fn parse_services(json: &[u8]) -> Result<BTreeMap<String, ServiceDef>, Error> {
+    let v: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| Error::failed(format!("cannot read `compose config` output: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, def) in v["services"].as_object().into_iter().flatten() {
+        let environment = def["environment"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect();
+        out.insert(
+            name.clone(),
+            ServiceDef {
+                image: def["image"].as_str().unwrap_or_default().to_string(),
+                built: def.get("build").is_some(),
+                environment,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The service that runs PostgreSQL: the one whose environment has the official image's
+/// `POSTGRES_*` variables or whose image is named postgres.
+pub fn database_service(services: &BTreeMap<String, ServiceDef>) -> Result<String, String> {
+    let looks_like_postgres = |d: &ServiceDef| {
+        let image = d.image.rsplit('/').next().unwrap_or_default();
+        image.starts_with("postgres")
+            || ["POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"]
+                .iter()
+                .any(|k| d.environment.contains_key(*k))
+    };
+    let found: Vec<&String> = services
+        .iter()
+        .filter(|(_, d)| looks_like_postgres(d))
+        .map(|(n, _)| n)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err("no service of the compose project looks like PostgreSQL (no POSTGRES_* variable, no postgres image)".into()),
+        many => Err(format!(
+            "several services look like PostgreSQL: {}",
+            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// Fills in, from `compose config`, the running stack and its containers, what the config
+/// leaves unset: `backup.db.service`, `.user`, `.database`, `.writers` and
+/// `deploy.migrate.service`. What cannot be told goes to `t.unknown` with the reason.
+pub async fn stack_facts(remote: &Remote, t: &mut Target) -> Result<(), Error> {
+    let db = &t.backup.db;
+    let migrate_service = t.deploy.migrate.as_ref().and_then(|m| m.service.clone());
+    if db.service.is_some()
+        && db.user.is_some()
+        && db.database.is_some()
+        && db.writers.is_some()
+        && migrate_service.is_some()
+    {
+        return Ok(());
+    }
+    let config = Compose::new(t, t.compose_project.clone()).config_json();
+    let (config, stack) = tokio::join!(remote.run(&config), Stack::load(remote, t));
+    let (config, stack) = (config?, stack?);
+    if config.status != 0 {
+        let why = format!(
+            "`compose config` failed on {}: {}",
+            remote.host(),
+            last_line(&config.stderr_text())
+        );
+        for key in KEYS {
+            t.unknown.insert(key, why.clone());
+        }
+        return Ok(());
+    }
+    let services = parse_services(&config.stdout)?;
+
+    let db_service = match t.backup.db.service.clone() {
+        Some(s) => Ok(s),
+        None => database_service(&services),
+    };
+    match &db_service {
+        Ok(service) => {
+            t.backup.db.service = Some(service.clone());
+            let env = services.get(service).map(|d| &d.environment);
+            let from_env = |var: &str| {
+                env.and_then(|e| e.get(var))
+                    .filter(|v| !v.is_empty())
+                    .cloned()
+            };
+            if t.backup.db.user.is_none() {
+                t.backup.db.user = from_env("POSTGRES_USER");
+                if t.backup.db.user.is_none() {
+                    t.unknown.insert(
+                        "backup.db.user",
+                        format!("service `{service}` sets no POSTGRES_USER"),
+                    );
+                }
+            }
+            if t.backup.db.database.is_none() {
+                t.backup.db.database = from_env("POSTGRES_DB");
+                if t.backup.db.database.is_none() {
+                    t.unknown.insert(
+                        "backup.db.database",
+                        format!("service `{service}` sets no POSTGRES_DB"),
+                    );
+                }
+            }
+            if t.backup.db.writers.is_none() {
+                // Every service running now but the database: what a restore must stop.
+                let writers: Vec<String> = stack
+                    .services()
+                    .into_iter()
+                    .filter(|s| s != service && stack.service(s).any(|c| c.running()))
+                    .collect();
+                t.backup.db.writers = Some(writers);
+            }
+        }
+        Err(why) => {
+            for key in [
+                "backup.db.service",
+                "backup.db.user",
+                "backup.db.database",
+                "backup.db.writers",
+            ] {
+                t.unknown.insert(key, why.clone());
+            }
+        }
+    }
+
+    if migrate_service.is_none() {
+        match migrate_service_of(remote, &services, &stack).await? {
+            Ok(service) => {
+                t.deploy
+                    .migrate
+                    .get_or_insert_with(Default::default)
+                    .service = Some(service)
+            }
+            Err(why) => {
+                t.unknown.insert("deploy.migrate.service", why);
+            }
+        }
+    }
+    Ok(())
+}
+
+const KEYS: [&str; 5] = [
+    "backup.db.service",
+    "backup.db.user",
+    "backup.db.database",
+    "backup.db.writers",
+    "deploy.migrate.service",
+];
+
+/// The service whose image runs `alembic`: the one built service, or among several the one
+/// whose running container has an `alembic.ini` in its working directory (where
+/// `compose run SERVICE alembic` looks for it).
+async fn migrate_service_of(
+    remote: &Remote,
+    services: &BTreeMap<String, ServiceDef>,
+    stack: &Stack,
+) -> Result<Result<String, String>, Error> {
+    let built: Vec<&String> = services
+        .iter()
+        .filter(|(_, d)| d.built)
+        .map(|(n, _)| n)
+        .collect();
+    match built.as_slice() {
+        [] => {
+            return Ok(Err(
+                "the compose project builds no service to run migrations in".into(),
+            ))
+        }
+        [one] => return Ok(Ok((*one).clone())),
+        _ => {}
+    }
+    let mut args = Vec::new();
+    for service in &built {
+        match stack.service(service).find(|c| c.running()) {
+            Some(c) => args.extend([service.to_string(), c.id.clone()]),
+            None => {
+                return Ok(Err(format!(
+                    "several services are built ({}) and `{service}` is not running to be asked which holds alembic.ini",
+                    names(&built)
+                )))
+            }
+        }
+    }
+    let out = remote
+        .run_ok(&RemoteCommand::sh(HAS_ALEMBIC_INI_SH, args).read_only())
+        .await?;
+    let with_ini: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+    Ok(match with_ini.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "none of the built services ({}) has an alembic.ini in its working directory",
+            names(&built)
+        )),
+        many => Err(format!(
+            "several services have an alembic.ini: {}",
+            many.join(", ")
+        )),
+    })
+}
+
+fn names(list: &[&String]) -> String {
+    list.iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn short(reference: &str) -> &str {
+    reference.get(..12).unwrap_or(reference)
+}
+
+fn last_line(text: &str) -> String {
+    text.trim()
+        .lines()
+        .last()
+        .unwrap_or("no output")
+        .to_string()
+}
+
+/// The database's alembic revision now: `Ok(None)` when it has no `alembic_version` table
+/// (or an empty one), `Err` (unknown, with the reason) when the query fails in any other
+/// way: a wrong port, a custom version table, a missing permission.
+pub async fn db_revision(remote: &Remote, t: &Target) -> Result<Option<String>, String> {
+    let db = &t.backup.db;
+    let (service, user, database) = match (
+        t.fact("backup.db.service", &db.service),
+        t.fact("backup.db.user", &db.user),
+        t.fact("backup.db.database", &db.database),
+    ) {
+        (Ok(s), Ok(u), Ok(d)) => (s, u, d),
+        (s, u, d) => {
+            let err = [s.err(), u.err(), d.err()].into_iter().flatten().next();
+            return Err(err.map(|e| e.message).unwrap_or_default());
+        }
+    };
+    let argv: Vec<String> = [
+        "psql",
+        "-U",
+        user,
+        "-d",
+        database,
+        "-tAc",
+        "SELECT version_num FROM alembic_version",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = remote
+        .run(&exec_in_service(t, service, &argv).read_only())
+        .await
+        .map_err(|e| e.message)?;
+    let stderr = out.stderr_text();
+    match out.status {
+        0 => Ok(Some(out.stdout_text().trim().to_string()).filter(|r| !r.is_empty())),
+        _ if stderr.contains("relation \"alembic_version\" does not exist") => Ok(None),
+        status => Err(format!(
+            "reading the revision from `alembic_version` in database `{database}` (service `{service}`, user `{user}`) failed (exit {status}): {}",
+            last_line(&stderr)
+        )),
+    }
+}
+
+/// The folders to read a release's revisions from (`TAG_ini`/`TAG_inil` lines of the
+/// probe), or what the release's head is without reading any.
+pub fn locate(
+    override_dir: Option<&str>,
+    fields: &BTreeMap<String, Vec<String>>,
+    tag: &str,
+) -> Result<Vec<String>, Head> {
+    if let Some(dir) = override_dir.filter(|d| !d.is_empty()) {
+        return Ok(vec![dir.trim_end_matches('/').to_string()]);
+    }
+    let inis = fields
+        .get(&format!("{tag}_ini"))
+        .cloned()
+        .unwrap_or_default();
+    match inis.as_slice() {
+        [] => Err(Head::Absent),
+        [ini] => {
+            let prefix = format!("{ini}\t");
+            let text: String = fields
+                .get(&format!("{tag}_inil"))
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            versions_dirs(ini, &text)
+                .map_err(|e| Head::Unknown(format!("{e}; set `deploy.migrate.versions`")))
+        }
+        many => Err(Head::Unknown(format!(
+            "several alembic.ini files ({}); set `deploy.migrate.versions` to the scripts' folder",
+            many.join(", ")
+        ))),
+    }
+}
+
+/// Reads the revision scripts of `dirs` at `reference`: the head and the graph.
+pub async fn head_at(
+    remote: &Remote,
+    t: &Target,
+    reference: &str,
+    dirs: Result<Vec<String>, Head>,
+) -> Result<(Head, Graph), Error> {
+    let dirs = match dirs {
+        Ok(dirs) => dirs,
+        Err(head) => return Ok((head, Graph::default())),
+    };
+    let mut args = vec![t.dir.clone(), reference.to_string()];
+    args.extend(dirs.iter().cloned());
+    let cmd = RemoteCommand::sh(&format!("{MIGRATIONS_SH}\n{REVISIONS_SH}"), args)
+        .read_only()
+        .timeout(t.timeouts.command());
+    let out = remote.run_ok(&cmd).await?;
+    let fields = tab_fields(&out.stdout_text());
+    let existing = fields.get("rel_dir").cloned().unwrap_or_default();
+    if existing.is_empty() {
+        return Ok((
+            Head::Unknown(format!(
+                "the migration scripts' folder {} does not exist at {}; set `deploy.migrate.versions`",
+                dirs.join(", "),
+                short(reference)
+            )),
+            Graph::default(),
+        ));
+    }
+    let graph = Graph::parse_grep(
+        &fields
+            .get("rel_mig")
+            .map(|v| v.join("\n"))
+            .unwrap_or_default(),
+    );
+    let head = match graph.head() {
+        Ok(h) => Head::Known(h),
+        Err(e) => Head::Unknown(format!(
+            "{e} at {}: merge the heads (alembic merge) first",
+            short(reference)
+        )),
+    };
+    Ok((head, graph))
+}
+
+/// The head of the code checked out on the host now (what `restore db` compares a
+/// backup's revision with).
+pub async fn checked_out_head(remote: &Remote, t: &Target) -> Result<Head, Error> {
+    let override_dir = t.deploy.migrate.as_ref().and_then(|m| m.versions.clone());
+    let mut fields = BTreeMap::new();
+    if override_dir.is_none() {
+        let script = format!("{MIGRATIONS_SH}\ncd \"$1\" || exit 1\nalembic_inis HEAD cur");
+        let out = remote
+            .run_ok(&RemoteCommand::sh(&script, [t.dir.as_str()]).read_only())
+            .await?;
+        fields = tab_fields(&out.stdout_text());
+    }
+    let dirs = locate(override_dir.as_deref(), &fields, "cur");
+    Ok(head_at(remote, t, "HEAD", dirs).await?.0)
+}
+
+/// `key<TAB>value` lines, grouped by key (values in order).
+pub fn tab_fields(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('\t') {
+            map.entry(k.to_string()).or_default().push(v.to_string());
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn services(json: &str) -> BTreeMap<String, ServiceDef> {
+        parse_services(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_database_service_is_the_one_that_looks_like_postgres() {
+        let s = services(
+            r#"{"services":{
+            "web":{"build":{"context":"."},"environment":{"DATABASE_URL":"postgresql://u:p@[::1]:25432/calmdb"}},
+            "db":{"image":"127.0.0.1:15000/calmtrader/postgres:15","environment":{"POSTGRES_USER":"calmadmin","POSTGRES_DB":"calmdb"}},
+            "cache":{"image":"redis:7"}}}"#,
+        );
+        assert_eq!(database_service(&s).unwrap(), "db");
+        assert_eq!(s["db"].environment["POSTGRES_USER"], "calmadmin");
+        assert!(s["web"].built && !s["db"].built);
+    }
+
+    #[test]
+    fn no_or_several_postgres_services_are_unknown() {
+        let none = services(r#"{"services":{"web":{"image":"app"}}}"#);
+        assert!(database_service(&none).unwrap_err().contains("no service"));
+        let two = services(
+            r#"{"services":{"a":{"image":"postgres:16"},"b":{"environment":{"POSTGRES_PASSWORD":"x"}}}}"#,
+        );
+        assert!(database_service(&two).unwrap_err().contains("a, b"));
+    }
+
+    #[test]
+    fn a_release_without_alembic_ini_is_absent_and_two_are_unknown() {
+        let fields = tab_fields("cur_ini\tbackend/alembic.ini\ncur_inil\tbackend/alembic.ini\t[alembic]\ncur_inil\tbackend/alembic.ini\tscript_location = db/migrations\ntgt_ini\ta/alembic.ini\ntgt_ini\tb/alembic.ini\n");
+        assert_eq!(
+            locate(None, &fields, "cur").unwrap(),
+            ["backend/db/migrations/versions"]
+        );
+        assert!(
+            matches!(locate(None, &fields, "tgt"), Err(Head::Unknown(m)) if m.contains("deploy.migrate.versions"))
+        );
+        assert_eq!(locate(None, &BTreeMap::new(), "cur"), Err(Head::Absent));
+        assert_eq!(
+            locate(Some("x/versions/"), &fields, "tgt").unwrap(),
+            ["x/versions"]
+        );
+    }
+}
