@@ -71,28 +71,32 @@ pub fn parse_services(json: &[u8]) -> Result<BTreeMap<String, ServiceDef>, Error
     Ok(out)
 }
 
-/// The service that runs PostgreSQL: the one whose environment has the official image's
-/// `POSTGRES_*` variables or whose image is named postgres.
+/// The service that runs PostgreSQL: the one service not built from the checkout whose
+/// image is named postgres (or postgis), else the one such service whose environment has
+/// the official image's `POSTGRES_*` variables (app services often share that `.env`, so
+/// the variables alone do not tell).
 pub fn database_service(services: &BTreeMap<String, ServiceDef>) -> Result<String, String> {
-    let looks_like_postgres = |d: &ServiceDef| {
-        let image = d.image.rsplit('/').next().unwrap_or_default();
-        image.starts_with("postgres")
-            || ["POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"]
-                .iter()
-                .any(|k| d.environment.contains_key(*k))
-    };
-    let found: Vec<&String> = services
-        .iter()
-        .filter(|(_, d)| looks_like_postgres(d))
+    let pulled = || services.iter().filter(|(_, d)| !d.built);
+    let by_image: Vec<&String> = pulled()
+        .filter(|(_, d)| {
+            let image = d.image.rsplit('/').next().unwrap_or_default();
+            image.starts_with("postgres") || image.starts_with("postgis")
+        })
         .map(|(n, _)| n)
         .collect();
-    match found.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err("no service of the compose project looks like PostgreSQL (no POSTGRES_* variable, no postgres image)".into()),
-        many => Err(format!(
-            "several services look like PostgreSQL: {}",
-            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        )),
+    let by_env: Vec<&String> = pulled()
+        .filter(|(_, d)| {
+            ["POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"]
+                .iter()
+                .any(|k| d.environment.contains_key(*k))
+        })
+        .map(|(n, _)| n)
+        .collect();
+    match (by_image.as_slice(), by_env.as_slice()) {
+        ([one], _) | ([], [one]) => Ok((*one).clone()),
+        ([], []) => Err("no service of the compose project looks like PostgreSQL (no postgres image, no POSTGRES_* variable outside the built services)".into()),
+        (many, _) if many.len() > 1 => Err(format!("several services look like PostgreSQL: {}", names(many))),
+        (_, many) => Err(format!("several services look like PostgreSQL: {}", names(many))),
     }
 }
 
@@ -100,16 +104,7 @@ pub fn database_service(services: &BTreeMap<String, ServiceDef>) -> Result<Strin
 /// leaves unset: `backup.db.service`, `.user`, `.database`, `.writers` and
 /// `deploy.migrate.service`. What cannot be told goes to `t.unknown` with the reason.
 pub async fn stack_facts(remote: &Remote, t: &mut Target) -> Result<(), Error> {
-    let db = &t.backup.db;
     let migrate_service = t.deploy.migrate.as_ref().and_then(|m| m.service.clone());
-    if db.service.is_some()
-        && db.user.is_some()
-        && db.database.is_some()
-        && db.writers.is_some()
-        && migrate_service.is_some()
-    {
-        return Ok(());
-    }
     let config = Compose::new(t, t.compose_project.clone()).config_json();
     let (config, stack) = tokio::join!(remote.run(&config), Stack::load(remote, t));
     let (config, stack) = (config?, stack?);
@@ -125,6 +120,7 @@ pub async fn stack_facts(remote: &Remote, t: &mut Target) -> Result<(), Error> {
         return Ok(());
     }
     let services = parse_services(&config.stdout)?;
+    check_named_services(t, &services, remote.host())?;
 
     let db_service = match t.backup.db.service.clone() {
         Some(s) => Ok(s),
@@ -193,6 +189,67 @@ pub async fn stack_facts(remote: &Remote, t: &mut Target) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Every service the config names must be one of the project's: a typo (or the sandbox's
+/// `api` on a host whose API is `web`) is found before the first change, not half-way.
+fn check_named_services(
+    t: &Target,
+    services: &BTreeMap<String, ServiceDef>,
+    host: &str,
+) -> Result<(), Error> {
+    let mut named: Vec<(String, &String)> = Vec::new();
+    let db = &t.backup.db;
+    named.extend(
+        db.service
+            .iter()
+            .map(|s| ("backup.db.service".to_string(), s)),
+    );
+    named.extend(
+        db.writers
+            .iter()
+            .flatten()
+            .map(|s| ("backup.db.writers".to_string(), s)),
+    );
+    if let Some(m) = &t.deploy.migrate {
+        named.extend(
+            m.service
+                .iter()
+                .map(|s| ("deploy.migrate.service".to_string(), s)),
+        );
+    }
+    for (name, check) in &t.checks {
+        named.extend(
+            check
+                .service
+                .iter()
+                .map(|s| (format!("checks.{name}.service"), s)),
+        );
+    }
+    for (name, secret) in &t.secrets {
+        named.extend(
+            secret
+                .restart
+                .iter()
+                .map(|s| (format!("secrets.{name}.restart"), s)),
+        );
+    }
+    let missing: Vec<String> = named
+        .iter()
+        .filter(|(_, s)| !services.contains_key(s.as_str()))
+        .map(|(key, s)| format!("`{s}` (in `{key}`)"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "the config names services the compose project on {host} does not have: {}",
+        missing.join(", ")
+    ))
+    .with_help(format!(
+        "the project's services are: {}; fix the config (nothing was changed)",
+        services.keys().cloned().collect::<Vec<_>>().join(", ")
+    )))
 }
 
 const KEYS: [&str; 5] = [
@@ -449,9 +506,45 @@ mod tests {
         let none = services(r#"{"services":{"web":{"image":"app"}}}"#);
         assert!(database_service(&none).unwrap_err().contains("no service"));
         let two = services(
-            r#"{"services":{"a":{"image":"postgres:16"},"b":{"environment":{"POSTGRES_PASSWORD":"x"}}}}"#,
+            r#"{"services":{"a":{"image":"postgres:16"},"b":{"image":"bitnami/postgresql:16"}}}"#,
         );
         assert!(database_service(&two).unwrap_err().contains("a, b"));
+        let by_env = services(
+            r#"{"services":{"x":{"image":"pg","environment":{"POSTGRES_USER":"u"}},"y":{"image":"pg2","environment":{"POSTGRES_DB":"d"}}}}"#,
+        );
+        assert!(database_service(&by_env).unwrap_err().contains("x, y"));
+    }
+
+    #[test]
+    fn app_services_sharing_the_env_file_are_not_the_database() {
+        let s = services(
+            r#"{"services":{
+            "api":{"build":{"context":".."},"environment":{"POSTGRES_USER":"trader","POSTGRES_DB":"trader_psy"}},
+            "bot":{"build":{"context":".."},"environment":{"POSTGRES_USER":"trader"}},
+            "store":{"image":"127.0.0.1:15000/calm/pg:15","environment":{"POSTGRES_USER":"trader"}}}}"#,
+        );
+        assert_eq!(database_service(&s).unwrap(), "store");
+    }
+
+    #[test]
+    fn a_service_the_project_does_not_have_is_refused_naming_the_key() {
+        let text = "[targets.t]\nssh = \"h\"\n[backup.db]\nwriters = [\"api\", \"web\"]\n[secrets]\nTOKEN = { restart = [\"bot\"] }\n";
+        let t = crate::config::parse(text, "c.toml".as_ref(), ".".as_ref(), None)
+            .unwrap()
+            .target;
+        let s = services(r#"{"services":{"web":{"build":{}},"db":{"image":"postgres"}}}"#);
+        let err = check_named_services(&t, &s, "h").unwrap_err();
+        assert!(
+            err.message.contains("`api` (in `backup.db.writers`)"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("`bot` (in `secrets.TOKEN.restart`)"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("`web`"), "{}", err.message);
     }
 
     #[test]

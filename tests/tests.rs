@@ -8,6 +8,7 @@ mod backup;
 mod cli;
 mod connection;
 mod deploy;
+mod discover;
 mod env;
 mod health;
 mod incident;
