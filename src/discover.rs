@@ -469,6 +469,34 @@ pub async fn checked_out_head(remote: &Remote, t: &Target) -> Result<Head, Error
     Ok(head_at(remote, t, "HEAD", dirs).await?.0)
 }
 
+/// Where the application connects to PostgreSQL as `role`: the host and port of the first
+/// database URL in `.env` (`postgresql://`, `postgres://`, `postgresql+driver://`) whose user
+/// is `role`. Rotate proves a new password over this path: a check over 127.0.0.1 inside the
+/// database's container proves nothing where pg_hba trusts loopback (the official image).
+pub fn app_database_address(
+    entries: &[(String, String)],
+    role: &str,
+) -> Option<(String, Option<u16>)> {
+    entries.iter().find_map(|(_, value)| {
+        let url = url::Url::parse(value.trim()).ok()?;
+        if !url.scheme().starts_with("postgres") {
+            return None;
+        }
+        let user: String = url::form_urlencoded::parse(format!("u={}", url.username()).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())?;
+        if user != role {
+            return None;
+        }
+        let host = match url.host()? {
+            url::Host::Domain(d) => d.to_string(),
+            url::Host::Ipv4(a) => a.to_string(),
+            url::Host::Ipv6(a) => a.to_string(),
+        };
+        Some((host, url.port()))
+    })
+}
+
 /// `key<TAB>value` lines, grouped by key (values in order).
 pub fn tab_fields(text: &str) -> BTreeMap<String, Vec<String>> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -545,6 +573,46 @@ mod tests {
             err.message
         );
         assert!(!err.message.contains("`web`"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_applications_own_path_to_the_database_comes_from_its_url() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let host_network = env(&[
+            ("REDIS_URL", "redis://127.0.0.1:26379/0"),
+            (
+                "DATABASE_URL",
+                "postgresql+psycopg2://calm:s3cr%40t@[::1]:25432/calmdb",
+            ),
+        ]);
+        assert_eq!(
+            app_database_address(&host_network, "calm"),
+            Some(("::1".to_string(), Some(25432)))
+        );
+        // The bridge-network shape: the service's name, resolved by Docker's DNS.
+        let bridge = env(&[(
+            "DATABASE_URL",
+            "postgres://trader:pw@postgres:5432/trader_psy",
+        )]);
+        assert_eq!(
+            app_database_address(&bridge, "trader"),
+            Some(("postgres".to_string(), Some(5432)))
+        );
+        assert_eq!(app_database_address(&bridge, "someone_else"), None);
+        let encoded_user = env(&[("DB", "postgresql://app%2Buser:x@db/app")]);
+        assert_eq!(
+            app_database_address(&encoded_user, "app+user"),
+            Some(("db".to_string(), None))
+        );
+        assert_eq!(
+            app_database_address(&env(&[("X", "not a url")]), "calm"),
+            None
+        );
     }
 
     #[test]
