@@ -322,6 +322,16 @@ fn short(reference: &str) -> &str {
     reference.get(..12).unwrap_or(reference)
 }
 
+/// A client's error output as one line (psql says what failed on its first line and why on
+/// the next), at most 300 characters.
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match joined.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
+    }
+}
+
 fn last_line(text: &str) -> String {
     text.trim()
         .lines()
@@ -367,8 +377,9 @@ pub async fn db_revision(remote: &Remote, t: &Target) -> Result<Option<String>, 
         0 => Ok(Some(out.stdout_text().trim().to_string()).filter(|r| !r.is_empty())),
         _ if stderr.contains("relation \"alembic_version\" does not exist") => Ok(None),
         status => Err(format!(
-            "reading the revision from `alembic_version` in database `{database}` (service `{service}`, user `{user}`) failed (exit {status}): {}",
-            last_line(&stderr)
+            "reading the revision from `alembic_version` in database `{database}` (service `{service}`, user `{user}`) failed (exit {status}): {}; \
+             check `backup.db.service`, `backup.db.user`, `backup.db.database` and where PostgreSQL listens (`backup.db.host`, `backup.db.port`)",
+            one_line(&stderr)
         )),
     }
 }
