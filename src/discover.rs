@@ -43,6 +43,8 @@ pub fn git_probe(t: &Target, reference: Option<&str>) -> RemoteCommand {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceDef {
     pub image: String,
+    /// The `build` section as compose resolved it (`None`: not built from the checkout).
+    pub build: Option<serde_json::Value>,
     pub built: bool,
     pub environment: BTreeMap<String, String>,
 }
@@ -63,6 +65,7 @@ pub fn parse_services(json: &[u8]) -> Result<BTreeMap<String, ServiceDef>, Error
             name.clone(),
             ServiceDef {
                 image: def["image"].as_str().unwrap_or_default().to_string(),
+                build: def.get("build").cloned(),
                 built: def.get("build").is_some(),
                 environment,
             },
@@ -300,6 +303,15 @@ async fn migrate_service_of(
     let with_ini: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
     Ok(match with_ini.as_slice() {
         [one] => Ok(one.clone()),
+        // The same build (context, Dockerfile, target) makes the same image: any of them runs
+        // the same alembic, so the first by name is as good as the others.
+        [first, rest @ ..]
+            if rest
+                .iter()
+                .all(|s| services[s].build == services[first].build) =>
+        {
+            Ok(first.clone())
+        }
         [] => Err(format!(
             "none of the built services ({}) has an alembic.ini in its working directory",
             names(&built)
