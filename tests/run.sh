@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The host scripts are code: shellcheck them (the runner's tests also check every rendered
+# plan variant with it, with dash -n and with sh -u).
+command -v shellcheck >/dev/null 2>&1 || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+}
+shellcheck -s sh src/scripts/*.sh
+
 # reset-host does all `up` does (install, start, wait for health), then puts the host back
 # to its initial state, whatever an earlier run left.
 tests/sandbox/sandbox.sh reset-host
