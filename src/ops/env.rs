@@ -24,7 +24,7 @@ use crate::context::Ctx;
 use crate::envfile::{self, EnvFile};
 use crate::error::{Error, Exit};
 use crate::lock::HostLock;
-use crate::remote::{quote, RemoteCommand};
+use crate::remote::RemoteCommand;
 use crate::runner::{self, Plan, Step};
 
 pub fn env_path(ctx: &Ctx) -> String {
@@ -34,13 +34,33 @@ pub fn env_path(ctx: &Ctx) -> String {
 
 /// The current `.env`, read over the connection (never echoed, never logged).
 pub async fn read(ctx: &Ctx) -> Result<EnvFile, Error> {
+    Ok(read_for_change(ctx).await?.file)
+}
+
+/// `.env` as read for a change, with the checksum the change is applied against.
+pub struct Read {
+    pub file: EnvFile,
+    /// The sha256 of the bytes read: under the lock, right before the replace, the file must
+    /// still have it, or the change would undo whatever was written since (exit 4).
+    pub sha256: String,
+}
+
+/// The current `.env` and its checksum.
+pub async fn read_for_change(ctx: &Ctx) -> Result<Read, Error> {
     let remote = ctx.remote().await?;
     let path = env_path(ctx);
-    let text = remote
+    let out = remote
         .run_ok(&RemoteCommand::new(["cat", path.as_str()]).read_only())
-        .await?
-        .stdout_text();
-    Ok(EnvFile::parse(&text))
+        .await?;
+    Ok(Read {
+        file: EnvFile::parse(&out.stdout_text()),
+        sha256: sha256_hex(&out.stdout),
+    })
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 pub async fn run(ctx: &Ctx, command: &EnvCommand) -> Result<Exit> {
@@ -52,8 +72,8 @@ pub async fn run(ctx: &Ctx, command: &EnvCommand) -> Result<Exit> {
             assignments,
             restart,
         } => {
-            let mut file = read(ctx).await?;
-            let before = file.clone();
+            let read = read_for_change(ctx).await?;
+            let mut file = read.file.clone();
             let mut keys = Vec::new();
             for a in assignments {
                 let (key, value) = a
@@ -64,19 +84,19 @@ pub async fn run(ctx: &Ctx, command: &EnvCommand) -> Result<Exit> {
                     .map_err(|e| Error::usage(format!("{key}: {e}")))?;
                 keys.push(key.to_string());
             }
-            change(ctx, "env set", &before, file, restart, &keys).await
+            change(ctx, "env set", &read, file, restart, &keys).await
         }
         EnvCommand::Unset { key, restart } => {
             check_key(key)?;
-            let mut file = read(ctx).await?;
-            let before = file.clone();
+            let read = read_for_change(ctx).await?;
+            let mut file = read.file.clone();
             if !file.unset(key) {
                 return Err(Error::usage(format!("{key} is not set in {}", env_path(ctx))).into());
             }
             change(
                 ctx,
                 "env unset",
-                &before,
+                &read,
                 file,
                 restart,
                 std::slice::from_ref(key),
@@ -213,7 +233,8 @@ async fn diff(ctx: &Ctx, backup: &str) -> Result<Exit> {
 /// `env edit`: `$EDITOR` on a private local copy; the result validated, then applied.
 async fn edit(ctx: &Ctx, restart: &[String]) -> Result<Exit> {
     use std::os::unix::fs::PermissionsExt;
-    let before = read(ctx).await?;
+    let read = read_for_change(ctx).await?;
+    let before = &read.file;
     let dir = tempfile::Builder::new().prefix("ctops-env-").tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
     let path = dir.path().join(".env");
@@ -242,11 +263,11 @@ async fn edit(ctx: &Ctx, restart: &[String]) -> Result<Exit> {
         ))
     })?;
     let after = EnvFile::parse(&text);
-    let keys: Vec<String> = envfile::diff(&before, &after)
+    let keys: Vec<String> = envfile::diff(before, &after)
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    change(ctx, "env edit", &before, after, restart, &keys).await
+    change(ctx, "env edit", &read, after, restart, &keys).await
 }
 
 /// Applies `after` in place of `before`: the services to recreate are `--restart`, else the
@@ -254,11 +275,12 @@ async fn edit(ctx: &Ctx, restart: &[String]) -> Result<Exit> {
 async fn change(
     ctx: &Ctx,
     command: &'static str,
-    before: &EnvFile,
+    read: &Read,
     after: EnvFile,
     restart: &[String],
     keys: &[String],
 ) -> Result<Exit> {
+    let before = &read.file;
     if before.render() == after.render() {
         ctx.out
             .status(format!("{} unchanged: nothing to do", ctx.target.env_file));
@@ -289,16 +311,14 @@ async fn change(
             changed.join(", ")
         ))?;
     }
-    switch(
-        ctx,
-        Change::new(
-            command,
-            format!("{command} {}", changed.join(", ")),
-            Source::Upload(after.render().into_bytes()),
-            services,
-        ),
-    )
-    .await
+    let mut change = Change::new(
+        command,
+        format!("{command} {}", changed.join(", ")),
+        Source::Upload(after.render().into_bytes()),
+        services,
+    );
+    change.expect_sha256 = Some(read.sha256.clone());
+    switch(ctx, change).await
 }
 
 pub enum Source {
@@ -323,6 +343,13 @@ pub struct Change {
     /// Keep the new file even when the gate fails (a secret the old value of which is
     /// already revoked): no undo, and the message says so.
     pub keep_on_failure: bool,
+    /// The sha256 of `.env` as the change was built from it: checked under the lock before
+    /// anything is changed and again right before the replace (exit 4 if it differs).
+    pub expect_sha256: Option<String>,
+    /// Private files (path, contents) the steps read, written 0600 over stdin under the lock
+    /// before the runner starts, removed with the temporary copies: what must not be in the
+    /// runner's script (a password verifier).
+    pub private_files: Vec<(String, Vec<u8>)>,
 }
 
 impl Change {
@@ -335,22 +362,20 @@ impl Change {
             before_replace: Vec::new(),
             undo_before_replace: Vec::new(),
             keep_on_failure: false,
+            expect_sha256: None,
+            private_files: Vec::new(),
         }
     }
 }
 
-/// `src env before`: the new file put in place atomically, with the current file's mode and
-/// owner; the current file kept as `before` (in the state dir, out of git's sight) until the
-/// gate passed.
-const REPLACE_ENV: &str = r#"src=$1; env=$2; before=$3
-cp -p "$env" "$before" || exit 1
-cp "$src" "$env.ctops-new" && chmod --reference="$env" "$env.ctops-new" || exit 1
-chown --reference="$env" "$env.ctops-new" 2>/dev/null || true
-sync "$env.ctops-new" 2>/dev/null
-mv -f "$env.ctops-new" "$env""#;
+const CHECK_ENV: &str = include_str!("../scripts/env-check.sh");
+const REPLACE_ENV: &str = include_str!("../scripts/env-replace.sh");
+const PUT_BACK_ENV: &str = include_str!("../scripts/env-put-back.sh");
+const UPLOAD: &str = include_str!("../scripts/env-upload.sh");
+const TIDY: &str = include_str!("../scripts/env-tidy.sh");
 
-/// Writes stdin to a new private file (the new `.env` on its way in).
-const UPLOAD: &str = r#"umask 077; mkdir -p "${1%/*}" && cat > "$1.tmp" && mv -f "$1.tmp" "$1""#;
+/// What a step's failure says when `.env` changed since it was read (env-check.sh).
+const CHANGED_SINCE_READ: &str = ".env changed since it was read";
 
 #[derive(Serialize)]
 struct ChangeDoc<'a> {
@@ -391,60 +416,95 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
     } else {
         "recreate the services whose configuration changed".to_string()
     };
-    let put_back = format!(
-        "if [ -f {b} ]; then mv -f {b} {e}; fi",
-        b = quote(&before),
-        e = quote(&env)
-    );
-    let mut tidy = format!("rm -f {}", quote(&before));
+    let mut temporary = vec![before.clone()];
     if matches!(change.source, Source::Upload(_)) {
-        tidy.push_str(&format!(" {}", quote(&source)));
+        temporary.push(source.clone());
     }
+    temporary.extend(change.private_files.iter().map(|(path, _)| path.clone()));
+    let tidy = RemoteCommand::sh(TIDY, temporary);
+    let expect = change.expect_sha256.clone().unwrap_or_default();
+    // Checked first, before any step changes anything (a role's password), and again by the
+    // replace itself.
+    let check = change.expect_sha256.as_ref().map(|sha| {
+        Step::new(
+            "check_env",
+            "check .env is as it was read",
+            &[RemoteCommand::sh(CHECK_ENV, [env.as_str(), sha.as_str()])],
+        )
+    });
     let audit = runner::audit_fields(&t.name, &change.what, &op_id);
     let plan = Plan {
         op: "env",
         op_id: op_id.clone(),
         describe: change.what.clone(),
         vars: gate_vars(t, &project),
-        forward: [Step::new(
-            "backup_env",
-            "copy the current .env",
-            &[super::backup::env_backup_command(t)],
-        )]
-        .into_iter()
-        .chain(change.before_replace.iter().cloned())
-        .chain([
-            Step::new(
-                "replace",
-                "put the new .env in place (atomic rename)",
+        forward: check
+            .into_iter()
+            .chain([Step::new(
+                "backup_env",
+                "copy the current .env",
+                &[super::backup::env_backup_command(t)],
+            )])
+            .chain(change.before_replace.iter().cloned())
+            .chain([
+                // CHANGED may be set before the body runs: the undo is safe either way, as it
+                // only moves `before` back, which exists only as a complete copy.
+                Step::new(
+                    "replace",
+                    "put the new .env in place (atomic rename)",
+                    &[RemoteCommand::sh(
+                        REPLACE_ENV,
+                        [
+                            source.as_str(),
+                            env.as_str(),
+                            before.as_str(),
+                            expect.as_str(),
+                        ],
+                    )],
+                )
+                .marks("CHANGED"),
+                Step::new("recreate", recreate_title, std::slice::from_ref(&recreate)),
+                Step::shell("gate", "health gate", "gate ''"),
+                Step::new(
+                    "tidy",
+                    "drop the temporary copies",
+                    std::slice::from_ref(&tidy),
+                ),
+            ])
+            .collect(),
+        back: if change.keep_on_failure {
+            vec![Step::new(
+                "tidy_back",
+                "drop the temporary copies",
+                std::slice::from_ref(&tidy),
+            )]
+        } else {
+            [Step::new(
+                "put_back",
+                "put the previous .env back",
                 &[RemoteCommand::sh(
-                    REPLACE_ENV,
-                    [source.as_str(), env.as_str(), before.as_str()],
+                    PUT_BACK_ENV,
+                    [before.as_str(), env.as_str()],
                 )],
             )
-            .marks("CHANGED"),
-            Step::new("recreate", recreate_title, std::slice::from_ref(&recreate)),
-            Step::shell("gate", "health gate", "gate ''"),
-            Step::shell("tidy", "drop the temporary copies", tidy.clone()),
-        ])
-        .collect(),
-        back: if change.keep_on_failure {
-            vec![Step::shell("tidy_back", "drop the temporary copies", tidy)]
-        } else {
-            [Step::shell("put_back", "put the previous .env back", put_back).when("CHANGED")]
-                .into_iter()
-                .chain(change.undo_before_replace.iter().cloned())
-                .chain([
-                    Step::new(
-                        "recreate_back",
-                        "recreate the services again",
-                        std::slice::from_ref(&recreate),
-                    )
-                    .when("CHANGED"),
-                    Step::shell("gate_back", "health gate", "gate ''").when("CHANGED"),
-                    Step::shell("tidy_back", "drop the temporary copies", tidy),
-                ])
-                .collect()
+            .when("CHANGED")]
+            .into_iter()
+            .chain(change.undo_before_replace.iter().cloned())
+            .chain([
+                Step::new(
+                    "recreate_back",
+                    "recreate the services again",
+                    std::slice::from_ref(&recreate),
+                )
+                .when("CHANGED"),
+                Step::shell("gate_back", "health gate", "gate ''").when("CHANGED"),
+                Step::new(
+                    "tidy_back",
+                    "drop the temporary copies",
+                    std::slice::from_ref(&tidy),
+                ),
+            ])
+            .collect()
         },
         success: "changed",
         release_fields: None,
@@ -455,23 +515,19 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
         return super::print_dry_run(ctx, &plan);
     }
     let lock = HostLock::acquire(remote, &t.state_dir, &change.what).await?;
+    let mut uploads: Vec<(&str, &[u8])> = Vec::new();
     if let Source::Upload(bytes) = &change.source {
-        let upload = RemoteCommand::sh(UPLOAD, [source.as_str()]);
-        if let Err(e) = remote
-            .run_with_input(&upload, Some(bytes))
-            .await
-            .and_then(|out| {
-                if out.status == 0 {
-                    Ok(())
-                } else {
-                    Err(Error::failed(format!(
-                        "cannot write the new .env to {source} on {}: {}",
-                        remote.host(),
-                        out.stderr_text().trim()
-                    )))
-                }
-            })
-        {
+        uploads.push((source.as_str(), bytes.as_slice()));
+    }
+    uploads.extend(
+        change
+            .private_files
+            .iter()
+            .map(|(path, bytes)| (path.as_str(), bytes.as_slice())),
+    );
+    for (path, bytes) in uploads {
+        if let Err(e) = upload(remote, path, bytes).await {
+            let _ = remote.run(&tidy).await;
             let _ = lock.release(remote).await;
             return Err(e.into());
         }
@@ -479,8 +535,12 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
     ctx.out
         .status(format!("{} on {}", change.what, ctx.target_label()));
     let (outcome, steps, interrupted) = execute(ctx, remote, &plan, &lock).await?;
+    let changed_since_read = steps
+        .iter()
+        .any(|e| e.kind == "fail" && e.detail.contains(CHANGED_SINCE_READ));
     let (exit, message) = match outcome.as_str() {
         "changed" => (Exit::Ok, None),
+        "failed" | "rolled-back" if changed_since_read => (Exit::Refused, Some(format!("{CHANGED_SINCE_READ}; run again ({} on {} was written by someone else after ctops read it; writing over it would have undone that change, so nothing was changed)", t.env_file, remote.host()))),
         "failed" => (Exit::Failed, Some(format!("{} failed before .env was changed", change.command))),
         "rolled-back" if interrupted => (Exit::Interrupted, Some("interrupted: the previous .env is back".to_string())),
         "rolled-back" if change.keep_on_failure => (Exit::Failed, Some(format!("{} failed its health gate; the new value stays (the old one is revoked): check the services' logs (ctops logs) and the value itself", change.command))),
@@ -512,4 +572,20 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
         Some(m) => eprintln!("error: {m}"),
     }
     Ok(exit)
+}
+
+/// Writes `bytes` to a new private file `path` on the host, over stdin.
+async fn upload(remote: &crate::remote::Remote, path: &str, bytes: &[u8]) -> Result<(), Error> {
+    let out = remote
+        .run_with_input(&RemoteCommand::sh(UPLOAD, [path]), Some(bytes))
+        .await?;
+    if out.status == 0 {
+        return Ok(());
+    }
+    Err(Error::failed(format!(
+        "cannot write {path} on {}: {}",
+        remote.host(),
+        out.stderr_text().trim()
+    ))
+    .with_help("check the state_dir's disk space and permissions, then run again"))
 }

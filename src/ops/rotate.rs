@@ -33,7 +33,8 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
         return Err(Error::usage(format!("invalid key {key:?}")).into());
     }
     let config = t.secrets.get(key).cloned().unwrap_or_default();
-    let before = env::read(ctx).await?;
+    let read = env::read_for_change(ctx).await?;
+    let before = read.file.clone();
     let old = before.get(key).ok_or_else(|| {
         Error::usage(format!("{key} is not set in {}", env::env_path(ctx)))
             .with_help("ctops env list shows the keys")
@@ -63,19 +64,22 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
         services,
     );
     change.keep_on_failure = config.revoked_on_rotate;
+    change.expect_sha256 = Some(read.sha256.clone());
     let role = config.postgres_role.clone();
     if let Some(role) = &role {
-        let (set_new, set_old) = (alter_role(ctx, role, &new), alter_role(ctx, role, &old));
-        change.before_replace = vec![Step::shell(
+        let (set_new, new_sql) = alter_role(ctx, role, &new, "new");
+        let (set_old, old_sql) = alter_role(ctx, role, &old, "old");
+        change.private_files = vec![new_sql, old_sql];
+        change.before_replace = vec![Step::new(
             "alter_role",
             format!("set role {role}'s password (SCRAM verifier)"),
-            set_new,
+            &[set_new],
         )
         .marks("ROLE")];
-        change.undo_before_replace = vec![Step::shell(
+        change.undo_before_replace = vec![Step::new(
             "role_back",
             format!("set role {role}'s old password back"),
-            set_old,
+            &[set_old],
         )
         .when("ROLE")];
     }
@@ -92,10 +96,14 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
                 Source::Upload(before.render().into_bytes()),
                 config.restart.clone(),
             );
-            undo.before_replace = vec![Step::shell(
+            // Against the file this rotation wrote: a change made since is not undone.
+            undo.expect_sha256 = Some(env::sha256_hex(after.render().as_bytes()));
+            let (set_old, old_sql) = alter_role(ctx, role, &old, "old");
+            undo.private_files = vec![old_sql];
+            undo.before_replace = vec![Step::new(
                 "alter_role",
                 format!("set role {role}'s old password back"),
-                alter_role(ctx, role, &old),
+                &[set_old],
             )];
             let undone = env::switch(ctx, undo).await?;
             return Ok(if undone == Exit::Ok {
@@ -193,19 +201,31 @@ fn psql(ctx: &Ctx, database: &str, tuples_only: bool) -> RemoteCommand {
     )
 }
 
-/// The step body that sets `role`'s password to `password`'s SCRAM verifier, the SQL sent to
-/// psql on stdin by the shell's own `printf` (a builtin: no process argv holds it).
-fn alter_role(ctx: &Ctx, role: &str, password: &str) -> String {
+const RUN_SQL: &str = include_str!("../scripts/rotate-sql.sh");
+
+/// The command that sets `role`'s password to `password`'s SCRAM verifier, and the private
+/// file (path, SQL) it reads: the verifier is uploaded 0600 under the lock (see
+/// [`env::Change::private_files`]), never in the runner's script, a command line or the
+/// `--dry-run` output (it is as good as the password to an offline guesser).
+fn alter_role(
+    ctx: &Ctx,
+    role: &str,
+    password: &str,
+    which: &str,
+) -> (RemoteCommand, (String, Vec<u8>)) {
     let sql = format!(
-        "ALTER ROLE \"{}\" PASSWORD '{}';",
+        "ALTER ROLE \"{}\" PASSWORD '{}';\n",
         role.replace('"', "\"\""),
         scram::verifier(password)
     );
-    format!(
-        "printf '%s\\n' {} | {}",
-        crate::remote::quote(&sql),
-        psql(ctx, "postgres", false).render()
-    )
+    // One operation at a time holds the host lock: a fixed name per use is enough.
+    let path = format!(
+        "{}/rotate-{which}-password.sql",
+        ctx.target.state_dir.trim_end_matches('/')
+    );
+    let prefix = ["sh", "-c", RUN_SQL, "ctops", path.as_str()].map(String::from);
+    let run = psql(ctx, "postgres", false).wrapped(&prefix);
+    (run, (path, sql.into_bytes()))
 }
 
 /// Over TCP inside the postgres service: the new password logs in, the old one is refused.

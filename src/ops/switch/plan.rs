@@ -391,28 +391,22 @@ impl Notify {
         }))
     }
 
+    /// The step body: notify.sh below its values. The URL (often with a bot token in it)
+    /// is in no argv on the host (curl reads it from a config on stdin) and the journal
+    /// names its host only.
     fn body(&self, compose: &Compose, service: &str) -> String {
-        let mut body = Vec::new();
-        if let Some(url) = &self.url {
-            let post = RemoteCommand::new([
-                "curl",
-                "-fsS",
-                "-m",
-                "10",
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &self.payload,
-                url,
-            ]);
-            body.push(format!(
-                "{} >/dev/null || journal note \"notification failed: POST {} did not succeed\"",
-                post.render(),
-                quote(url).replace('"', "")
-            ));
-        }
+        use crate::remote::assign;
+        let (config, host) = match &self.url {
+            Some(url) => (curl_url_config(url), url_host(url)),
+            None => (String::new(), String::new()),
+        };
+        let mut lines = vec![
+            assign("NOTIFY_CURL", &config),
+            assign("NOTIFY_HOST", &host),
+            assign("NOTIFY_PAYLOAD", &self.payload),
+            assign("NOTIFY_NOTES", &self.notes),
+            assign("NOTIFY_RUN", if self.command.is_empty() { "" } else { "1" }),
+        ];
         if !self.command.is_empty() {
             let mut argv = vec![
                 "env".to_string(),
@@ -420,16 +414,37 @@ impl Notify {
                 format!("CTOPS_COMMIT={}", self.commit),
             ];
             argv.extend(self.command.iter().cloned());
-            let run = compose.exec(service, &argv);
-            body.push(format!(
-                "printf '%s' {} | {} || journal note \"notification failed: notify_command exited $?\"",
-                quote(&self.notes),
-                run.render()
+            // A function, as the runner's steps are: the command is quoted words (with a `cd`).
+            lines.push(format!(
+                "notify_command() {{\n    {}\n}}",
+                compose.exec(service, &argv).render()
             ));
         }
-        body.push("true".into());
-        body.join("\n")
+        lines.push(NOTIFY.to_string());
+        lines.join("\n")
     }
+}
+
+const NOTIFY: &str = include_str!("../../scripts/notify.sh");
+
+/// `url = "..."`, a curl config line (`curl -K -`): inside double quotes, `\\` and `\"` are
+/// the escapes curl reads; a line break or tab is written as its escape too.
+fn curl_url_config(url: &str) -> String {
+    let escaped = url
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace('\t', "\\t");
+    format!("url = \"{escaped}\"")
+}
+
+/// The URL's host, all a journal note may say of it (its path or query often holds a token).
+fn url_host(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "notify_url (not a URL)".to_string())
 }
 
 /// The CHANGELOG section of `version`: its lines up to the next `## ` heading.
@@ -465,4 +480,20 @@ pub fn gate_vars(t: &crate::config::Target, project: &str) -> Vec<(&'static str,
         ("HEALTH_INTERVAL", format!("{interval}")),
         ("STABLE_FOR", secs(t.deploy.stable_for, 10)),
     ]
+}
+
+#[cfg(test)]
+mod notify_tests {
+    use super::*;
+
+    #[test]
+    fn the_notify_url_is_a_curl_config_line_and_the_journal_names_its_host() {
+        let url = r#"https://api.example.org/bot12:AB"C\D/send?x=$(id)"#;
+        assert_eq!(
+            curl_url_config(url),
+            r#"url = "https://api.example.org/bot12:AB\"C\\D/send?x=$(id)""#
+        );
+        assert_eq!(url_host(url), "api.example.org");
+        assert_eq!(url_host("not a url"), "notify_url (not a URL)");
+    }
 }
