@@ -638,3 +638,85 @@ fn a_new_version_is_announced_once_and_a_failed_announcement_only_warns() {
     );
     assert_eq!(health_version(), "1.27.1");
 }
+
+/// Every process argv seen on this machine (the host) until `stop` is set.
+fn sample_argv(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                if let Ok(argv) = std::fs::read(entry.path().join("cmdline")) {
+                    seen.insert(String::from_utf8_lossy(&argv).replace('\0', " "));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen.into_iter().collect::<Vec<_>>().join("\n")
+    })
+}
+
+#[test]
+fn a_failed_notification_names_only_the_host_and_no_argv_holds_the_url() {
+    let _lock = exclusive();
+    reset_host();
+    // A receiver that takes the connection, says nothing for a second and hangs up: the
+    // POST fails (as against a closed port) but curl lives long enough for the sampler to
+    // see its argv.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::sleep(Duration::from_millis(1500));
+            drop(conn);
+        }
+    });
+    let token = "bot7700:SECRET-notify-token";
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |t| {
+        t.replace(
+            "[deploy]\n",
+            &format!("[deploy]\nnotify_url = \"http://127.0.0.1:{port}/{token}/sendMessage\"\n"),
+        )
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_argv(stop.clone());
+    let run = ctops([
+        "--config",
+        config.to_str().unwrap(),
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "notify",
+    ])
+    .run();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let argv = sampler.join().unwrap();
+    assert_eq!(run.code(), 0, "{}", run.describe());
+    assert!(
+        run.stderr()
+            .contains("notification failed: POST to 127.0.0.1 did not succeed"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        argv.lines()
+            .any(|l| l.starts_with("curl ") && l.contains("-K -")),
+        "the sampler saw the POST's curl: {argv}"
+    );
+    let journals = host(&format!("cat '{STATE_DIR}'/ops/*/journal"));
+    for (place, text) in [
+        ("stderr", run.stderr()),
+        ("stdout", run.stdout()),
+        ("the journals", journals),
+        ("the argv of the processes on the host", argv),
+    ] {
+        assert!(
+            !text.contains("SECRET-notify-token"),
+            "the URL is in {place}: {text}"
+        );
+    }
+}

@@ -230,3 +230,137 @@ fn env_edit_validates_before_anything_changes() {
         "without --restart: what changed was recreated"
     );
 }
+
+const STATE_DIR: &str = "/srv/ctops sandbox/state";
+
+/// The journal of the operation the host runs now, once it started one after `previous`.
+fn wait_for_new_operation(previous: &str) -> String {
+    let mut journal = String::new();
+    wait_until("the runner to start", Duration::from_secs(30), || {
+        let last = std::fs::read_to_string(format!("{STATE_DIR}/last")).unwrap_or_default();
+        if last.is_empty() || last == previous {
+            return false;
+        }
+        journal = format!("{STATE_DIR}/ops/{last}/journal");
+        std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .contains("\tstart\t")
+    });
+    journal
+}
+
+#[test]
+fn env_set_refuses_when_env_changed_between_the_read_and_the_replace() {
+    let _guard = exclusive();
+    reset_host();
+    let previous = std::fs::read_to_string(format!("{STATE_DIR}/last")).unwrap_or_default();
+    // Each runner step waits 3s before it runs: the test writes .env meanwhile, as a rotation
+    // finishing between this command's read and its replace would.
+    let (child, _home) = sandbox_ctops(["env", "set", "APP_MODE=maintenance", "--restart", "api"])
+        .env("CTOPS_STEP_DELAY", "3")
+        .spawn();
+    wait_for_new_operation(&previous);
+    let mut concurrent = std::fs::read_to_string(env_path()).unwrap();
+    concurrent.push_str("ROTATED_MEANWHILE=new-token\n");
+    std::fs::write(env_path(), &concurrent).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(".env changed since it was read; run again"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env_path()).unwrap(),
+        concurrent,
+        "the concurrently written .env stays"
+    );
+    assert_eq!(env_value("APP_MODE"), "normal");
+    let left = host(&format!("ls '{STATE_DIR}'"));
+    assert!(
+        !left.contains("env-before") && !left.contains("env-new"),
+        "{left}"
+    );
+    reset_host();
+}
+
+/// A `cp` on the deploy account's PATH that runs out of room copying `.env` to the runner's
+/// `env-before-*`: half the file written, then an error, as a full disk does. Dropping it
+/// takes it away however the test ends.
+struct FullDiskCp {
+    _dir: tempfile::TempDir,
+}
+
+const BASHRC: &str = "/home/deploy/.bashrc";
+const SHIM_MARK: &str = "ctops-fulldisk";
+
+impl FullDiskCp {
+    fn install() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix(SHIM_MARK)
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let real = host("command -v cp").trim().to_string();
+        let shim = dir.path().join("cp");
+        std::fs::write(
+            &shim,
+            format!(
+                r#"#!/bin/sh
+for last in "$@"; do :; done
+case "$last" in
+*env-before-*)
+    for src in "$@"; do case "$src" in -*) ;; *) break ;; esac; done
+    head -c 20 "$src" > "$last"
+    echo "cp: error writing '$last': No space left on device" >&2
+    exit 1 ;;
+esac
+exec {real} "$@"
+"#
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bashrc = std::fs::read_to_string(BASHRC).unwrap();
+        std::fs::write(
+            BASHRC,
+            format!("export PATH={}:$PATH\n{bashrc}", dir.path().display()),
+        )
+        .unwrap();
+        FullDiskCp { _dir: dir }
+    }
+}
+
+impl Drop for FullDiskCp {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(BASHRC) {
+            let kept: String = text
+                .lines()
+                .filter(|l| !l.contains(SHIM_MARK))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write(BASHRC, kept);
+        }
+    }
+}
+
+#[test]
+fn a_copy_of_env_cut_short_by_a_full_disk_is_never_put_back() {
+    let _guard = exclusive();
+    reset_host();
+    let before = std::fs::read(env_path()).unwrap();
+    let run = {
+        let _cp = FullDiskCp::install();
+        sandbox_ctops(["env", "set", "APP_MODE=maintenance", "--restart", "api"]).run()
+    };
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    assert_eq!(
+        std::fs::read(env_path()).unwrap(),
+        before,
+        ".env is untouched, not the copy cut short"
+    );
+    let left = host(&format!("ls '{STATE_DIR}'"));
+    assert!(!left.contains("env-before"), "{left}");
+    wait_healthy();
+}

@@ -209,6 +209,31 @@ fn rotate_postgres_password_changes_the_role_env_and_services_and_shows_nothing(
         assert!(!text.contains(&old), "the old value is in {place}");
     }
     assert!(audit.contains("rotate POSTGRES_PASSWORD"), "{audit}");
+    // The verifiers (as good as the passwords to an offline guesser) are in no script kept on
+    // the host, and their private files are gone.
+    let scripts = host("cat '/srv/ctops sandbox/state'/ops/*/script.sh");
+    assert!(!scripts.contains("SCRAM-SHA-256$"), "{scripts}");
+    let left = host("ls '/srv/ctops sandbox/state'");
+    assert!(!left.contains("password.sql"), "{left}");
+}
+
+#[test]
+fn rotate_dry_run_shows_no_verifier_and_no_password() {
+    let _guard = exclusive();
+    reset_host();
+    let old = env_value("POSTGRES_PASSWORD");
+    let before = env_text();
+    let run = sandbox_ctops(["rotate", "POSTGRES_PASSWORD", "--generate", "--dry-run"])
+        .run()
+        .expect(0);
+    let shown = format!("{}{}", run.stdout(), run.stderr());
+    assert!(shown.contains("alter_role"), "the plan is shown: {shown}");
+    assert!(
+        !shown.contains("SCRAM-SHA-256$"),
+        "a verifier is shown: {shown}"
+    );
+    assert!(!shown.contains(&old), "the old password is shown");
+    assert_eq!(env_text(), before);
 }
 
 #[test]

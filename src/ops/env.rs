@@ -421,15 +421,16 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
         temporary.push(source.clone());
     }
     temporary.extend(change.private_files.iter().map(|(path, _)| path.clone()));
-    let tidy = RemoteCommand::sh(TIDY, temporary);
+    let tidy = RemoteCommand::sh(TIDY, temporary.clone());
     let expect = change.expect_sha256.clone().unwrap_or_default();
     // Checked first, before any step changes anything (a role's password), and again by the
     // replace itself.
     let check = change.expect_sha256.as_ref().map(|sha| {
+        let args = [env.clone(), sha.clone()].into_iter().chain(temporary);
         Step::new(
             "check_env",
             "check .env is as it was read",
-            &[RemoteCommand::sh(CHECK_ENV, [env.as_str(), sha.as_str()])],
+            &[RemoteCommand::sh(CHECK_ENV, args)],
         )
     });
     let audit = runner::audit_fields(&t.name, &change.what, &op_id);
