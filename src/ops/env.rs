@@ -590,3 +590,48 @@ async fn upload(remote: &crate::remote::Remote, path: &str, bytes: &[u8]) -> Res
     ))
     .with_help("check the state_dir's disk space and permissions, then run again"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs env-replace.sh with a real shell on files in a temporary dir: (exit code, the
+    /// `.env` after, whether `before` exists).
+    fn replace(current: &str, new: &str, sha: &str) -> (i32, String, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, env, before) = (
+            dir.path().join("new"),
+            dir.path().join(".env"),
+            dir.path().join("before"),
+        );
+        std::fs::write(&src, new).unwrap();
+        std::fs::write(&env, current).unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(REPLACE_ENV)
+            .arg("ctops")
+            .args([&src, &env, &before])
+            .arg(sha)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        (
+            status.code().unwrap_or(-1),
+            std::fs::read_to_string(&env).unwrap(),
+            before.exists(),
+        )
+    }
+
+    #[test]
+    fn the_replace_refuses_a_file_changed_since_it_was_read() {
+        let read = "A=1\n";
+        let sha = sha256_hex(read.as_bytes());
+        assert_eq!(replace(read, "A=2\n", &sha), (0, "A=2\n".into(), true));
+        assert_eq!(
+            replace("A=rotated\n", "A=2\n", &sha),
+            (75, "A=rotated\n".into(), false),
+            "nothing written, no copy for the undo to put back"
+        );
+        assert_eq!(replace("A=1\n", "A=2\n", ""), (0, "A=2\n".into(), true));
+    }
+}
