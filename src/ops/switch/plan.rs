@@ -496,4 +496,38 @@ mod notify_tests {
         assert_eq!(url_host(url), "api.example.org");
         assert_eq!(url_host("not a url"), "notify_url (not a URL)");
     }
+
+    /// The step body with both a URL and a command: valid sh, and the URL only inside the
+    /// curl config assignment (which the runner's script holds, never an argv).
+    #[test]
+    fn the_notify_body_is_valid_sh_with_the_url_in_no_command() {
+        let target = crate::config::parse(
+            "[targets.t]\nssh = \"h\"\ndir = \"/srv/a b\"\n",
+            "c.toml".as_ref(),
+            ".".as_ref(),
+            None,
+        )
+        .unwrap()
+        .target;
+        let notify = Notify {
+            url: Some("https://h.example/bot1:TOKEN/x?a=$(id)".into()),
+            command: vec!["./announce".into(), "--to".into(), "ops's room".into()],
+            payload: r#"{"version":"1.2.3"}"#.into(),
+            notes: "- it's \"fixed\"".into(),
+            version: "1.2.3".into(),
+            commit: "abc".into(),
+        };
+        let body = notify.body(&Compose::new(&target, None), "api");
+        let check = std::process::Command::new("sh")
+            .args(["-n", "-c", &body])
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{body}");
+        let with_token: Vec<&str> = body.lines().filter(|l| l.contains("TOKEN")).collect();
+        assert_eq!(
+            with_token,
+            [r#"NOTIFY_CURL='url = "https://h.example/bot1:TOKEN/x?a=$(id)"'"#]
+        );
+        assert!(body.contains("NOTIFY_HOST=h.example"), "{body}");
+    }
 }
