@@ -350,6 +350,10 @@ pub struct Change {
     /// before the runner starts, removed with the temporary copies: what must not be in the
     /// runner's script (a password verifier).
     pub private_files: Vec<(String, Vec<u8>)>,
+    /// `rotate` of a database password: whether the new password can be proven over the
+    /// application's own path (`false`: PostgreSQL trusts that address, so any password logs
+    /// in there). Reported as `proven` in the JSON.
+    pub proven: Option<bool>,
 }
 
 impl Change {
@@ -364,6 +368,7 @@ impl Change {
             keep_on_failure: false,
             expect_sha256: None,
             private_files: Vec::new(),
+            proven: None,
         }
     }
 }
@@ -391,6 +396,8 @@ struct ChangeDoc<'a> {
     /// On failure: how the runner ended, which says what state `.env` is in.
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proven: Option<bool>,
 }
 
 /// Puts a new `.env` in place as a detached runner on the host: copy, replace, recreate,
@@ -558,6 +565,7 @@ pub async fn switch(ctx: &Ctx, change: Change) -> Result<Exit> {
             steps,
             error: super::error_object(exit, message.as_ref()),
             state: (exit != Exit::Ok).then(|| outcome.clone()),
+            proven: change.proven,
         })?;
     }
     match message {

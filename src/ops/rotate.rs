@@ -67,8 +67,8 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
     change.expect_sha256 = Some(read.sha256.clone());
     let role = config.postgres_role.clone();
     if let Some(role) = &role {
-        let (set_new, new_sql) = alter_role(ctx, role, &new, "new");
-        let (set_old, old_sql) = alter_role(ctx, role, &old, "old");
+        let (set_new, new_sql) = alter_role(ctx, role, &new, "new")?;
+        let (set_old, old_sql) = alter_role(ctx, role, &old, "old")?;
         change.private_files = vec![new_sql, old_sql];
         change.before_replace = vec![Step::new(
             "alter_role",
@@ -83,12 +83,33 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
         )
         .when("ROLE")];
     }
+    // The proof runs over the application's own path to the database. Where PostgreSQL
+    // trusts that address (the official image trusts 127.0.0.1 and ::1), any password logs
+    // in and nothing can be proven: the rotation is applied and reported as not proven
+    // rather than undone.
+    let path = match (&role, ctx.dry_run) {
+        (Some(role), false) => Some(app_path(ctx, &before, role)),
+        _ => None,
+    };
+    let unprovable = match (&path, &role) {
+        (Some(Ok(path)), Some(role)) => trusts_any_password(ctx, path, role).await?,
+        (Some(Err(why)), _) => Some(why.clone()),
+        _ => None,
+    };
+    change.proven = path.as_ref().map(|_| unprovable.is_none());
     let exit = env::switch(ctx, change).await?;
     if exit != Exit::Ok || ctx.dry_run {
         return Ok(exit);
     }
-    if let Some(role) = &role {
-        if let Err(e) = check_passwords(ctx, role, &new, &old).await {
+    if let (Some(role), Some(why)) = (&role, &unprovable) {
+        eprintln!("warning: rotate {key}: applied, not proven: {why}");
+        ctx.out.status(format!(
+            "role {role}'s password and {key} are changed and the services passed the health gate, but ctops could not prove that the old password is refused"
+        ));
+        return Ok(Exit::Degraded);
+    }
+    if let (Some(role), Some(Ok(path))) = (&role, &path) {
+        if let Err(e) = check_passwords(ctx, path, role, &new, &old).await {
             eprintln!("error: {e}; putting the old value back");
             let mut undo = Change::new(
                 "rotate",
@@ -98,7 +119,7 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
             );
             // Against the file this rotation wrote: a change made since is not undone.
             undo.expect_sha256 = Some(env::sha256_hex(after.render().as_bytes()));
-            let (set_old, old_sql) = alter_role(ctx, role, &old, "old");
+            let (set_old, old_sql) = alter_role(ctx, role, &old, "old")?;
             undo.private_files = vec![old_sql];
             undo.before_replace = vec![Step::new(
                 "alter_role",
@@ -113,7 +134,8 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
             });
         }
         ctx.out.status(format!(
-            "checked over TCP: role {role} takes the new password and refuses the old one"
+            "checked over the application's path ({}): role {role} takes the new password and refuses the old one",
+            path.describe()
         ));
     }
     Ok(Exit::Ok)
@@ -180,8 +202,9 @@ pub fn replace_everywhere(
 }
 
 /// psql as the configured user in the postgres service, reading its SQL from stdin.
-fn psql(ctx: &Ctx, database: &str, tuples_only: bool) -> RemoteCommand {
-    let db = &ctx.target.backup.db;
+fn psql(ctx: &Ctx, database: &str, tuples_only: bool) -> Result<RemoteCommand, Error> {
+    let t = &ctx.target;
+    let db = &t.backup.db;
     let mut argv: Vec<String> = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
         .map(String::from)
         .to_vec();
@@ -190,15 +213,15 @@ fn psql(ctx: &Ctx, database: &str, tuples_only: bool) -> RemoteCommand {
     }
     argv.extend([
         "-U".into(),
-        db.user.clone().unwrap_or_else(|| "postgres".into()),
+        t.fact("backup.db.user", &db.user)?.to_string(),
         "-d".into(),
         database.to_string(),
     ]);
-    exec_in_service_stdin(
-        &ctx.target,
-        db.service.as_deref().unwrap_or("postgres"),
+    Ok(exec_in_service_stdin(
+        t,
+        t.fact("backup.db.service", &db.service)?,
         &argv,
-    )
+    ))
 }
 
 const RUN_SQL: &str = include_str!("../scripts/rotate-sql.sh");
@@ -212,7 +235,7 @@ fn alter_role(
     role: &str,
     password: &str,
     which: &str,
-) -> (RemoteCommand, (String, Vec<u8>)) {
+) -> Result<(RemoteCommand, (String, Vec<u8>)), Error> {
     let sql = format!(
         "ALTER ROLE \"{}\" PASSWORD '{}';\n",
         role.replace('"', "\"\""),
@@ -224,50 +247,110 @@ fn alter_role(
         ctx.target.state_dir.trim_end_matches('/')
     );
     let prefix = ["sh", "-c", RUN_SQL, "ctops", path.as_str()].map(String::from);
-    let run = psql(ctx, "postgres", false).wrapped(&prefix);
-    (run, (path, sql.into_bytes()))
+    let run = psql(ctx, "postgres", false)?.wrapped(&prefix);
+    Ok((run, (path, sql.into_bytes())))
 }
 
-/// Over TCP inside the postgres service: the new password logs in, the old one is refused.
-/// The conninfo (with the password) goes to psql on stdin, as a `\connect` line.
-async fn check_passwords(ctx: &Ctx, role: &str, new: &str, old: &str) -> Result<(), Error> {
+/// How the application reaches PostgreSQL as a role: host and port from its database URL in
+/// `.env`, and the database it names (the configured one otherwise).
+#[derive(Debug, Clone, PartialEq)]
+struct AppPath {
+    host: String,
+    port: Option<u16>,
+    database: String,
+}
+
+impl AppPath {
+    fn describe(&self) -> String {
+        match self.port {
+            Some(port) => format!("host {} port {port}", self.host),
+            None => format!("host {}", self.host),
+        }
+    }
+}
+
+/// The application's own path to the database as `role`, or why there is none to check.
+fn app_path(ctx: &Ctx, env: &EnvFile, role: &str) -> Result<AppPath, String> {
+    let entries = env.entries();
+    let (host, port) = crate::discover::app_database_address(&entries, role).ok_or_else(|| {
+        format!("no database URL in {} connects as role {role}, so ctops does not know the application's path to check", ctx.target.env_file)
+    })?;
+    let database = entries
+        .iter()
+        .filter_map(|(_, v)| url::Url::parse(v.trim()).ok())
+        .find(|u| u.scheme().starts_with("postgres") && u.username() == role)
+        .map(|u| u.path().trim_start_matches('/').to_string())
+        .filter(|d| !d.is_empty())
+        .or_else(|| ctx.target.backup.db.database.clone())
+        .ok_or_else(|| format!("no database to log in to as {role}: set `backup.db.database`"))?;
+    Ok(AppPath {
+        host,
+        port,
+        database,
+    })
+}
+
+/// Whether `password` logs `role` in over `path` (psql in the database's service; the
+/// conninfo, password included, goes to psql on stdin as a `\connect` line).
+async fn logs_in(ctx: &Ctx, path: &AppPath, role: &str, password: &str) -> Result<bool, Error> {
     let remote = ctx.remote().await?;
+    let mut conninfo = format!(
+        "host={} user={} dbname={} password={}",
+        conn_value(&path.host),
+        conn_value(role),
+        conn_value(&path.database),
+        conn_value(password)
+    );
+    if let Some(port) = path.port {
+        conninfo.push_str(&format!(" port={port}"));
+    }
+    let script = format!(
+        "\\connect '{}'\nSELECT 'logged-in';\n",
+        conninfo.replace('\\', "\\\\").replace('\'', "\\'")
+    );
     let database = ctx
         .target
-        .backup
-        .db
-        .database
-        .clone()
-        .unwrap_or_else(|| "postgres".into());
-    let login = |password: &str| {
-        let conninfo = format!(
-            "host=127.0.0.1 user={} dbname={} password={}",
-            conn_value(role),
-            conn_value(&database),
-            conn_value(password)
-        );
-        format!(
-            "\\connect '{}'\nSELECT 'logged-in';\n",
-            conninfo.replace('\\', "\\\\").replace('\'', "\\'")
-        )
-    };
-    let psql = psql(ctx, &database, true).read_only();
-    let works =
-        |out: &crate::remote::Captured| out.status == 0 && out.stdout_text().contains("logged-in");
-    let with_new = remote
-        .run_with_input(&psql, Some(login(new).as_bytes()))
+        .fact("backup.db.database", &ctx.target.backup.db.database)?;
+    let psql = psql(ctx, database, true)?.read_only();
+    let out = remote
+        .run_with_input(&psql, Some(script.as_bytes()))
         .await?;
-    if !works(&with_new) {
+    Ok(out.status == 0 && out.stdout_text().contains("logged-in"))
+}
+
+/// `Some(why)` when the application's path takes any password (pg_hba trusts it).
+async fn trusts_any_password(
+    ctx: &Ctx,
+    path: &AppPath,
+    role: &str,
+) -> Result<Option<String>, Error> {
+    let wrong = format!("ctops-wrong-{}", crate::lock::new_token());
+    Ok(logs_in(ctx, path, role, &wrong).await?.then(|| {
+        format!(
+            "PostgreSQL lets role {role} in over the application's path ({}) with any password (pg_hba.conf trusts that address), so no password check can tell the new one from the old",
+            path.describe()
+        )
+    }))
+}
+
+/// Over the application's path: the new password logs in, the old one is refused.
+async fn check_passwords(
+    ctx: &Ctx,
+    path: &AppPath,
+    role: &str,
+    new: &str,
+    old: &str,
+) -> Result<(), Error> {
+    if !logs_in(ctx, path, role, new).await? {
         return Err(Error::failed(format!(
-            "role {role} does not log in over TCP with the new password"
+            "role {role} does not log in over {} with the new password",
+            path.describe()
         )));
     }
-    let with_old = remote
-        .run_with_input(&psql, Some(login(old).as_bytes()))
-        .await?;
-    if works(&with_old) {
+    if logs_in(ctx, path, role, old).await? {
         return Err(Error::failed(format!(
-            "role {role} still logs in over TCP with the old password"
+            "role {role} still logs in over {} with the old password",
+            path.describe()
         )));
     }
     Ok(())
