@@ -151,7 +151,13 @@ impl Store {
         let what = format!("GET {bucket}/{key}");
         let response = self.send(&what, self.http.get(url)).await?;
         let headers = response.headers().clone();
-        let mut file = tokio::fs::File::create(path)
+        // Users' data (voice messages): private whatever the umask.
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
             .await
             .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
         let mut hasher = Sha256::new();

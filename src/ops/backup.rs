@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+pub mod local;
+
 use super::Envelope;
 use crate::cli::{BackupCommand, BackupFormat};
 use crate::compose::working_dir;
@@ -35,102 +37,7 @@ const NO_SPACE: i32 = 75;
 /// the script dies, however it dies. Empty when the caller (a runner) holds it already.
 /// `fault` (a test hook, from `CTOPS_FAULT`) names a point where the script SIGKILLs its own
 /// process group, as a crash or an OOM kill would.
-const DB_BACKUP: &str = r#"set -u
-dir=$1; wd=$2; service=$3; user=$4; db=$5; format=$6; label=$7; flock=$8; count_sql=$9; fault=${10:-}
-fault() { [ "$fault" = "$1" ] || return 0; echo "fault injected: $1" >&2; kill -KILL 0; }
-umask 027
-mkdir -p "$dir" || exit 1
-if [ -n "$flock" ]; then
-    # Opened read-only (all flock needs), so any operator account can take it.
-    mkdir -p "${flock%/*}" && { [ -e "$flock" ] || : >>"$flock"; } && exec 9<"$flock" || exit 1
-    flock -s -n 9 || { echo "waiting for the deploy or restore running on the host" >&2; flock -s 9; }
-fi
-cid=$(docker ps -q --filter "label=com.docker.compose.project.working_dir=$wd" --filter "label=com.docker.compose.service=$service" | head -n 1)
-[ -n "$cid" ] || { echo "service $service has no running container" >&2; exit 1; }
-# What interrupted backups left: temporary files of writers that are gone, dumps whose
-# manifest was never written.
-for f in "$dir"/.tmp-*; do
-    [ -e "$f" ] || continue
-    pid=${f##*/.tmp-}; pid=${pid%%-*}
-    kill -0 "$pid" 2>/dev/null || rm -rf "$f"
-done
-# A dump still linked to a live writer's temporary file is between its link and its manifest.
-find "$dir" -maxdepth 1 -name 'db-*' ! -name '*.manifest.json' ! -name '*.verified' | while read -r f; do
-    [ -e "$f.manifest.json" ] && continue
-    live=
-    for t in "$dir"/.tmp-*; do [ "$t" -ef "$f" ] && live=1; done
-    [ -n "$live" ] || rm -f "$f"
-done
-ts=$(date -u +%Y%m%dT%H%M%SZ); created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-case $format in sql) ext=sql; opt=-Fp ;; *) ext=dump; opt=-Fc ;; esac
-name="db-$ts${label:+-$label}.$ext"; tmp="$dir/.tmp-$$-$name"
-# The dump goes straight to its file; its checksum is read back afterwards, from the page
-# cache, while the file is flushed: at 1 GiB on two cores that costs about half of what a tee
-# stage in the pipe does (every stage copies every byte). The row counts come from the
-# database itself, inside the snapshot the dump reads (exported by a REPEATABLE READ
-# transaction that stays open until the dump is done). The same session says how big the
-# database is, for the space check.
-work="$dir/.tmp-$$-work"; mkdir "$work" || exit 1
-mkfifo "$work/sql" || exit 1
-{ docker exec -i "$cid" psql -X -q -At -F '	' -v ON_ERROR_STOP=1 -U "$user" -d "$db" < "$work/sql" > "$work/counts" 2> "$work/counts.err"; echo $? > "$work/counts.rc"; } &
-exec 7> "$work/sql"
-printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot(), pg_database_size(current_database());' >&7
-opened=; tries=0
-until [ -n "$opened" ]; do
-    opened=$(head -n 1 "$work/counts" 2>/dev/null)
-    [ -s "$work/counts.rc" ] && { cat "$work/counts.err" >&2; echo "cannot open a snapshot of $db" >&2; rm -rf "$work"; exit 1; }
-    tries=$((tries + 1)); [ $tries -le 3000 ] || { echo "no snapshot of $db after 30 s" >&2; exec 7>&-; rm -rf "$work"; exit 1; }
-    [ -n "$opened" ] || sleep 0.01
-done
-snapshot=${opened%%	*}; size=${opened#*	}
-avail=$(df -PB1 "$dir" | awk 'NR == 2 {print $4}')
-need=$(( size + size / 5 + 16777216 ))
-if [ "$avail" -lt "$need" ]; then
-    exec 7>&-; wait; rm -rf "$work"
-    echo "not enough space in $dir: $avail bytes free, $need needed (database $size bytes, 20% and 16 MiB margin)" >&2
-    exit 75
-fi
-fault before-first-byte
-dump() { docker exec "$cid" pg_dump -U "$user" --snapshot="$snapshot" $opt "$db"; echo $? > "$work/dump.rc"; }
-if [ "$fault" = mid-stream ]; then
-    dump | { head -c 2048; fault mid-stream; cat; } > "$tmp"
-else
-    dump > "$tmp"
-fi
-written=$?
-if [ "$written" != 0 ] || [ "$(cat "$work/dump.rc" 2>/dev/null)" != 0 ]; then
-    exec 7>&-; wait
-    rm -rf "$tmp" "$work"; echo "pg_dump failed (is $dir full? df -h $dir)" >&2; exit 1
-fi
-# Three things at once, on what is written: the rows counted in the dump's snapshot (its
-# transaction is still open), the file flushed, and its checksum read back.
-printf '%s\n' "$count_sql" 'COMMIT;' >&7; exec 7>&-
-fault before-flush
-{ sync "$tmp" 2>/dev/null || sync; } &
-# openssl uses the CPU's SHA instructions (about 3x sha256sum's speed here).
-if command -v openssl >/dev/null 2>&1; then sha=$(openssl dgst -sha256 -r < "$tmp"); else sha=$(sha256sum < "$tmp"); fi
-wait; sha=${sha%% *}; bytes=$(stat -c %s "$tmp")
-if [ "$(cat "$work/counts.rc" 2>/dev/null)" != 0 ] || [ "$(tail -n 1 "$work/counts")" != end ]; then
-    cat "$work/counts.err" >&2; rm -rf "$tmp" "$work"; echo "counting the rows of $db failed" >&2; exit 1
-fi
-counts=$(tail -n +2 "$work/counts"); rm -rf "$work"
-tables=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "table" { gsub(/"/, "\\\"", $2); printf "%s\"%s\":%s", sep, $2, $3; sep = "," }')
-rev=$(printf '%s\n' "$counts" | awk -F'\t' '$1 == "revision" { print $2 }')
-# Linked, never renamed over: a name is never reused. Two backups in one second get _02,
-# _03..., which sort after the first, so names sort in the order the backups were made.
-n=1
-until ln "$tmp" "$dir/$name" 2>/dev/null; do
-    n=$((n + 1)); [ $n -le 99 ] || { echo "cannot name the backup in $dir" >&2; exit 1; }
-    name="db-${ts}_$(printf %02d $n)${label:+-$label}.$ext"
-done
-manifest=$(printf '{"kind":"db","name":"%s","format":"%s","sha256":"%s","size":%s,"created":"%s","database":"%s","revision":%s,"label":"%s","tables":{%s}}' \
-    "$name" "$format" "$sha" "$bytes" "$created" "$db" "$( [ -n "$rev" ] && printf '"%s"' "$rev" || printf null)" "$label" "$tables")
-fault after-rename
-printf '%s\n' "$manifest" > "$dir/.tmp-$$-$name.manifest.json" && sync "$dir/.tmp-$$-$name.manifest.json" 2>/dev/null
-mv "$dir/.tmp-$$-$name.manifest.json" "$dir/$name.manifest.json" || exit 1
-rm -f "$tmp"
-sync "$dir" 2>/dev/null || true
-printf '%s\n' "$manifest""#;
+const DB_BACKUP: &str = include_str!("../scripts/backup-db.sh");
 
 /// Every table's rows and the alembic revision, run inside the dump's snapshot (one line per
 /// table: `table NAME COUNT`, then `revision REV`, then `end`, without which the counts are
@@ -158,6 +65,61 @@ pub struct Manifest {
     #[serde(default)]
     pub label: String,
     pub tables: std::collections::BTreeMap<String, u64>,
+}
+
+impl Manifest {
+    /// What makes this manifest unusable, if anything: read from the host, it is checked
+    /// before its name reaches a path or a command, and a backup without a real checksum is
+    /// no backup.
+    pub fn problem(&self) -> Option<String> {
+        if self.name == "latest"
+            || !self.name.starts_with("db-")
+            || super::restore::validate_name(&self.name).is_err()
+        {
+            return Some("its name is not a backup name".into());
+        }
+        if !is_sha256(&self.sha256) {
+            return Some("it has no valid sha256".into());
+        }
+        if !matches!(self.format.as_str(), "custom" | "sql") {
+            return Some("its format is neither custom nor sql".into());
+        }
+        None
+    }
+}
+
+/// 64 lowercase hex digits, as `openssl dgst -r` and `sha256sum` print them.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A table as the manifest names it, `schema.table`, each part a bare lowercase identifier
+/// or a double-quoted one (`format('%I.%I')`); anything else never reaches SQL.
+pub fn is_qualified_table(s: &str) -> bool {
+    fn ident(s: &str) -> Option<&str> {
+        if let Some(rest) = s.strip_prefix('"') {
+            let mut chars = rest.char_indices();
+            while let Some((i, c)) = chars.next() {
+                if c == '"' {
+                    if rest[i + 1..].starts_with('"') {
+                        chars.next();
+                    } else {
+                        return (i > 0).then(|| &rest[i + 1..]);
+                    }
+                }
+            }
+            return None;
+        }
+        let end = s
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$'))
+            .unwrap_or(s.len());
+        let first = s.chars().next()?;
+        (end > 0 && (first.is_ascii_lowercase() || first == '_')).then(|| &s[end..])
+    }
+    ident(s)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(ident)
+        .is_some_and(str::is_empty)
 }
 
 /// The host file that serialises runners (exclusive) against backups (shared).
@@ -211,21 +173,7 @@ pub fn db_backup_command(
 /// refuses a name that exists, so a second copy in the same second is `env-STAMP-02` (sorted
 /// after the first) and never replaces it: `restore env` copies the current file before it
 /// reads the one it restores.
-const ENV_BACKUP: &str = r#"set -u
-dir=$1/env; src=$2
-umask 077
-mkdir -p "$dir" || exit 1
-[ -f "$src" ] || { echo "no $src" >&2; exit 1; }
-new=$(sha256sum < "$src" | cut -d' ' -f1)
-last=$(ls "$dir"/env-* 2>/dev/null | grep -v '\.tmp' | sort | tail -n 1)
-if [ -n "$last" ] && [ "$(sha256sum < "$last" | cut -d' ' -f1)" = "$new" ]; then echo "unchanged $last"; exit 0; fi
-stamp=$(date -u +%Y%m%dT%H%M%SZ); name="env-$stamp"; n=1; tmp="$dir/env-$stamp.$$.tmp"
-cp "$src" "$tmp" && chmod 0600 "$tmp" && sync "$tmp" 2>/dev/null || exit 1
-until ln "$tmp" "$dir/$name" 2>/dev/null; do
-    n=$((n + 1)); name=$(printf 'env-%s-%02d' "$stamp" "$n")
-    [ "$n" -le 99 ] || { rm -f "$tmp"; echo "cannot name a copy in $dir" >&2; exit 1; }
-done
-rm -f "$tmp"; echo "created $dir/$name""#;
+const ENV_BACKUP: &str = include_str!("../scripts/backup-env.sh");
 
 pub fn env_backup_command(t: &Target) -> RemoteCommand {
     let env = format!("{}/{}", t.dir.trim_end_matches('/'), t.env_file);
@@ -260,7 +208,8 @@ impl Listed {
             size: m.size,
             created: m.created.clone(),
             sha256: Some(m.sha256.clone()),
-            verified,
+            // A manifest ctops cannot trust is never shown as verified.
+            verified: verified && m.problem().is_none(),
         }
     }
 }
@@ -348,8 +297,7 @@ async fn all(ctx: &Ctx) -> Result<Exit> {
 }
 
 /// `dir names...`: removes database backups with their manifest and verification mark.
-const PRUNE: &str = r#"dir=$1; shift
-for n in "$@"; do rm -f "$dir/$n.manifest.json" "$dir/$n.verified" "$dir/$n" || exit 1; done"#;
+const PRUNE: &str = include_str!("../scripts/backup-prune.sh");
 
 /// Which backups the policy removes: older than `keep_days` by the host's clock, never the
 /// newest one (whatever its age).
@@ -383,8 +331,10 @@ async fn prune(ctx: &Ctx, ask: bool) -> Result<Vec<Listed>> {
                 .filter_map(|e| {
                     std::fs::read(e.path())
                         .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
                 })
+                // Names become paths here: only sound manifests are acted on.
+                .filter(|m| m.problem().is_none())
                 .collect()
         })
         .unwrap_or_default();
@@ -419,6 +369,9 @@ async fn prune(ctx: &Ctx, ask: bool) -> Result<Vec<Listed>> {
             ctx.target_label()
         ))?;
     }
+    // Before anything is removed: a running `backup minio` has bodies no snapshot lists yet,
+    // which the sweep of unreferenced bodies would take.
+    let _local = local::lock(&t.local_dir, "backup prune", local::LOCK_WAIT).await?;
     if !doomed.is_empty() {
         let mut args = vec![t.backup_dir.clone()];
         args.extend(doomed.iter().map(|m| m.name.clone()));
@@ -441,20 +394,7 @@ async fn prune(ctx: &Ctx, ask: bool) -> Result<Vec<Listed>> {
 
 /// `dir workdir service user name format sql`: restores NAME into a scratch database in the
 /// postgres service (a full read of the archive), prints the row counts, drops the scratch.
-const VERIFY: &str = r#"set -u
-dir=$1; wd=$2; service=$3; user=$4; name=$5; format=$6; sql=$7
-cid=$(docker ps -q --filter "label=com.docker.compose.project.working_dir=$wd" --filter "label=com.docker.compose.service=$service" | head -n 1)
-[ -n "$cid" ] || { echo "service $service has no running container" >&2; exit 1; }
-scratch="ctops_verify_$$"
-docker exec "$cid" createdb -U "$user" "$scratch" || exit 1
-trap 'docker exec "$cid" dropdb -U "$user" --if-exists "$scratch" >/dev/null 2>&1' EXIT
-if [ "$format" = sql ]; then
-    docker exec -i "$cid" psql -U "$user" -d "$scratch" -v ON_ERROR_STOP=1 -1 -q < "$dir/$name" >/dev/null
-else
-    docker exec -i "$cid" pg_restore -U "$user" -d "$scratch" --single-transaction --exit-on-error --no-owner < "$dir/$name"
-fi || { echo "the restore into a scratch database failed" >&2; exit 1; }
-docker exec "$cid" psql -U "$user" -d "$scratch" -tA -F '	' -c "$sql" || exit 1
-date -u +%Y-%m-%dT%H:%M:%SZ > "$dir/$name.verified" 2>/dev/null || true"#;
+const VERIFY: &str = include_str!("../scripts/backup-verify.sh");
 
 #[derive(Serialize)]
 struct VerifyDoc<'a> {
@@ -484,6 +424,24 @@ async fn verify(ctx: &Ctx, name: &str) -> Result<Exit> {
     }
     let started = std::time::Instant::now();
     let (manifest, sha) = super::restore::inspect(remote, &t.backup_dir, name).await?;
+    if let Some(problem) = manifest.problem() {
+        return Err(Error::refused(format!(
+            "backup {} on {} cannot be verified: {problem}",
+            manifest.name,
+            remote.host()
+        ))
+        .with_help("its manifest is damaged; make a new backup with ctops backup db")
+        .into());
+    }
+    if let Some(table) = manifest.tables.keys().find(|t| !is_qualified_table(t)) {
+        return Err(Error::refused(format!(
+            "backup {} on {} names a table ctops will not query: {table:?}",
+            manifest.name,
+            remote.host()
+        ))
+        .with_help("its manifest is damaged; make a new backup with ctops backup db")
+        .into());
+    }
     let row =
         |name: String, ok: bool, detail: String, since: std::time::Instant| super::health::Row {
             name,
@@ -633,6 +591,14 @@ async fn backup_db(ctx: &Ctx, format: BackupFormat, download: bool) -> Result<Ve
     }
     let manifest: Manifest = serde_json::from_str(out.stdout_text().trim())
         .map_err(|e| Error::failed(format!("unreadable manifest from {}: {e}", remote.host())))?;
+    if let Some(problem) = manifest.problem() {
+        return Err(Error::failed(format!(
+            "backup db on {} wrote a manifest ctops cannot trust: {problem}",
+            remote.host()
+        ))
+        .with_help("ctops backup list shows it as damaged; check the backup_dir on the host")
+        .into());
+    }
     let mut listed = vec![Listed::from_manifest(&manifest, "host", false)];
     if download {
         let local = download_dump(ctx, remote, &manifest).await?;
@@ -642,38 +608,63 @@ async fn backup_db(ctx: &Ctx, format: BackupFormat, download: bool) -> Result<Ve
     Ok(listed)
 }
 
-/// Streams a dump to `local_dir/db/` with its sha256 checked; memory stays flat.
+/// Streams a dump to `local_dir/db/` with its sha256 checked; memory stays flat. The dump
+/// and its manifest are private (0600 in a 0700 folder) and each appears under its name only
+/// once complete and flushed.
 async fn download_dump(ctx: &Ctx, remote: &Remote, m: &Manifest) -> Result<PathBuf> {
+    if let Some(problem) = m.problem() {
+        return Err(Error::failed(format!("not downloading {}: {problem}", m.name)).into());
+    }
     let dir = ctx.target.local_dir.join("db");
-    tokio::fs::create_dir_all(&dir).await?;
+    local::private_dir(&dir)?;
+    local::sweep_temporaries(&dir);
     let path = dir.join(&m.name);
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), m.name));
+    let tmp = local::temporary(&path);
     let remote_path = format!("{}/{}", ctx.target.backup_dir.trim_end_matches('/'), m.name);
     let cat = RemoteCommand::new(["cat", remote_path.as_str()])
         .read_only()
         .stop_on_disconnect();
-    let file = tokio::fs::File::create(&tmp).await?;
+    let file = tokio::fs::File::from_std(local::create_private(&tmp)?);
     let mut sink = HashingWriter {
         inner: file,
         hasher: Sha256::new(),
         bar: progress(ctx, m.size),
     };
     let status = remote.stream(&cat, &mut sink, None).await;
-    sink.inner.flush().await?;
-    sink.inner.sync_all().await?;
+    let flushed = async {
+        sink.inner.flush().await?;
+        sink.inner.sync_all().await
+    }
+    .await;
     let digest = format!("{:x}", sink.hasher.finalize());
     sink.bar.finish_and_clear();
-    if status? != 0 || digest != m.sha256 {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(Error::failed(format!(
-            "download of {} failed its checksum (got {digest})",
-            m.name
+    let failed = |why: String| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::failed(format!(
+            "download of {} from {} failed: {why}",
+            m.name,
+            remote.host()
         ))
-        .into());
+        .with_help("the backup on the host is untouched; nothing was kept locally")
+    };
+    match status {
+        Err(e) => return Err(failed(e.to_string()).into()),
+        Ok(0) => {}
+        Ok(code) => return Err(failed(format!("cat exited with {code}")).into()),
     }
-    tokio::fs::rename(&tmp, &path).await?;
+    if let Err(e) = flushed {
+        return Err(failed(format!("cannot write {}: {e}", tmp.display())).into());
+    }
+    if digest != m.sha256 {
+        return Err(failed(format!("checksum mismatch (got {digest})")).into());
+    }
+    tokio::fs::rename(&tmp, &path).await.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::failed(format!("cannot rename into {}: {e}", path.display()))
+    })?;
+    // The manifest last: it is what makes the local copy count.
     let manifest = serde_json::to_vec(m)?;
-    tokio::fs::write(dir.join(format!("{}.manifest.json", m.name)), manifest).await?;
+    local::write_atomic(&dir.join(format!("{}.manifest.json", m.name)), &manifest)?;
     Ok(path)
 }
 
@@ -750,7 +741,7 @@ async fn backup_env(ctx: &Ctx, announce: bool) -> Result<Vec<Listed>> {
 /// `dir`: the host's clock, then each database backup's manifest (one line; a dump without
 /// one never counts) with a `verified` line when `backup verify` passed, then the `.env`
 /// copies.
-const LIST: &str = r#"date -u +%s; for m in "$1"/db-*.manifest.json; do [ -f "$m" ] || continue; cat "$m"; n=${m%.manifest.json}; [ -f "$n.verified" ] && printf 'verified\t%s\n' "${n##*/}"; done; for f in "$1"/env/env-*; do [ -f "$f" ] && case $f in *.tmp) ;; *) printf 'env\t%s\t%s\t%s\n' "${f##*/}" "$(stat -c %s "$f")" "$(date -u -r "$f" +%Y-%m-%dT%H:%M:%SZ)";; esac; done; true"#;
+const LIST: &str = include_str!("../scripts/backup-list.sh");
 
 /// The host's clock (UTC seconds) and the database backups on the host, one round trip.
 pub async fn host_db_backups(remote: &Remote, dir: &str) -> Result<(i64, Vec<Manifest>), Error> {
@@ -763,7 +754,12 @@ pub async fn host_db_backups(remote: &Remote, dir: &str) -> Result<(i64, Vec<Man
         .next()
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(0);
-    let manifests = lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
+    // Only sound manifests count: their names go into paths and commands, and one without
+    // a real checksum is no backup.
+    let manifests = lines
+        .filter_map(|l| serde_json::from_str::<Manifest>(l).ok())
+        .filter(|m| m.problem().is_none())
+        .collect();
     Ok((now, manifests))
 }
 
@@ -826,10 +822,11 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
                 b.place.clone(),
                 b.size.to_string(),
                 b.created.clone(),
-                b.sha256
-                    .clone()
-                    .map(|s| s[..12].to_string())
-                    .unwrap_or_else(|| "-".into()),
+                match b.sha256.as_deref() {
+                    None => "-".to_string(),
+                    Some(s) if is_sha256(s) => s[..12].to_string(),
+                    Some(_) => "damaged".to_string(),
+                },
             ]
         })
         .collect();
@@ -924,6 +921,45 @@ mod tests {
         let gone = to_prune(&backups, 0, now);
         assert_eq!(gone.len(), 9, "the newest survives any policy");
         assert!(!gone.iter().any(|m| m.name == "db-0"));
+    }
+
+    #[test]
+    fn only_a_full_checksum_and_a_plain_name_make_a_sound_manifest() {
+        let sha = "a".repeat(64);
+        let with = |name: &str, sha256: &str| Manifest {
+            sha256: sha256.into(),
+            ..manifest(name, "2026-11-26T11:00:00Z")
+        };
+        assert_eq!(with("db-20261126T110000Z.dump", &sha).problem(), None);
+        for (name, sha256) in [
+            ("db-20261126T110000Z.dump", ""),
+            ("db-20261126T110000Z.dump", "abc"),
+            ("db-20261126T110000Z.dump", &"A".repeat(64)),
+            ("db-20261126T110000Z.dump", &"é".repeat(32)),
+            ("db-../../etc/passwd", sha.as_str()),
+            ("latest", sha.as_str()),
+            ("env-20261126T110000Z", sha.as_str()),
+        ] {
+            assert!(with(name, sha256).problem().is_some(), "{name} {sha256}");
+        }
+    }
+
+    #[test]
+    fn only_quoted_or_plain_table_names_reach_sql() {
+        for ok in ["public.users", r#"public."Odd ""name"".x""#, "s_1.t$2"] {
+            assert!(is_qualified_table(ok), "{ok}");
+        }
+        for bad in [
+            "users",
+            "public.users; DROP TABLE users",
+            "public.\"open",
+            "public.\"\"",
+            "Public.users",
+            "public.users.x",
+            "",
+        ] {
+            assert!(!is_qualified_table(bad), "{bad}");
+        }
     }
 
     #[test]

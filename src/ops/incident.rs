@@ -240,13 +240,9 @@ fn summary(ctx: &Ctx, stack: &Stack, host: &str) -> String {
     lines.join("\n") + "\n"
 }
 
+/// 0700 whatever the umask, and made so if it existed already: logs hold users' data.
 fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))
+    super::backup::local::private_dir(dir)
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), Error> {

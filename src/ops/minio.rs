@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::backup::Listed;
+use super::backup::{is_sha256, local, Listed};
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
 use crate::s3::Store;
@@ -79,9 +79,10 @@ impl Repo {
     }
 
     fn body(&self, sha256: &str) -> PathBuf {
+        // Snapshots are checked on reading (64 hex digits); `get` keeps this total anyway.
         self.root
             .join("objects")
-            .join(&sha256[..2.min(sha256.len())])
+            .join(sha256.get(..2).unwrap_or_default())
             .join(sha256)
     }
 
@@ -105,6 +106,19 @@ impl Repo {
                     entry.path().display()
                 ))
             })?;
+            if let Some(bad) = snapshot
+                .buckets
+                .values()
+                .flatten()
+                .find(|o| !is_sha256(&o.sha256))
+            {
+                return Err(Error::failed(format!(
+                    "snapshot {} is damaged: {:?} has no valid sha256",
+                    entry.path().display(),
+                    bad.key
+                ))
+                .with_help("move the damaged snapshot out of the snapshots folder"));
+            }
             found.push(snapshot);
         }
         found.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
@@ -116,19 +130,10 @@ impl Repo {
         let io = |e: std::io::Error| {
             Error::failed(format!("cannot write a snapshot in {}: {e}", dir.display()))
         };
-        std::fs::create_dir_all(&dir).map_err(io)?;
+        local::private_dir(&dir)?;
         let path = dir.join(format!("{}.json", snapshot.name));
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}.json",
-            std::process::id(),
-            snapshot.name
-        ));
-        let text = serde_json::to_vec_pretty(snapshot).expect("a snapshot serialises");
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        let text = serde_json::to_vec_pretty(snapshot).map_err(|e| io(e.into()))?;
+        local::write_atomic(&path, &text)?;
         Ok(path)
     }
 
@@ -140,20 +145,14 @@ impl Repo {
         if path.exists() {
             return std::fs::remove_file(tmp).map_err(io);
         }
-        std::fs::create_dir_all(path.parent().expect("bodies live in a folder")).map_err(io)?;
+        local::private_dir(path.parent().expect("bodies live in a folder"))?;
         std::fs::rename(tmp, &path).map_err(io)
     }
 
-    /// Removes temporary files a killed run left behind.
+    /// Removes temporary files a killed run left behind (never a live process's).
     fn sweep_temporaries(&self) {
-        let mut dirs = vec![self.root.join("tmp"), self.snapshots_dir()];
-        dirs.retain(|d| d.exists());
-        for dir in dirs {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
+        for dir in [self.root.join("tmp"), self.snapshots_dir()] {
+            local::sweep_temporaries(&dir);
         }
     }
 }
@@ -208,6 +207,7 @@ pub async fn backup(ctx: &Ctx) -> Result<Vec<Listed>> {
         ));
         return Ok(Vec::new());
     }
+    let _local = local::lock(&ctx.target.local_dir, "backup minio", local::LOCK_WAIT).await?;
     let store = open_store(ctx).await?;
     let (snapshot, _, fetched) = take_snapshot(ctx, &store, &repo, &buckets).await?;
     if !ctx.out.quiet && ctx.out.verbose > 0 {
@@ -228,11 +228,12 @@ async fn take_snapshot(
     repo: &Repo,
     buckets: &[String],
 ) -> Result<(Snapshot, PathBuf, usize), Error> {
+    // Users' data: the whole tree private, including what earlier versions left open.
+    local::private_dir(&repo.root)?;
     repo.sweep_temporaries();
     let previous = repo.snapshots()?.pop();
     let tmp_dir = repo.root.join("tmp");
-    std::fs::create_dir_all(&tmp_dir)
-        .map_err(|e| Error::failed(format!("cannot create {}: {e}", tmp_dir.display())))?;
+    local::private_dir(&tmp_dir)?;
     let mut taken = BTreeMap::new();
     let mut fetched = 0;
     for bucket in buckets {
@@ -290,6 +291,7 @@ async fn take_snapshot(
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         taken.insert(bucket.clone(), objects);
     }
+    pause_point("pause-before-snapshot").await;
     let now = SystemTime::now();
     let created = humantime::format_rfc3339_seconds(now).to_string();
     let snapshot = Snapshot {
@@ -302,6 +304,16 @@ async fn take_snapshot(
     let path = repo.write_snapshot(&snapshot)?;
     tracing::debug!(fetched, snapshot = %path.display(), "snapshot written");
     Ok((snapshot, path, fetched))
+}
+
+/// A test hook: with `CTOPS_FAULT` naming this point, waits here for `PAUSE`, long enough
+/// for a test to run another command against what this run has done so far.
+async fn pause_point(name: &str) {
+    const PAUSE: std::time::Duration = std::time::Duration::from_secs(15);
+    if crate::fault::requested() == name {
+        eprintln!("paused at {name}");
+        tokio::time::sleep(PAUSE).await;
+    }
 }
 
 /// The snapshot `as_of` names: a snapshot's name, an RFC 3339 time, or a date (the end of
@@ -402,6 +414,12 @@ struct RestoreDoc<'a> {
 /// a snapshot of their current state (the way back).
 pub async fn restore(ctx: &Ctx, as_of: Option<&str>) -> Result<Exit> {
     let repo = Repo::of(ctx);
+    // Held from before the snapshot is chosen until the buckets match it: a prune meanwhile
+    // could remove the snapshot or bodies of the safety snapshot being taken.
+    let _local = match ctx.dry_run {
+        true => None,
+        false => Some(local::lock(&ctx.target.local_dir, "restore minio", local::LOCK_WAIT).await?),
+    };
     let snapshots = repo.snapshots()?;
     let wanted = choose(&snapshots, as_of)?.clone();
     check_bodies(&repo, &wanted)?;
