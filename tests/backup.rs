@@ -694,3 +694,218 @@ fn a_backup_dir_that_fills_mid_way_fails_cleanly() {
         tiny.path().display()
     )));
 }
+
+/// Every folder under `root` (itself included) and every file: (path, mode) of those that are
+/// not 0700 folders or 0600 files.
+fn not_private(root: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut wrong = Vec::new();
+    let mode = std::fs::metadata(root).unwrap().permissions().mode() & 0o777;
+    if mode != 0o700 {
+        wrong.push((root.display().to_string(), mode));
+    }
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            wrong.extend(not_private(&path));
+        } else {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            if mode != 0o600 {
+                wrong.push((path.display().to_string(), mode));
+            }
+        }
+    }
+    wrong
+}
+
+fn files_named(root: &std::path::Path, pred: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(files_named(&entry.path(), pred));
+        } else if pred(&name) {
+            found.push(entry.path().display().to_string());
+        }
+    }
+    found
+}
+
+#[test]
+fn off_host_copies_are_private_whatever_the_umask() {
+    let _lock = exclusive();
+    reset_host();
+    // The usual umask, which makes new files 0644 and folders 0755 unless asked otherwise.
+    // SAFETY: sets this process's file mode mask; ctops inherits it.
+    unsafe {
+        libc::umask(0o022);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |t| t);
+    let config = config.to_str().unwrap();
+    ctops(["--config", config, "backup", "db", "--download"])
+        .run()
+        .expect(0);
+    ctops(["--config", config, "backup", "minio"])
+        .run()
+        .expect(0);
+    let local = dir.path().join("local-backups");
+    let dumps = files_named(&local.join("db"), &|n| n.starts_with("db-"));
+    assert_eq!(dumps.len(), 2, "a dump and its manifest: {dumps:?}");
+    let bodies = files_named(&local.join("minio/objects"), &|_| true);
+    assert!(!bodies.is_empty(), "no object body was stored");
+    assert!(
+        !files_named(&local.join("minio/snapshots"), &|_| true).is_empty(),
+        "no snapshot was written"
+    );
+    assert_eq!(not_private(&local), [], "files 0600, folders 0700");
+    assert_eq!(
+        files_named(&local, &|n| n.starts_with(".tmp-")),
+        Vec::<String>::new(),
+        "temporary files left"
+    );
+}
+
+/// Shims on the deploy account's PATH for the host's hash tools, failing as a broken or
+/// missing tool would; removed when dropped, however the test ends.
+struct FailingHashTools {
+    _dir: tempfile::TempDir,
+}
+
+const DEPLOY_BASHRC: &str = "/home/deploy/.bashrc";
+const HASH_SHIM_MARK: &str = "ctops-hashfail";
+
+impl FailingHashTools {
+    fn install() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix(HASH_SHIM_MARK)
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for tool in ["openssl", "sha256sum"] {
+            let shim = dir.path().join(tool);
+            std::fs::write(&shim, "#!/bin/sh\necho \"$0: broken\" >&2\nexit 1\n").unwrap();
+            std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let bashrc = std::fs::read_to_string(DEPLOY_BASHRC).unwrap();
+        std::fs::write(
+            DEPLOY_BASHRC,
+            format!("export PATH={}:$PATH\n{bashrc}", dir.path().display()),
+        )
+        .unwrap();
+        FailingHashTools { _dir: dir }
+    }
+}
+
+impl Drop for FailingHashTools {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(DEPLOY_BASHRC) {
+            let kept: String = text
+                .lines()
+                .filter(|l| !l.contains(HASH_SHIM_MARK))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write(DEPLOY_BASHRC, kept);
+        }
+    }
+}
+
+#[test]
+fn a_backup_whose_checksum_cannot_be_computed_fails_and_is_not_listed() {
+    let _lock = exclusive();
+    reset_host();
+    let shims = FailingHashTools::install();
+    let run = sandbox_ctops(["backup", "db"]).run();
+    drop(shims);
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    assert!(run.stderr().contains("sha256"), "{}", run.describe());
+    let files = host(&format!("ls -A '{BACKUPS}'"));
+    assert!(
+        !files
+            .lines()
+            .any(|f| f.starts_with("db-") || f.starts_with(".tmp-")),
+        "no manifest, no dump, no partial file: {files}"
+    );
+    let list = sandbox_ctops(["backup", "list", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert!(
+        !list["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["kind"] == "db"),
+        "{list:#}"
+    );
+}
+
+#[test]
+fn a_manifest_without_a_full_checksum_is_listed_as_damaged_not_a_crash() {
+    let _lock = exclusive();
+    reset_host();
+    for (name, sha) in [
+        ("db-20200101T000000Z.dump", ""),
+        ("db-20200102T000000Z.dump", "abc"),
+    ] {
+        host(&format!(
+            r#"cd '{BACKUPS}' && printf 'dump' > '{name}' && printf '%s\n' '{{"kind":"db","name":"{name}","format":"custom","sha256":"{sha}","size":4,"created":"2020-01-01T00:00:00Z","database":"trader_psy","revision":"0002","label":"","tables":{{}}}}' > '{name}.manifest.json' && chown deploy:deploy '{name}' '{name}.manifest.json'"#
+        ));
+    }
+    let run = sandbox_ctops(["backup", "list"]).run().expect(0);
+    assert_eq!(
+        run.stdout().matches("damaged").count(),
+        2,
+        "{}",
+        run.describe()
+    );
+    let list = sandbox_ctops(["backup", "list", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_schema("backup.json", &list);
+    assert!(
+        list["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["verified"] == false),
+        "{list:#}"
+    );
+    // Neither counts as a backup, nor is either pruned (ctops does not act on them).
+    sandbox_ctops(["backup", "prune", "--yes"]).run().expect(0);
+    assert_eq!(backup_count(), 2);
+}
+
+/// A process that lives until dropped.
+struct Sleeper(std::process::Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_temporary_file_of_another_users_live_process_survives_the_sweep() {
+    let _lock = exclusive();
+    reset_host();
+    // root's process: the sweep runs as deploy, whose kill -0 on it fails with EPERM.
+    let sleeper = Sleeper(
+        std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap(),
+    );
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let live = format!("{BACKUPS}/.tmp-{}-db-20200101T000000Z.dump", sleeper.0.id());
+    let stale = format!("{BACKUPS}/.tmp-{dead}-db-20200101T000000Z.dump");
+    host(&format!("printf x > '{live}' && printf x > '{stale}'"));
+    backup_db(&[]);
+    assert!(host_ok(&format!("[ -e '{live}' ]")), "a live writer's file was removed");
+    assert!(!host_ok(&format!("[ -e '{stale}' ]")), "a dead writer's file was kept");
+}

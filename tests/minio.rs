@@ -282,3 +282,101 @@ fn backup_minio_signs_its_requests_for_a_store_that_checks_signatures() {
     assert!(r.stderr().contains("object store"), "{}", r.describe());
     assert!(!r.stderr().contains(&secret) && !r.stdout().contains(&secret));
 }
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn prune_while_a_minio_backup_runs_refuses_and_removes_nothing_it_fetched() {
+    // backup prune also prunes the host's database backups: nothing else may run meanwhile.
+    let _guard = exclusive();
+    let bucket = format!("ctops-prune-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |t| {
+        t.replace(
+            "endpoint = \"http://127.0.0.1:19000\"",
+            &format!("endpoint = {:?}", paging_endpoint()),
+        )
+        .replace(
+            "buckets = [\"voice-messages\", \"breathing-audio\"]",
+            &format!("buckets = [{bucket:?}]"),
+        )
+    });
+    let run = |args: &[&str]| {
+        ctops(args.iter().copied())
+            .env("CTOPS_CONFIG", &config)
+            .run()
+    };
+    let local = dir.path().join("local-backups/minio");
+    let snapshots = local.join("snapshots");
+
+    // An old snapshot (which prune removes, and with it every body no other one lists) and a
+    // recent one.
+    apply(&[
+        json!({"op": "bucket", "bucket": bucket}),
+        put(&bucket, "old", "in every snapshot", "audio/ogg"),
+    ]);
+    run(&["backup", "minio"]).expect(0);
+    age_newest_snapshot(&snapshots, 40);
+    run(&["backup", "minio"]).expect(0);
+
+    // A backup that has fetched a new body and not yet written its snapshot.
+    let new_body = "fetched while prune runs";
+    apply(&[put(&bucket, "new", new_body, "audio/ogg")]);
+    let (mut backup, _home) = ctops(["backup", "minio"])
+        .env("CTOPS_CONFIG", &config)
+        .env("CTOPS_FAULT", "pause-before-snapshot")
+        .spawn();
+    let stderr = backup.stderr.take().unwrap();
+    let (paused_tx, paused) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("paused at pause-before-snapshot") {
+                let _ = paused_tx.send(());
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let reached = paused.recv_timeout(std::time::Duration::from_secs(60));
+    if reached.is_err() {
+        let _ = backup.kill();
+        let _ = backup.wait();
+        panic!("backup minio never paused: {}", reader.join().unwrap());
+    }
+    let body = local
+        .join("objects")
+        .join(&sha256_hex(new_body.as_bytes())[..2])
+        .join(sha256_hex(new_body.as_bytes()));
+    assert!(body.is_file(), "the running backup has fetched the body");
+    let before = files_under(&local.join("objects")) + files_under(&snapshots);
+
+    let prune = run(&["backup", "prune", "--yes"]);
+    assert_eq!(prune.code(), 4, "{}", prune.describe());
+    assert!(
+        prune.stderr().contains("backup minio (pid"),
+        "the holder is named: {}",
+        prune.describe()
+    );
+    assert!(body.is_file(), "prune removed a body the running backup fetched");
+    assert_eq!(
+        files_under(&local.join("objects")) + files_under(&snapshots),
+        before,
+        "prune removed something"
+    );
+
+    let status = backup.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert!(status.success(), "backup minio: {status}: {stderr}");
+    // The new snapshot is whole: every body it lists is here (checked by a dry-run restore).
+    run(&["restore", "minio", "--dry-run"]).expect(0);
+    // Afterwards prune goes ahead and keeps what the snapshots still list.
+    run(&["backup", "prune", "--yes"]).expect(0);
+    assert!(body.is_file());
+    run(&["restore", "minio", "--dry-run"]).expect(0);
+}
