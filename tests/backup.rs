@@ -906,6 +906,12 @@ fn a_temporary_file_of_another_users_live_process_survives_the_sweep() {
     let stale = format!("{BACKUPS}/.tmp-{dead}-db-20200101T000000Z.dump");
     host(&format!("printf x > '{live}' && printf x > '{stale}'"));
     backup_db(&[]);
-    assert!(host_ok(&format!("[ -e '{live}' ]")), "a live writer's file was removed");
-    assert!(!host_ok(&format!("[ -e '{stale}' ]")), "a dead writer's file was kept");
+    assert!(
+        host_ok(&format!("[ -e '{live}' ]")),
+        "a live writer's file was removed"
+    );
+    assert!(
+        !host_ok(&format!("[ -e '{stale}' ]")),
+        "a dead writer's file was kept"
+    );
 }

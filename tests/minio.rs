@@ -334,7 +334,10 @@ fn prune_while_a_minio_backup_runs_refuses_and_removes_nothing_it_fetched() {
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut text = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if line.contains("paused at pause-before-snapshot") {
                 let _ = paused_tx.send(());
             }
@@ -363,7 +366,10 @@ fn prune_while_a_minio_backup_runs_refuses_and_removes_nothing_it_fetched() {
         "the holder is named: {}",
         prune.describe()
     );
-    assert!(body.is_file(), "prune removed a body the running backup fetched");
+    assert!(
+        body.is_file(),
+        "prune removed a body the running backup fetched"
+    );
     assert_eq!(
         files_under(&local.join("objects")) + files_under(&snapshots),
         before,
