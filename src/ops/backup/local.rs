@@ -38,8 +38,11 @@ pub fn private_dir(dir: &Path) -> Result<(), Error> {
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| io_error("restrict", dir, e))?;
+        // A folder this account does not own (a shared mount) stays as it is: the files ctops
+        // writes in it are 0600 all the same.
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!("{} stays mode {:o}: {e}", dir.display(), mode & 0o777);
+        }
     }
     Ok(())
 }
