@@ -200,18 +200,33 @@ pub struct Listed {
 }
 
 impl Listed {
+    /// Database backups only (the listing reads `db-*.manifest.json`); text from the host is
+    /// shown with control characters escaped, so a manifest cannot drive the terminal.
     fn from_manifest(m: &Manifest, place: &str, verified: bool) -> Self {
         Listed {
-            kind: m.kind.clone(),
-            name: m.name.clone(),
+            kind: "db".into(),
+            name: printable(&m.name),
             place: place.into(),
             size: m.size,
-            created: m.created.clone(),
-            sha256: Some(m.sha256.clone()),
+            created: printable(&m.created),
+            sha256: Some(printable(&m.sha256)),
             // A manifest ctops cannot trust is never shown as verified.
             verified: verified && m.problem().is_none(),
         }
     }
+}
+
+/// `s` with control characters (escape sequences, newlines) written as `\u{1b}` etc.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 pub async fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
@@ -781,10 +796,10 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
             let cols: Vec<&str> = rest.split('\t').collect();
             backups.push(Listed {
                 kind: "env".into(),
-                name: cols.first().unwrap_or(&"").to_string(),
+                name: printable(cols.first().unwrap_or(&"")),
                 place: "host".into(),
                 size: cols.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
-                created: cols.get(2).unwrap_or(&"").to_string(),
+                created: printable(cols.get(2).unwrap_or(&"")),
                 sha256: None,
                 verified: false,
             });
@@ -960,6 +975,12 @@ mod tests {
         ] {
             assert!(!is_qualified_table(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("db-x\u{1b}[2J\n"), "db-x\\u{1b}[2J\\n");
+        assert_eq!(printable("db-ünï.dump"), "db-ünï.dump");
     }
 
     #[test]
