@@ -135,20 +135,20 @@ pub fn db_backup_command(
     format: BackupFormat,
     label: &str,
     in_runner: bool,
-) -> RemoteCommand {
+) -> Result<RemoteCommand, Error> {
     let db = &t.backup.db;
     let format = match format {
         BackupFormat::Custom => "custom",
         BackupFormat::Sql => "sql",
     };
-    RemoteCommand::sh(
-        DB_BACKUP,
+    Ok(RemoteCommand::sh(
+        &with_db_address(t, DB_BACKUP),
         [
             t.backup_dir.clone(),
             working_dir(t),
-            db.service.clone().unwrap_or_else(|| "postgres".into()),
-            db.user.clone().unwrap_or_else(|| "postgres".into()),
-            db.database.clone().unwrap_or_else(|| "postgres".into()),
+            t.fact("backup.db.service", &db.service)?.to_string(),
+            t.fact("backup.db.user", &db.user)?.to_string(),
+            t.fact("backup.db.database", &db.database)?.to_string(),
             format.to_string(),
             label.to_string(),
             if in_runner {
@@ -166,7 +166,24 @@ pub fn db_backup_command(
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(7200)),
     )
-    .stop_on_disconnect()
+    .stop_on_disconnect())
+}
+
+/// `DB_HOST=…`/`DB_PORT=…` above a script that runs clients in the database's container
+/// (its `db_exec` passes them as PGHOST/PGPORT), when `[backup.db]` sets them.
+fn with_db_address(t: &Target, script: &str) -> String {
+    let db = &t.backup.db;
+    let mut text = String::new();
+    if let Some(host) = &db.host {
+        text.push_str(&format!("{}\n", crate::remote::assign("DB_HOST", host)));
+    }
+    if let Some(port) = db.port {
+        text.push_str(&format!(
+            "{}\n",
+            crate::remote::assign("DB_PORT", &port.to_string())
+        ));
+    }
+    text + script
 }
 
 /// `dir env_file`: a copy of `.env` (mode 0600) when it differs from the newest copy. `ln`
@@ -484,12 +501,12 @@ async fn verify(ctx: &Ctx, name: &str) -> Result<Exit> {
             .join(" UNION ALL ");
         let db = &t.backup.db;
         let cmd = RemoteCommand::sh(
-            VERIFY,
+            &with_db_address(t, VERIFY),
             [
                 t.backup_dir.clone(),
                 working_dir(t),
-                db.service.clone().unwrap_or_else(|| "postgres".into()),
-                db.user.clone().unwrap_or_else(|| "postgres".into()),
+                t.fact("backup.db.service", &db.service)?.to_string(),
+                t.fact("backup.db.user", &db.user)?.to_string(),
                 manifest.name.clone(),
                 manifest.format.clone(),
                 if sql.is_empty() {
@@ -580,7 +597,7 @@ fn report(ctx: &Ctx, command: &str, backups: Vec<Listed>) -> Result<Exit> {
 async fn backup_db(ctx: &Ctx, format: BackupFormat, download: bool) -> Result<Vec<Listed>> {
     let t = &ctx.target;
     let remote = ctx.remote().await?;
-    let backup = db_backup_command(t, format, "", false);
+    let backup = db_backup_command(t, format, "", false)?;
     if ctx.dry_run {
         ctx.would_run(remote.host(), &backup);
         return Ok(Vec::new());

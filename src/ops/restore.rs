@@ -17,7 +17,7 @@ use crate::compose::{exec_in_service, Stack};
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
 use crate::lock::HostLock;
-use crate::migrations::Graph;
+use crate::migrations::Head;
 use crate::remote::{quote, Remote, RemoteCommand};
 use crate::runner::{self, Event, Plan, Step};
 
@@ -115,9 +115,16 @@ async fn restore_db(ctx: &Ctx, name: &str, migrate: bool) -> Result<Exit> {
     let t = &ctx.target;
     let remote = ctx.remote().await?;
     let db = &t.backup.db;
-    let database = db.database.clone().unwrap_or_else(|| "postgres".into());
-    let user = db.user.clone().unwrap_or_else(|| "postgres".into());
-    let service = db.service.clone().unwrap_or_else(|| "postgres".into());
+    let database = t.fact("backup.db.database", &db.database)?.to_string();
+    let user = t.fact("backup.db.user", &db.user)?.to_string();
+    let service = t.fact("backup.db.service", &db.service)?.to_string();
+    if let Some(why) = t.unknown.get("backup.db.writers") {
+        return Err(Error::usage(format!(
+            "ctops cannot tell which services write to the database: {why}"
+        ))
+        .with_help("set `backup.db.writers` (the services a restore stops); nothing was changed")
+        .into());
+    }
 
     let (manifest, sha) = inspect(remote, &t.backup_dir, name).await?;
     if sha != manifest.sha256 {
@@ -128,28 +135,27 @@ async fn restore_db(ctx: &Ctx, name: &str, migrate: bool) -> Result<Exit> {
         .with_help("the file is damaged; restore an earlier backup (`ctops backup list`)")
         .into());
     }
-    let versions = t
-        .deploy
-        .migrate
-        .clone()
-        .unwrap_or_default()
-        .versions
-        .unwrap_or_default();
-    let grep = RemoteCommand::new([
-        "git",
-        "grep",
-        "-E",
-        "^(revision|down_revision)",
-        "HEAD",
-        "--",
-        versions.as_str(),
-    ])
-    .in_dir(&t.dir)
-    .read_only();
-    let code_head = Graph::parse_grep(&remote.run(&grep).await?.stdout_text())
-        .head()
-        .ok()
-        .flatten();
+    // The revision the checked-out code expects, read from its own alembic.ini: unknown
+    // refuses (a missing answer is never "no migrations").
+    let code_head = match crate::discover::checked_out_head(remote, t).await? {
+        Head::Known(head) => head,
+        Head::Absent if manifest.revision.is_none() => None,
+        Head::Absent => {
+            return Err(Error::refused(format!(
+                "{} is at migration revision {}, but the checked-out code has no alembic.ini to say which revision it expects; the database was not touched",
+                manifest.name,
+                manifest.revision.as_deref().unwrap_or_default()
+            ))
+            .with_help("set `deploy.migrate.versions` to the scripts' folder")
+            .into())
+        }
+        Head::Unknown(why) => {
+            return Err(Error::refused(format!(
+                "the running code's migration head is unknown: {why}; the database was not touched"
+            ))
+            .into())
+        }
+    };
     if manifest.revision != code_head && !migrate {
         return Err(Error::refused(format!(
             "{} is at migration revision {}, but the running code expects {}",
@@ -287,7 +293,7 @@ async fn plan_and_run(
         forward.push(Step::new(
             "migrate",
             "alembic upgrade head on the restored database",
-            &[compose.run_rm(migrate.service.as_deref().unwrap_or("api"), &argv)],
+            &[compose.run_rm(t.fact("deploy.migrate.service", &migrate.service)?, &argv)],
         ));
     }
     forward.push(Step::new(

@@ -2,6 +2,9 @@
 # src/ops/backup.rs for the parameters).
 set -u
 dir=$1; wd=$2; service=$3; user=$4; db=$5; format=$6; label=$7; flock=$8; count_sql=$9; fault=${10:-}
+# In the database's container, with PGHOST/PGPORT when [backup.db] sets them (DB_HOST and
+# DB_PORT, assigned above this text); the container's own environment otherwise.
+db_exec() { docker exec ${DB_HOST:+-e "PGHOST=$DB_HOST"} ${DB_PORT:+-e "PGPORT=$DB_PORT"} "$@"; }
 fault() { [ "$fault" = "$1" ] || return 0; echo "fault injected: $1" >&2; kill -KILL 0; }
 umask 027
 mkdir -p "$dir" || exit 1
@@ -41,7 +44,7 @@ name="db-$ts${label:+-$label}.$ext"; tmp="$dir/.tmp-$$-$name"
 # database is, for the space check.
 work="$dir/.tmp-$$-work"; mkdir "$work" || exit 1
 mkfifo "$work/sql" || exit 1
-{ docker exec -i "$cid" psql -X -q -At -F '	' -v ON_ERROR_STOP=1 -U "$user" -d "$db" < "$work/sql" > "$work/counts" 2> "$work/counts.err"; echo $? > "$work/counts.rc"; } &
+{ db_exec -i "$cid" psql -X -q -At -F '	' -v ON_ERROR_STOP=1 -U "$user" -d "$db" < "$work/sql" > "$work/counts" 2> "$work/counts.err"; echo $? > "$work/counts.rc"; } &
 exec 7> "$work/sql"
 printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;' 'SELECT pg_export_snapshot(), pg_database_size(current_database());' >&7
 opened=; tries=0
@@ -60,7 +63,7 @@ if [ "$avail" -lt "$need" ]; then
     exit 75
 fi
 fault before-first-byte
-dump() { docker exec "$cid" pg_dump -U "$user" --snapshot="$snapshot" $opt "$db"; echo $? > "$work/dump.rc"; }
+dump() { db_exec "$cid" pg_dump -U "$user" --snapshot="$snapshot" $opt "$db"; echo $? > "$work/dump.rc"; }
 if [ "$fault" = mid-stream ]; then
     dump | { head -c 2048; fault mid-stream; cat; } > "$tmp"
 else

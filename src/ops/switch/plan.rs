@@ -160,7 +160,7 @@ pub fn plan(
                 crate::cli::BackupFormat::Custom,
                 "pre-rollback",
                 true,
-            );
+            )?;
             forward.push(Step::new(
                 "backup",
                 "backup db before the downgrade",
@@ -219,7 +219,7 @@ pub fn plan(
                 crate::cli::BackupFormat::Custom,
                 "pre-deploy",
                 true,
-            );
+            )?;
             forward.push(Step::new("backup", "backup db before migrating", &[backup]));
             forward.push(
                 Step::new(
