@@ -21,6 +21,10 @@ BASE="/srv/calm trader"
 CHECKOUT="$BASE/app"
 ORIGIN="$BASE/origin.git"
 BACKUPS="$BASE/backups"
+# ctops's default state_dir (lock, journal, releases, audit log), as the SPEC's `ctops setup`
+# prepares it on a fresh host: group-owned by the login, setgid. No other profile uses it
+# (the first one sets state_dir in its config).
+HOSTSTATE=/var/lib/ctops
 LOGIN=calm
 LOGIN_HOME=/home/calm
 SSH_ALIAS=calm-sandbox2
@@ -315,6 +319,7 @@ reset_git() {
 
 create_host_dirs() {
     install -d -o "$LOGIN" -g "$LOGIN" -m 0755 "$BASE" "$BACKUPS"
+    install -d -o "$LOGIN" -g "$LOGIN" -m 2775 "$HOSTSTATE"
     local tmp="$BASE/.origin.git.tmp"
     rm -rf "$tmp"
     "$HERE/make-origin.sh" "$tmp" >>"$STATE/sandbox.log" 2>&1 || die "make-origin.sh failed"
@@ -431,6 +436,16 @@ reset_images() {
     fi
 }
 
+# Tags other than latest and sandbox-initial on the built images (ctops keeps the running
+# images as `ctops-<commit>` for rollbacks): a reset host has kept nothing.
+untag_kept_images() {
+    local svc
+    for svc in "${BUILT[@]}"; do
+        docker images --format '{{.Repository}}:{{.Tag}}' "$PROJECT-$svc" |
+            { grep -v -e ':latest$' -e ':sandbox-initial$' || true; } | xargs -r docker rmi >/dev/null
+    done
+}
+
 # Containers of this profile's images that are not the stack's own services: one-off
 # containers, or stacks under another project name.
 remove_stray_containers() {
@@ -524,7 +539,7 @@ teardown() {
         done
     fi
     stop_sshd
-    rm -rf "$BASE"
+    rm -rf "$BASE" "$HOSTSTATE"
     if [ -d "$STATE" ]; then
         find "$STATE" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
     fi
@@ -565,7 +580,7 @@ create() {
 # True when the state and host dirs look complete and match this profile's files.
 intact() {
     [ -f "$STATE/initialized" ] && [ "$(cat "$STATE/hash" 2>/dev/null)" = "$(sandbox_hash)" ] &&
-        [ -f "$CHECKOUT/$ENV_FILE" ] && [ -d "$ORIGIN" ] && [ -s "$STATE/pg_verifiers" ] &&
+        [ -f "$CHECKOUT/$ENV_FILE" ] && [ -d "$ORIGIN" ] && [ -d "$HOSTSTATE" ] && [ -s "$STATE/pg_verifiers" ] &&
         id "$LOGIN" >/dev/null 2>&1
 }
 
@@ -615,13 +630,14 @@ cmd_reset_host() {
         restore_env_file
         publish_base_images
         reset_images
+        untag_kept_images
         reset_login_home
         logged compose up -d --remove-orphans
         recreate_restarted
         wait_pg
         reset_database
         redis-cli -p "$REDIS_PORT" flushall >/dev/null 2>&1 || true
-        find "$BACKUPS" -mindepth 1 -delete
+        find "$BACKUPS" "$HOSTSTATE" -mindepth 1 -delete
         docker image prune -f --filter "label=$LABEL" >/dev/null
         wait_healthy
     fi
@@ -664,6 +680,7 @@ SANDBOX2_DIR $CHECKOUT
 SANDBOX2_ORIGIN $ORIGIN
 SANDBOX2_BRANCH $BRANCH
 SANDBOX2_BACKUP_DIR $BACKUPS
+SANDBOX2_STATE_DIR $HOSTSTATE
 SANDBOX2_ENV_FILE $CHECKOUT/$ENV_FILE
 SANDBOX2_COMPOSE_FILE $COMPOSE_FILE
 SANDBOX2_COMPOSE_PROJECT $PROJECT
