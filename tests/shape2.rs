@@ -1,0 +1,106 @@
+//! The read-only commands against the second sandbox profile (a host laid out differently:
+//! `deploy/compose.yaml`, project `calmstack`, services web/worker/db/cache, branch `trunk`,
+//! a checkout path with a space, the non-root login `calm`), with the minimal config.
+//! The changing commands are in `shape2_changes.rs`.
+
+use crate::util::*;
+use crate::util2::*;
+
+#[test]
+fn status_describes_the_second_host_from_the_minimal_config() {
+    let _lock = shared2();
+    let run = second_ctops(["status", "--json"]).run().expect(0);
+    let doc = run.json();
+    assert_schema("status.json", &doc);
+    assert_eq!(doc["project"], PROJECT2, "{}", run.describe());
+    let mut services: Vec<&str> = doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    services.sort_unstable();
+    assert_eq!(services, ["cache", "db", "web", "worker"], "{}", run.describe());
+    assert!(
+        doc["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "running"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(doc["checkout"]["commit"], second_head_commit());
+    assert_eq!(doc["checkout"]["branch"], "trunk");
+    let version = host(&format!("cat '{DIR2}/VERSION'"));
+    assert_eq!(doc["checkout"]["version"], version.trim());
+
+    let run = second_ctops(["status"]).run().expect(0);
+    assert!(
+        run.stdout().contains(&format!("checkout {DIR2} at ")),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn health_checks_the_second_host_from_the_minimal_config() {
+    let _lock = shared2();
+    // reset-host leaves no backup, so the backup row is the one that fails (degraded).
+    let run = second_ctops(["health", "--json"]).run();
+    let doc = run.json();
+    assert_schema("health.json", &doc);
+    let checks = doc["checks"].as_array().unwrap();
+    let row = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` row: {}", run.describe()))
+    };
+    assert_eq!(row("api")["ok"], true, "{}", run.describe());
+    let api = row("api")["detail"].as_str().unwrap();
+    assert!(
+        api.contains(&format!("version {}", second_version())),
+        "{}",
+        run.describe()
+    );
+    for service in ["web", "worker", "db", "cache"] {
+        assert_eq!(
+            row(&format!("service {service}"))["ok"],
+            true,
+            "{}",
+            run.describe()
+        );
+    }
+    let backup = row("backup db");
+    assert_eq!(backup["ok"], false, "{}", run.describe());
+    assert!(
+        backup["detail"].as_str().unwrap().contains(BACKUPS2),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        checks
+            .iter()
+            .all(|c| c["ok"] == true || c["name"] == "backup db"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(doc["status"], "degraded", "{}", run.describe());
+    assert_eq!(run.code(), 5, "{}", run.describe());
+}
+
+/// The fixture itself: the official image's pg_hba makes 127.0.0.1 useless as a password
+/// test, which is what the rotate tests of this profile rely on.
+#[test]
+fn the_second_hosts_postgres_checks_passwords_on_ipv6_only() {
+    let _lock = shared2();
+    let password = second_env_value("APP_DB_PASSWORD");
+    assert!(second_login("::1", &password));
+    assert!(!second_login("::1", "not-the-password"));
+    assert!(
+        second_login("127.0.0.1", "not-the-password"),
+        "127.0.0.1 is trusted, as in the official postgres image"
+    );
+    assert!(second_env_value("DATABASE_URL").contains(&format!("@[::1]:{PG_PORT2}/")));
+}
