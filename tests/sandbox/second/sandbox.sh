@@ -630,10 +630,10 @@ cmd_reset_host() {
         restore_env_file
         publish_base_images
         reset_images
-        untag_kept_images
         reset_login_home
         logged compose up -d --remove-orphans
         recreate_restarted
+        untag_kept_images   # once no container runs them
         wait_pg
         reset_database
         redis-cli -p "$REDIS_PORT" flushall >/dev/null 2>&1 || true
