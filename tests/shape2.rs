@@ -20,7 +20,12 @@ fn status_describes_the_second_host_from_the_minimal_config() {
         .map(|s| s["service"].as_str().unwrap())
         .collect();
     services.sort_unstable();
-    assert_eq!(services, ["cache", "db", "web", "worker"], "{}", run.describe());
+    assert_eq!(
+        services,
+        ["cache", "db", "web", "worker"],
+        "{}",
+        run.describe()
+    );
     assert!(
         doc["services"]
             .as_array()

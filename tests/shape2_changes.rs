@@ -65,7 +65,12 @@ fn second_deploy_forward_reads_the_head_from_script_location_and_keeps_the_rows(
     let run = deploy2("r3").expect(0);
     let doc = run.json();
     assert_schema("deploy.json", &doc);
-    assert_eq!(doc["from"]["version"], INITIAL_VERSION2, "{}", run.describe());
+    assert_eq!(
+        doc["from"]["version"],
+        INITIAL_VERSION2,
+        "{}",
+        run.describe()
+    );
     assert_eq!(doc["to"]["version"], "3.2.0", "{}", run.describe());
     // r3 has no migration of its own: its head is still a2, found in
     // backend/db/migrations/versions through backend/alembic.ini's script_location.
@@ -132,8 +137,15 @@ fn second_rollback_returns_to_the_previous_release_and_its_schema() {
     second_add_note("written before the deploys");
     deploy2("r3").expect(0);
     deploy2("r1").expect(0);
+    assert_eq!(
+        second_revision(),
+        "a1",
+        "r1 runs on its own schema before the rollback"
+    );
     let before = note_bodies();
-    let run = second_ctops(["rollback", "--yes", "--json"]).run().expect(0);
+    let run = second_ctops(["rollback", "--yes", "--json"])
+        .run()
+        .expect(0);
     assert_schema("deploy.json", &run.json());
     assert_eq!(
         second_head_commit(),
@@ -184,7 +196,9 @@ fn second_restore_db_brings_back_every_row_with_the_writers_stopped_then_started
     let before = second_rows();
     let run = second_ctops(["backup", "db", "--json"]).run().expect(0);
     assert_schema("backup.json", &run.json());
-    let dumps = host(&format!("ls '{BACKUPS2}' | grep -c '^db-.*\\.dump$' || true"));
+    let dumps = host(&format!(
+        "ls '{BACKUPS2}' | grep -c '^db-.*\\.dump$' || true"
+    ));
     assert_eq!(dumps.trim(), "1", "{}", run.describe());
 
     second_add_note("after the backup");

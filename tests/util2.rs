@@ -102,7 +102,15 @@ pub fn second_container(service: &str) -> String {
 pub fn second_psql(database: &str, sql: &str) -> String {
     let out = Command::new("docker")
         .args(["exec", "-i", &second_container("db")])
-        .args(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", DB_SUPERUSER2])
+        .args([
+            "psql",
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            DB_SUPERUSER2,
+        ])
         .args(["-d", database, "-c", sql])
         .output()
         .unwrap();
@@ -121,7 +129,10 @@ pub fn second_revision() -> String {
 
 /// Every note, ordered, with every column the schema has at the time.
 pub fn second_rows() -> String {
-    second_psql(DB2, "SELECT row_to_json(n)::text FROM notes AS n ORDER BY id")
+    second_psql(
+        DB2,
+        "SELECT row_to_json(n)::text FROM notes AS n ORDER BY id",
+    )
 }
 
 /// Adds a note (so a test can see it survive a step) and returns its body.
@@ -184,7 +195,16 @@ pub fn second_env_value(key: &str) -> String {
 /// `127.0.0.1` trusts anybody, as the official image's pg_hba does).
 pub fn second_login(address: &str, password: &str) -> bool {
     Command::new("/usr/lib/postgresql/15/bin/psql")
-        .args(["-X", "-w", "-h", address, "-p", PG_PORT2, "-U", DB_APP_ROLE2])
+        .args([
+            "-X",
+            "-w",
+            "-h",
+            address,
+            "-p",
+            PG_PORT2,
+            "-U",
+            DB_APP_ROLE2,
+        ])
         .args(["-d", DB2, "-c", "SELECT 1"])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "5")
