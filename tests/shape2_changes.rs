@@ -47,13 +47,25 @@ fn assert_app_running(context: &Run) {
     assert_eq!(health["database"], true, "{health}\n{}", context.describe());
 }
 
-/// The pre-deploy database backup the deploy took, with its manifest: proof that ctops found
-/// the db service, its superuser and its database.
-fn pre_deploy_manifest() -> serde_json::Value {
-    let text = host(&format!(
-        "cat '{BACKUPS2}'/db-*-pre-deploy.dump.manifest.json"
-    ));
-    serde_json::from_str(text.trim()).expect("one pre-deploy backup with its manifest")
+/// The manifests of the database backups ctops took on its own (`db-*-pre-*`: before a
+/// migration, before a downgrade): proof that it found the db service, its superuser and its
+/// database.
+fn safety_backups() -> Vec<serde_json::Value> {
+    host(&format!(
+        "for f in '{BACKUPS2}'/db-*-pre-*.dump.manifest.json; do [ -f \"$f\" ] && tr -d '\\n' < \"$f\" && echo; done; true"
+    ))
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("a manifest"))
+    .collect()
+}
+
+/// Asserts that ctops backed the database up at `revision` before changing the schema.
+fn assert_backed_up_at(revision: &str) {
+    let manifests = safety_backups();
+    assert!(
+        manifests.iter().any(|m| m["revision"] == revision),
+        "a backup at {revision} before the schema changed: {manifests:?}"
+    );
 }
 
 #[test]
@@ -125,7 +137,7 @@ fn second_deploy_to_an_older_ref_downgrades_first_and_keeps_the_rows() {
     );
     assert_eq!(note_bodies(), before, "every row is still there");
     assert_eq!(second_head_commit(), second_commit_of("r1"));
-    assert_eq!(pre_deploy_manifest()["revision"], "a2");
+    assert_backed_up_at("a2");
     assert_app_running(&run);
     assert_lock_free2();
 }
@@ -178,7 +190,7 @@ fn second_a_migration_that_fails_half_way_is_rolled_back_automatically() {
     assert_eq!(second_note_columns(), columns);
     assert_eq!(second_rows(), rows, "every row is still there");
     assert_eq!(second_head_commit(), second_commit_of(INITIAL_REF2));
-    assert_eq!(pre_deploy_manifest()["revision"], INITIAL_REVISION2);
+    assert_backed_up_at(INITIAL_REVISION2);
     assert!(
         run.stderr().contains(INITIAL_VERSION2),
         "says what runs now: {}",
@@ -205,11 +217,12 @@ fn second_restore_db_brings_back_every_row_with_the_writers_stopped_then_started
     second_psql(DB2, "DELETE FROM notes WHERE id = 1");
     assert_ne!(second_rows(), before);
 
-    let run = second_ctops(["restore", "db", "latest", "--yes", "--json"]).run();
+    let run = second_ctops(["restore", "db", "latest", "--yes", "--json"])
+        .run()
+        .expect(0);
     let doc = run.json();
     assert_schema("restore.json", &doc);
     assert_eq!(doc["outcome"], "restored", "{}", run.describe());
-    assert_eq!(run.code(), 0, "{}", run.describe());
     assert_eq!(second_rows(), before, "the backup's rows, all of them");
     assert_app_running(&run);
     // The worker, which holds a connection, reads the restored database.
