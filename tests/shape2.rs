@@ -109,3 +109,37 @@ fn the_second_hosts_postgres_checks_passwords_on_ipv6_only() {
     );
     assert!(second_env_value("DATABASE_URL").contains(&format!("@[::1]:{PG_PORT2}/")));
 }
+
+/// The config says only how to reach the host and where its files are: every other fact
+/// (services, migrations folder, database user and name, writers, where a password is
+/// checked) is ctops's to find.
+#[test]
+fn the_second_config_sets_only_what_an_operator_knows() {
+    let text = std::fs::read_to_string(second_config()).unwrap();
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    let mut top: Vec<&str> = doc.keys().map(String::as_str).collect();
+    top.sort_unstable();
+    assert_eq!(top, ["secrets", "targets"], "{text}");
+    let targets = doc["targets"].as_table().unwrap();
+    assert_eq!(targets.len(), 1, "{text}");
+    let target = targets.values().next().unwrap().as_table().unwrap();
+    let mut keys: Vec<&str> = target.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    // ssh_config: how this machine reaches the host (ssh reads ~/.ssh/config from the passwd
+    // home, which the tests cannot give it); it says nothing about the host.
+    assert_eq!(
+        keys,
+        [
+            "backup_dir",
+            "branch",
+            "compose_file",
+            "dir",
+            "env_file",
+            "health_url",
+            "ssh",
+            "ssh_config",
+            "sudo"
+        ],
+        "{text}"
+    );
+}
