@@ -2,6 +2,7 @@
 //! (`tests/sandbox/sandbox.sh up`), checking outcomes on the host, not just exit codes.
 
 mod util;
+mod util2;
 
 mod access;
 mod backup;
@@ -17,5 +18,6 @@ mod minio;
 mod quoting;
 mod rotate;
 mod service;
+mod shape2;
 mod status;
 mod update;
