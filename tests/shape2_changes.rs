@@ -4,10 +4,9 @@
 //! Each checks the host (version, revision, tables, rows written before the step, logins),
 //! not only exit codes.
 //!
-//! NOT registered in tests/tests.rs yet: with the code of issue #11's start these fail
-//! (ctops guesses `migrations/versions`, the `postgres` service, user `trader`, database
-//! `trader_psy`, writers `api, bot`, and proves a password over 127.0.0.1, which this host
-//! trusts). Register it (`mod shape2_changes;`) with the fix.
+//! With the code of issue #11's start every one of these failed: ctops guessed
+//! `migrations/versions`, the `postgres` service, user `trader`, database `trader_psy`,
+//! writers `api, bot`, and proved a password over 127.0.0.1, which this host trusts.
 
 use std::time::Duration;
 
@@ -288,5 +287,31 @@ fn second_env_set_reaches_the_services_that_read_the_file() {
     }
     assert_eq!(second_rows(), rows);
     assert_app_running(&run);
+    assert_lock_free2();
+}
+
+#[test]
+fn second_rotate_where_the_apps_address_trusts_every_password_is_applied_not_proven() {
+    let _lock = exclusive2();
+    second_reset_host();
+    // The application connects over 127.0.0.1, which this host's pg_hba trusts: no password
+    // check there can tell the new password from the old one.
+    host(&format!(
+        "sed 's/@\\[::1\\]:/@127.0.0.1:/' '{ENV2}' > /tmp/ctops-env2 && cat /tmp/ctops-env2 > '{ENV2}' && rm -f /tmp/ctops-env2"
+    ));
+    assert!(second_env_value("DATABASE_URL").contains("@127.0.0.1:"));
+    let old = second_env_value("APP_DB_PASSWORD");
+    let run = second_ctops(["rotate", "APP_DB_PASSWORD", "--generate", "--yes", "--json"])
+        .run()
+        .expect(5);
+    let doc = run.json();
+    assert_schema("env-change.json", &doc);
+    assert_eq!(doc["proven"], false, "{}", run.describe());
+    assert!(run.stderr().contains("not proven"), "{}", run.describe());
+    // Applied, not undone: the role has the new password (checked where pg_hba asks).
+    let new = second_env_value("APP_DB_PASSWORD");
+    assert_ne!(new, old);
+    assert!(second_login("::1", &new), "{}", run.describe());
+    assert!(!second_login("::1", &old), "{}", run.describe());
     assert_lock_free2();
 }

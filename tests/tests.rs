@@ -19,5 +19,6 @@ mod quoting;
 mod rotate;
 mod service;
 mod shape2;
+mod shape2_changes;
 mod status;
 mod update;
