@@ -79,12 +79,9 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
         ctx.confirm(&format!("{} (every service stops; volumes are kept)", what))?;
     }
     ctx.out.status(what.clone());
-    lock::hold(
-        remote,
-        &t.state_dir,
-        verb.name(),
-        run_all(ctx, remote, &commands),
-    )
+    lock::hold_with(remote, &t.state_dir, verb.name(), |held| {
+        run_all(ctx, remote, held, &verb, commands)
+    })
     .await?;
     let after = Stack::load(remote, t).await?;
     let states: Vec<ServiceState> = after
@@ -120,14 +117,36 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Runs each command in turn, compose's progress streamed to stderr as it comes.
-async fn run_all(ctx: &Ctx, remote: &Remote, commands: &[RemoteCommand]) -> Result<(), Error> {
-    for cmd in commands {
-        super::run_streamed(ctx, remote, cmd, &cmd.label())
-            .await
-            .map_err(|e| {
-                e.with_help("ctops status shows what runs now; ctops logs SERVICE shows why")
-            })?;
+/// Runs each command in turn under the lock, compose's progress streamed to stderr as it
+/// comes. A failure after an earlier command changed the stack (rebuild's `up --build` after
+/// its `down`) is exit 6, saying what is where.
+async fn run_all(
+    ctx: &Ctx,
+    remote: &Remote,
+    held: lock::Held,
+    verb: &Verb,
+    commands: Vec<RemoteCommand>,
+) -> Result<(), Error> {
+    for (done, cmd) in commands.into_iter().enumerate() {
+        let what = cmd.label();
+        let result = super::run_streamed(ctx, remote, &held.wrap(cmd), &what).await;
+        match result {
+            Ok(()) => {}
+            Err(e) if done > 0 && matches!(verb, Verb::Rebuild) => {
+                return Err(Error::stranded(
+                    format!("rebuild failed part-way: {}", e.message),
+                    "down: the stack was stopped by `down` and not started again (volumes kept)",
+                )
+                .with_help(
+                    "fix the build (the output above says why), then `ctops up` or `ctops rebuild`; `ctops status` shows what runs",
+                ))
+            }
+            Err(e) => {
+                return Err(e.with_help(
+                    "ctops status shows what runs now; ctops logs SERVICE shows why",
+                ))
+            }
+        }
     }
     Ok(())
 }
@@ -163,16 +182,7 @@ pub async fn exec(ctx: &Ctx, service: &str, argv: &[String]) -> Result<Exit> {
 /// `disk`: `df -h`, Docker's own accounting (`system df`), and the largest container logs
 /// (runbook 9.1's `du -sh /var/lib/docker/containers/*`, through `sudo -n` when the user
 /// cannot read Docker's directory; the log sizes come from `docker inspect` otherwise).
-const DISK: &str = r#"df -hP
-echo '--'
-docker system df
-echo '--'
-ids=$(docker ps -aq)
-[ -n "$ids" ] || exit 0
-docker inspect -f '{{.Name}} {{.LogPath}}' $ids | while read -r name log; do
-    size=$(stat -c %s "$log" 2>/dev/null || sudo -n stat -c %s "$log" 2>/dev/null || echo '?')
-    printf '%s\t%s\n' "$size" "${name#/}"
-done | sort -rn | head -n 10"#;
+const DISK: &str = include_str!("../scripts/disk.sh");
 
 pub async fn disk(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;
@@ -232,6 +242,12 @@ pub async fn disk(ctx: &Ctx) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// The last `n` lines of a command's stderr, for a message.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
 fn human_bytes(raw: &str) -> String {
     let Ok(mut n) = raw.parse::<f64>() else {
         return raw.to_string();
@@ -248,24 +264,7 @@ fn human_bytes(raw: &str) -> String {
 /// `state project keep prefix`: what `docker system prune -af` removes, except the images of
 /// the last `keep` releases (tagged PREFIX + their commit by deploy, for fast rollback) and
 /// the project's stopped containers; prints the images removed, then `freed BYTES`.
-const PRUNE: &str = r#"set -u
-state=$1; project=$2; keep=$3; prefix=$4
-root=$(docker info -f '{{.DockerRootDir}}') || exit 1
-free() { df -PB1 "$root" | awk 'NR == 2 { print $4 }'; }
-before=$(free)
-kept=$(tac "$state/releases.jsonl" 2>/dev/null | sed -n 's/.*"commit":"\([0-9a-f]\{12\}\).*/\1/p' | awk -v p="$prefix" '!seen[$0]++ { print p $0 }' | head -n "$keep")
-docker container prune -f --filter "label!=com.docker.compose.project=$project" >/dev/null || exit 1
-used=$(docker ps -aq | xargs -r docker inspect -f '{{.Image}}' | sort -u)
-docker images --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}' | while read -r id ref; do
-    printf '%s\n' "$used" | grep -qx "$id" && continue
-    tag=${ref##*:}
-    [ -n "$kept" ] && printf '%s\n' "$kept" | grep -qxF "$tag" && continue
-    case $ref in *"<none>"*) target=$id ;; *) target=$ref ;; esac
-    docker rmi "$target" >/dev/null 2>&1 && printf 'removed\t%s\n' "$ref"
-done
-docker network prune -f >/dev/null
-docker builder prune -af >/dev/null 2>&1
-printf 'freed\t%s\n' "$(( $(free) - before ))""#;
+const PRUNE: &str = include_str!("../scripts/prune.sh");
 
 /// `prune` (runbook 9.1): Docker's unused data removed after confirmation, keeping what a
 /// rollback needs.
@@ -293,12 +292,16 @@ pub async fn prune(ctx: &Ctx) -> Result<Exit> {
         "remove unused Docker images, stopped containers, networks and build cache on {} (keeping the images of the last {keep} releases and all volumes)",
         ctx.target_label()
     ))?;
-    let out = lock::hold(remote, &t.state_dir, "prune", remote.run(&cmd)).await?;
+    let out = lock::hold_with(remote, &t.state_dir, "prune", |held| async move {
+        remote.run(&held.wrap(cmd)).await
+    })
+    .await?;
     if out.status != 0 {
+        // Some images may be gone already: only unused ones, so nothing runs differently.
         return Err(Error::failed(format!(
             "prune failed on {}: {}",
             remote.host(),
-            out.stderr_text().trim()
+            last_lines(&out.stderr_text(), 5)
         ))
         .into());
     }
