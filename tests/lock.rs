@@ -125,7 +125,10 @@ fn interrupting_update_system_leaves_apt_running_and_the_lock_held_until_it_ends
     assert_schema("error.json", &doc);
     assert_eq!(doc["error"]["kind"], "stranded", "{doc:#}");
     assert!(
-        doc["state"].as_str().unwrap().contains("apt-get upgrade running"),
+        doc["state"]
+            .as_str()
+            .unwrap()
+            .contains("running on the host"),
         "{doc:#}"
     );
     assert!(stderr.contains("goes on"), "{stderr}");
@@ -157,17 +160,25 @@ fn rebuild_whose_build_fails_after_down_exits_6_saying_the_stack_is_down() {
     host(&format!(
         "printf 'RUN false\\n' >> '{CHECKOUT}/api/Dockerfile'"
     ));
-    let run = sandbox_ctops(["rebuild", "--yes", "--json"]).run().expect(6);
+    let run = sandbox_ctops(["rebuild", "--yes", "--json"])
+        .run()
+        .expect(6);
     let doc = run.json();
     assert_schema("error.json", &doc);
     assert_eq!(doc["error"]["kind"], "stranded", "{}", run.describe());
     let state = doc["state"].as_str().unwrap();
     assert!(state.starts_with("down"), "{}", run.describe());
-    assert!(!run.stderr().contains("#!/"), "no script body as the command");
+    assert!(
+        !run.stderr().contains("#!/"),
+        "no script body as the command"
+    );
     let running = host(
         "docker ps -q --filter label=com.docker.compose.project=infrastructure --filter status=running",
     );
-    assert!(running.trim().is_empty(), "the stack is down, as said: {running}");
+    assert!(
+        running.trim().is_empty(),
+        "the stack is down, as said: {running}"
+    );
     assert!(!lock_held(), "released");
     reset_host();
     wait_healthy();

@@ -211,11 +211,10 @@ pub async fn system(ctx: &Ctx) -> Result<Exit> {
         ..apt
     };
     let apt = &apt;
-    let (upgrades, kept, waited) =
-        lock::hold_with(remote, &t.state_dir, "update system", |held| {
-            upgrade_packages(ctx, remote, apt, held)
-        })
-        .await?;
+    let (upgrades, kept, waited) = lock::hold_with(remote, &t.state_dir, "update system", |held| {
+        upgrade_packages(ctx, remote, apt, held)
+    })
+    .await?;
     let reboot = remote
         .run_ok(&RemoteCommand::sh(REBOOT_REQUIRED, Vec::<String>::new()).read_only())
         .await?
@@ -325,7 +324,8 @@ async fn upgrade_packages(
     let pid = held
         .detach(remote, "apt", "apt-get upgrade", &apt.upgrade())
         .await?;
-    let followed = tokio::time::timeout(limit, held.follow(remote, "apt", pid, ctx.out.quiet)).await;
+    let followed =
+        tokio::time::timeout(limit, held.follow(remote, "apt", pid, ctx.out.quiet)).await;
     let (status, said) = match followed {
         Ok(followed) => followed?,
         Err(_) => {
@@ -488,7 +488,7 @@ pub async fn images(ctx: &Ctx) -> Result<Exit> {
         Ok(after) => changed_images(&before, &after),
         // The outcome is known from the journal; what runs now is for `ctops status`.
         Err(_) if exit != Exit::Ok => Vec::new(),
-        Err(e) => return Err(lost_mid_change(e.into(), &op_id).into()),
+        Err(e) => return Err(lost_mid_change(e.into(), &op_id)),
     };
     if ctx.out.json {
         ctx.out.json_doc(&ImagesDoc {
@@ -535,7 +535,9 @@ fn lost_mid_change(e: anyhow::Error, op_id: &str) -> anyhow::Error {
     }
     Error::stranded(
         format!("update images: {e:#}"),
-        format!("unknown: {op_id} may still be running on the host; `ctops status` reads its journal"),
+        format!(
+            "unknown: {op_id} may still be running on the host; `ctops status` reads its journal"
+        ),
     )
     .with_help("reconnect and run `ctops status`: it shows the operation's outcome and what runs")
     .into()
@@ -629,8 +631,16 @@ Conf ctops-sandbox-dummy (2.0 localhost [all])
         let e = upgrade_failed("trader-psy", 100, said);
         assert_eq!(e.exit, Exit::Stranded);
         assert!(e.state.as_deref().unwrap().contains("half-upgraded"));
-        assert!(e.message.contains("returned an error code"), "{}", e.message);
-        assert!(!e.message.contains("sh -c"), "no script as the command: {}", e.message);
+        assert!(
+            e.message.contains("returned an error code"),
+            "{}",
+            e.message
+        );
+        assert!(
+            !e.message.contains("sh -c"),
+            "no script as the command: {}",
+            e.message
+        );
         let e = upgrade_failed(
             "trader-psy",
             100,
