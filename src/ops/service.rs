@@ -186,10 +186,13 @@ const DISK: &str = include_str!("../scripts/disk.sh");
 
 pub async fn disk(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;
-    let out = remote
-        .run_ok(&RemoteCommand::sh(DISK, Vec::<String>::new()).read_only())
-        .await?
-        .stdout_text();
+    let out = super::run_step(
+        remote,
+        &RemoteCommand::sh(DISK, Vec::<String>::new()).read_only(),
+        "reading disk usage",
+    )
+    .await?
+    .stdout_text();
     let mut parts = out.split("\n--\n");
     let (df, docker, logs) = (
         parts.next().unwrap_or_default(),

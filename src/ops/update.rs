@@ -152,10 +152,13 @@ impl Apt {
 /// Finds out how apt gets root, or refuses (exit 4) saying what to configure.
 async fn root_prefix(ctx: &Ctx, remote: &Remote) -> Result<Vec<String>, Error> {
     let sudo = &ctx.target.sudo;
-    let out = remote
-        .run_ok(&RemoteCommand::sh(ROOT_PROBE, sudo.clone()).read_only())
-        .await?
-        .stdout_text();
+    let out = super::run_step(
+        remote,
+        &RemoteCommand::sh(ROOT_PROBE, sudo.clone()).read_only(),
+        "finding how apt gets root",
+    )
+    .await?
+    .stdout_text();
     let answer = out.trim();
     let help_rule = "add a sudoers rule such as `deploy ALL=(root) NOPASSWD: /usr/bin/apt-get` (visudo -f /etc/sudoers.d/ctops)";
     match answer.split_once(' ').map_or((answer, ""), |(a, b)| (a, b)) {
@@ -215,10 +218,13 @@ pub async fn system(ctx: &Ctx) -> Result<Exit> {
         upgrade_packages(ctx, remote, apt, held)
     })
     .await?;
-    let reboot = remote
-        .run_ok(&RemoteCommand::sh(REBOOT_REQUIRED, Vec::<String>::new()).read_only())
-        .await?
-        .stdout_text();
+    let reboot = super::run_step(
+        remote,
+        &RemoteCommand::sh(REBOOT_REQUIRED, Vec::<String>::new()).read_only(),
+        "checking whether a reboot is required",
+    )
+    .await?
+    .stdout_text();
     let mut reboot_lines = reboot.lines();
     let reboot_required = reboot_lines.next() == Some("required");
     let reboot_packages: Vec<String> = reboot_lines.map(str::to_string).collect();
@@ -280,7 +286,10 @@ async fn upgrade_packages(
     super::run_streamed(ctx, remote, &held.wrap(apt.update()), "apt-get update").await?;
     // What the upgrade would do, and whether someone holds the dpkg lock now, at once.
     let (simulate, lock_probe) = (apt.simulate(), apt.lock_probe());
-    let (simulated, lock_probe) = tokio::join!(remote.run_ok(&simulate), remote.run(&lock_probe));
+    let (simulated, lock_probe) = tokio::join!(
+        super::run_step(remote, &simulate, "apt-get -s upgrade"),
+        remote.run(&lock_probe)
+    );
     let text = simulated?.stdout_text();
     let upgrades = parse_simulation(&text);
     let kept = kept_back(&text);
