@@ -169,6 +169,11 @@ fn rebuild_whose_build_fails_after_down_exits_6_saying_the_stack_is_down() {
     let state = doc["state"].as_str().unwrap();
     assert!(state.starts_with("down"), "{}", run.describe());
     assert!(
+        state.contains("services now: ") && state.contains("api absent"),
+        "{}",
+        run.describe()
+    );
+    assert!(
         !run.stderr().contains("#!/"),
         "no script body as the command"
     );

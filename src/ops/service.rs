@@ -79,23 +79,15 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
         ctx.confirm(&format!("{} (every service stops; volumes are kept)", what))?;
     }
     ctx.out.status(what.clone());
-    lock::hold_with(remote, &t.state_dir, verb.name(), |held| {
+    let done = lock::hold_with(remote, &t.state_dir, verb.name(), |held| {
         run_all(ctx, remote, held, &verb, commands)
     })
-    .await?;
+    .await;
+    if let Err(e) = done {
+        return Err(after_failure(remote, t, &stack, e).await.into());
+    }
     let after = Stack::load(remote, t).await?;
-    let states: Vec<ServiceState> = after
-        .services()
-        .into_iter()
-        .map(|service| {
-            let state = after
-                .service(&service)
-                .map(|c| c.state.clone())
-                .next()
-                .unwrap_or_else(|| "absent".into());
-            ServiceState { service, state }
-        })
-        .collect();
+    let states = stack_states(&after);
     if ctx.out.json {
         #[derive(Serialize)]
         struct Doc<'a> {
@@ -108,13 +100,69 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
             services: states,
         })?;
     } else {
-        let summary: Vec<String> = states
-            .iter()
-            .map(|s| format!("{} {}", s.service, s.state))
-            .collect();
-        ctx.out.status(format!("done: {}", summary.join(", ")));
+        ctx.out.status(format!("done: {}", summary(&states)));
     }
     Ok(Exit::Ok)
+}
+
+/// Each service of the stack and its container's state ("absent" without one).
+fn stack_states(stack: &Stack) -> Vec<ServiceState> {
+    states_of(stack, stack.services())
+}
+
+/// The state of each of `services` in `stack` ("absent" without a container).
+fn states_of(stack: &Stack, services: Vec<String>) -> Vec<ServiceState> {
+    services
+        .into_iter()
+        .map(|service| {
+            let state = stack
+                .service(&service)
+                .map(|c| c.state.clone())
+                .next()
+                .unwrap_or_else(|| "absent".into());
+            ServiceState { service, state }
+        })
+        .collect()
+}
+
+fn summary(states: &[ServiceState]) -> String {
+    let parts: Vec<String> = states
+        .iter()
+        .map(|s| format!("{} {}", s.service, s.state))
+        .collect();
+    parts.join(", ")
+}
+
+/// A verb that failed: exit 6 when the services' states differ from before (a `down` or an
+/// `up` that got part-way), with what runs now as the state; else the error as it is.
+async fn after_failure(
+    remote: &Remote,
+    t: &crate::config::Target,
+    before: &Stack,
+    e: Error,
+) -> Error {
+    if e.exit != Exit::Failed && e.exit != Exit::Stranded {
+        return e;
+    }
+    let Ok(after) = Stack::load(remote, t).await else {
+        return e;
+    };
+    // Services whose containers are gone (`down`) count as absent now.
+    let mut names = before.services();
+    names.extend(after.services());
+    names.sort();
+    names.dedup();
+    let (was, now) = (states_of(before, names.clone()), states_of(&after, names));
+    let now_text = format!("services now: {}", summary(&now));
+    match e.state.clone() {
+        Some(state) => e.with_state(format!("{state}; {now_text}")),
+        None if summary(&was) != summary(&now) => Error {
+            exit: Exit::Stranded,
+            state: Some(now_text),
+            ..e
+        },
+        None => e,
+    }
 }
 
 /// Runs each command in turn under the lock, compose's progress streamed to stderr as it
