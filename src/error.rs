@@ -52,6 +52,9 @@ pub struct Error {
     pub exit: Exit,
     pub message: String,
     pub help: Option<String>,
+    /// What the host is left with, when it may differ from before (exit 6): the `"state"`
+    /// of the JSON error document, and a `state:` line.
+    pub state: Option<String>,
     #[source]
     pub source: Option<std::io::Error>,
 }
@@ -68,6 +71,7 @@ impl Error {
             exit,
             message: message.into(),
             help: None,
+            state: None,
             source: None,
         }
     }
@@ -90,6 +94,16 @@ impl Error {
 
     pub fn interrupted(message: impl Into<String>) -> Self {
         Self::new(Exit::Interrupted, message)
+    }
+
+    /// Failed part-way: the host is not as it was (exit 6), and `state` says what is where.
+    pub fn stranded(message: impl Into<String>, state: impl Into<String>) -> Self {
+        Self::new(Exit::Stranded, message).with_state(state)
+    }
+
+    pub fn with_state(mut self, state: impl Into<String>) -> Self {
+        self.state = Some(state.into());
+        self
     }
 
     pub fn with_source(mut self, source: std::io::Error) -> Self {
@@ -117,6 +131,22 @@ pub fn help_of(err: &anyhow::Error) -> Option<&str> {
         .and_then(|e| e.help.as_deref())
 }
 
+/// What the host is left with after this error: the first `state` in the chain; else
+/// "unchanged", except after exit 6 (which always needs one: "unknown").
+pub fn state_of(err: &anyhow::Error) -> String {
+    let typed = err.chain().find_map(|cause| cause.downcast_ref::<Error>());
+    match typed {
+        Some(Error {
+            state: Some(state), ..
+        }) => state.clone(),
+        Some(Error {
+            exit: Exit::Stranded,
+            ..
+        }) => "unknown: see `ctops status`".into(),
+        _ => "unchanged".into(),
+    }
+}
+
 /// True when the error is a write to a closed pipe (`ctops logs api | head`).
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
@@ -136,6 +166,18 @@ mod tests {
         let err: anyhow::Error = Error::connection("no route").into();
         let err = err.context("while connecting");
         assert_eq!(exit_code_of(&err), Exit::Connection);
+    }
+
+    #[test]
+    fn a_stranded_error_says_what_is_where_through_context() {
+        let err: anyhow::Error = Error::stranded("up failed", "down: every service stopped").into();
+        let err = err.context("rebuild");
+        assert_eq!(exit_code_of(&err), Exit::Stranded);
+        assert_eq!(state_of(&err), "down: every service stopped");
+        let plain: anyhow::Error = Error::failed("nothing ran").into();
+        assert_eq!(state_of(&plain), "unchanged");
+        let bare: anyhow::Error = Error::new(Exit::Stranded, "lost").into();
+        assert!(state_of(&bare).starts_with("unknown"));
     }
 
     #[test]

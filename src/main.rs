@@ -127,17 +127,22 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
 /// Prints an error (`error:` and `help:` lines, or a JSON document) and picks the exit code.
 fn report(err: &anyhow::Error, out: &Output, command: &str, target: Option<&str>) -> Exit {
     let exit = error::exit_code_of(err);
+    let state = error::state_of(err);
     if out.json {
         let doc = serde_json::json!({
             "command": command,
             "target": target,
             "ok": false,
             "error": { "kind": exit.kind(), "message": format!("{err:#}"), "help": error::help_of(err) },
-            "state": "unchanged",
+            "state": state,
         });
         let _ = out.json_doc(&doc);
     }
     eprintln!("error: {err:#}");
+    // Whenever the host may differ from before, say what is where.
+    if state != "unchanged" {
+        eprintln!("state: {state}");
+    }
     if let Some(help) = error::help_of(err) {
         eprintln!("help: {help}");
     }

@@ -13,6 +13,7 @@ mod discover;
 mod env;
 mod health;
 mod incident;
+mod lock;
 mod logs;
 mod minio;
 mod quoting;

@@ -106,9 +106,12 @@ pub async fn run(ctx: &Ctx, command: &AccessCommand) -> Result<Exit> {
 /// The file as it is now (empty when there is none).
 async fn read(ctx: &Ctx) -> Result<Read, Error> {
     let remote = ctx.remote().await?;
-    let out = remote
-        .run_ok(&RemoteCommand::sh(READ, Vec::<String>::new()).read_only())
-        .await?;
+    let out = super::run_step(
+        remote,
+        &RemoteCommand::sh(READ, Vec::<String>::new()).read_only(),
+        "reading ~/.ssh/authorized_keys",
+    )
+    .await?;
     Ok(Read {
         text: out.stdout_text(),
         sha256: format!("{:x}", Sha256::digest(&out.stdout)),
@@ -257,16 +260,30 @@ async fn apply(ctx: &Ctx, command: &str, keys: &str, before: &Read, new: &str) -
             )));
         }
         if let Err(e) = crate::remote::probe_new_login(&ctx.target).await {
-            remote
-                .run_ok(&RemoteCommand::sh(PUT_BACK, Vec::<String>::new()))
-                .await?;
+            let put_back = RemoteCommand::sh(PUT_BACK, Vec::<String>::new());
+            if let Err(back) = super::run_step(
+                remote,
+                &put_back,
+                "putting the previous authorized_keys back",
+            )
+            .await
+            {
+                return Err(Error::stranded(
+                    format!("a new connection could not log in after the change ({e}), and {back}"),
+                    "authorized_keys changed: the new file is in place; the previous one is ~/.ssh/authorized_keys.ctops-before",
+                )
+                .with_help("log in with a key that still works and move ~/.ssh/authorized_keys.ctops-before back over ~/.ssh/authorized_keys"));
+            }
             return Err(Error::failed(format!(
                 "a new connection could not log in after the change ({e}); the previous authorized_keys is back"
             )));
         }
-        remote
-            .run_ok(&RemoteCommand::sh(DROP_BACKUP, Vec::<String>::new()))
-            .await?;
+        super::run_step(
+            remote,
+            &RemoteCommand::sh(DROP_BACKUP, Vec::<String>::new()),
+            "removing the backup of authorized_keys",
+        )
+        .await?;
         Ok(())
     };
     lock::hold(remote, &ctx.target.state_dir, &what, work).await?;

@@ -51,6 +51,32 @@ pub fn error_object(
     message.map(|m| serde_json::json!({"kind": exit.kind(), "message": m}))
 }
 
+/// Runs a host script (or any command) and fails unless it exits 0, naming the `step` (never
+/// the script's text) and showing the last lines of its stderr.
+pub async fn run_step(
+    remote: &crate::remote::Remote,
+    cmd: &crate::remote::RemoteCommand,
+    step: &str,
+) -> Result<crate::remote::Captured, crate::error::Error> {
+    let out = remote.run(cmd).await?;
+    if out.status == 0 {
+        return Ok(out);
+    }
+    let stderr = out.stderr_text();
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" / ");
+    Err(crate::error::Error::failed(format!(
+        "{step} on {} failed (exit {}){}",
+        remote.host(),
+        out.status,
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(": {tail}")
+        }
+    )))
+}
+
 /// `--dry-run` of an operation that runs as a detached plan: the plan, exactly as the host
 /// would run it, and nothing changed.
 pub fn print_dry_run(

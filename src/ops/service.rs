@@ -79,26 +79,15 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
         ctx.confirm(&format!("{} (every service stops; volumes are kept)", what))?;
     }
     ctx.out.status(what.clone());
-    lock::hold(
-        remote,
-        &t.state_dir,
-        verb.name(),
-        run_all(ctx, remote, &commands),
-    )
-    .await?;
+    let done = lock::hold_with(remote, &t.state_dir, verb.name(), |held| {
+        run_all(ctx, remote, held, &verb, commands)
+    })
+    .await;
+    if let Err(e) = done {
+        return Err(after_failure(remote, t, &stack, e).await.into());
+    }
     let after = Stack::load(remote, t).await?;
-    let states: Vec<ServiceState> = after
-        .services()
-        .into_iter()
-        .map(|service| {
-            let state = after
-                .service(&service)
-                .map(|c| c.state.clone())
-                .next()
-                .unwrap_or_else(|| "absent".into());
-            ServiceState { service, state }
-        })
-        .collect();
+    let states = stack_states(&after);
     if ctx.out.json {
         #[derive(Serialize)]
         struct Doc<'a> {
@@ -111,23 +100,101 @@ pub async fn run(ctx: &Ctx, verb: Verb) -> Result<Exit> {
             services: states,
         })?;
     } else {
-        let summary: Vec<String> = states
-            .iter()
-            .map(|s| format!("{} {}", s.service, s.state))
-            .collect();
-        ctx.out.status(format!("done: {}", summary.join(", ")));
+        ctx.out.status(format!("done: {}", summary(&states)));
     }
     Ok(Exit::Ok)
 }
 
-/// Runs each command in turn, compose's progress streamed to stderr as it comes.
-async fn run_all(ctx: &Ctx, remote: &Remote, commands: &[RemoteCommand]) -> Result<(), Error> {
-    for cmd in commands {
-        super::run_streamed(ctx, remote, cmd, &cmd.label())
-            .await
-            .map_err(|e| {
-                e.with_help("ctops status shows what runs now; ctops logs SERVICE shows why")
-            })?;
+/// Each service of the stack and its container's state ("absent" without one).
+fn stack_states(stack: &Stack) -> Vec<ServiceState> {
+    states_of(stack, stack.services())
+}
+
+/// The state of each of `services` in `stack` ("absent" without a container).
+fn states_of(stack: &Stack, services: Vec<String>) -> Vec<ServiceState> {
+    services
+        .into_iter()
+        .map(|service| {
+            let state = stack
+                .service(&service)
+                .map(|c| c.state.clone())
+                .next()
+                .unwrap_or_else(|| "absent".into());
+            ServiceState { service, state }
+        })
+        .collect()
+}
+
+fn summary(states: &[ServiceState]) -> String {
+    let parts: Vec<String> = states
+        .iter()
+        .map(|s| format!("{} {}", s.service, s.state))
+        .collect();
+    parts.join(", ")
+}
+
+/// A verb that failed: exit 6 when the services' states differ from before (a `down` or an
+/// `up` that got part-way), with what runs now as the state; else the error as it is.
+async fn after_failure(
+    remote: &Remote,
+    t: &crate::config::Target,
+    before: &Stack,
+    e: Error,
+) -> Error {
+    if e.exit != Exit::Failed && e.exit != Exit::Stranded {
+        return e;
+    }
+    let Ok(after) = Stack::load(remote, t).await else {
+        return e;
+    };
+    // Services whose containers are gone (`down`) count as absent now.
+    let mut names = before.services();
+    names.extend(after.services());
+    names.sort();
+    names.dedup();
+    let (was, now) = (states_of(before, names.clone()), states_of(&after, names));
+    let now_text = format!("services now: {}", summary(&now));
+    match e.state.clone() {
+        Some(state) => e.with_state(format!("{state}; {now_text}")),
+        None if summary(&was) != summary(&now) => Error {
+            exit: Exit::Stranded,
+            state: Some(now_text),
+            ..e
+        },
+        None => e,
+    }
+}
+
+/// Runs each command in turn under the lock, compose's progress streamed to stderr as it
+/// comes. A failure after an earlier command changed the stack (rebuild's `up --build` after
+/// its `down`) is exit 6, saying what is where.
+async fn run_all(
+    ctx: &Ctx,
+    remote: &Remote,
+    held: lock::Held,
+    verb: &Verb,
+    commands: Vec<RemoteCommand>,
+) -> Result<(), Error> {
+    for (done, cmd) in commands.into_iter().enumerate() {
+        let what = cmd.label();
+        let result = super::run_streamed(ctx, remote, &held.wrap(cmd), &what).await;
+        match result {
+            Ok(()) => {}
+            Err(e) if done > 0 && matches!(verb, Verb::Rebuild) => {
+                return Err(Error::stranded(
+                    format!("rebuild failed part-way: {}", e.message),
+                    "down: the stack was stopped by `down` and not started again (volumes kept)",
+                )
+                .with_help(
+                    "fix the build (the output above says why), then `ctops up` or `ctops rebuild`; `ctops status` shows what runs",
+                ))
+            }
+            Err(e) => {
+                return Err(e.with_help(
+                    "ctops status shows what runs now; ctops logs SERVICE shows why",
+                ))
+            }
+        }
     }
     Ok(())
 }
@@ -163,23 +230,17 @@ pub async fn exec(ctx: &Ctx, service: &str, argv: &[String]) -> Result<Exit> {
 /// `disk`: `df -h`, Docker's own accounting (`system df`), and the largest container logs
 /// (runbook 9.1's `du -sh /var/lib/docker/containers/*`, through `sudo -n` when the user
 /// cannot read Docker's directory; the log sizes come from `docker inspect` otherwise).
-const DISK: &str = r#"df -hP
-echo '--'
-docker system df
-echo '--'
-ids=$(docker ps -aq)
-[ -n "$ids" ] || exit 0
-docker inspect -f '{{.Name}} {{.LogPath}}' $ids | while read -r name log; do
-    size=$(stat -c %s "$log" 2>/dev/null || sudo -n stat -c %s "$log" 2>/dev/null || echo '?')
-    printf '%s\t%s\n' "$size" "${name#/}"
-done | sort -rn | head -n 10"#;
+const DISK: &str = include_str!("../scripts/disk.sh");
 
 pub async fn disk(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;
-    let out = remote
-        .run_ok(&RemoteCommand::sh(DISK, Vec::<String>::new()).read_only())
-        .await?
-        .stdout_text();
+    let out = super::run_step(
+        remote,
+        &RemoteCommand::sh(DISK, Vec::<String>::new()).read_only(),
+        "reading disk usage",
+    )
+    .await?
+    .stdout_text();
     let mut parts = out.split("\n--\n");
     let (df, docker, logs) = (
         parts.next().unwrap_or_default(),
@@ -232,6 +293,12 @@ pub async fn disk(ctx: &Ctx) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// The last `n` lines of a command's stderr, for a message.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
 fn human_bytes(raw: &str) -> String {
     let Ok(mut n) = raw.parse::<f64>() else {
         return raw.to_string();
@@ -248,24 +315,7 @@ fn human_bytes(raw: &str) -> String {
 /// `state project keep prefix`: what `docker system prune -af` removes, except the images of
 /// the last `keep` releases (tagged PREFIX + their commit by deploy, for fast rollback) and
 /// the project's stopped containers; prints the images removed, then `freed BYTES`.
-const PRUNE: &str = r#"set -u
-state=$1; project=$2; keep=$3; prefix=$4
-root=$(docker info -f '{{.DockerRootDir}}') || exit 1
-free() { df -PB1 "$root" | awk 'NR == 2 { print $4 }'; }
-before=$(free)
-kept=$(tac "$state/releases.jsonl" 2>/dev/null | sed -n 's/.*"commit":"\([0-9a-f]\{12\}\).*/\1/p' | awk -v p="$prefix" '!seen[$0]++ { print p $0 }' | head -n "$keep")
-docker container prune -f --filter "label!=com.docker.compose.project=$project" >/dev/null || exit 1
-used=$(docker ps -aq | xargs -r docker inspect -f '{{.Image}}' | sort -u)
-docker images --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}' | while read -r id ref; do
-    printf '%s\n' "$used" | grep -qx "$id" && continue
-    tag=${ref##*:}
-    [ -n "$kept" ] && printf '%s\n' "$kept" | grep -qxF "$tag" && continue
-    case $ref in *"<none>"*) target=$id ;; *) target=$ref ;; esac
-    docker rmi "$target" >/dev/null 2>&1 && printf 'removed\t%s\n' "$ref"
-done
-docker network prune -f >/dev/null
-docker builder prune -af >/dev/null 2>&1
-printf 'freed\t%s\n' "$(( $(free) - before ))""#;
+const PRUNE: &str = include_str!("../scripts/prune.sh");
 
 /// `prune` (runbook 9.1): Docker's unused data removed after confirmation, keeping what a
 /// rollback needs.
@@ -293,12 +343,16 @@ pub async fn prune(ctx: &Ctx) -> Result<Exit> {
         "remove unused Docker images, stopped containers, networks and build cache on {} (keeping the images of the last {keep} releases and all volumes)",
         ctx.target_label()
     ))?;
-    let out = lock::hold(remote, &t.state_dir, "prune", remote.run(&cmd)).await?;
+    let out = lock::hold_with(remote, &t.state_dir, "prune", |held| async move {
+        remote.run(&held.wrap(cmd)).await
+    })
+    .await?;
     if out.status != 0 {
+        // Some images may be gone already: only unused ones, so nothing runs differently.
         return Err(Error::failed(format!(
             "prune failed on {}: {}",
             remote.host(),
-            out.stderr_text().trim()
+            last_lines(&out.stderr_text(), 5)
         ))
         .into());
     }

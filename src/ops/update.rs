@@ -38,16 +38,12 @@ const DOCKER_PACKAGES: &[&str] = &[
 
 /// How apt gets root: prints `root`, `sudo`, `nosudo`, or `refused <what sudo said>`.
 /// `$@` is the target's sudo prefix; `apt-get --version` asks sudo about apt-get itself.
-const ROOT_PROBE: &str = r#"if [ "$(id -u)" = 0 ]; then echo root; exit 0; fi
-[ $# -gt 0 ] || { echo nosudo; exit 0; }
-if said=$("$@" apt-get --version 2>&1 >/dev/null); then echo sudo; else printf 'refused %s\n' "$said"; fi"#;
+const ROOT_PROBE: &str = include_str!("../scripts/update_root_probe.sh");
 
 /// apt with no terminal to ask on: stdin closed, so nothing can wait for an answer.
-const NO_STDIN: &str = r#"exec "$@" </dev/null"#;
+const NO_STDIN: &str = include_str!("../scripts/update_no_stdin.sh");
 
-const REBOOT_REQUIRED: &str = r#"if [ -e /var/run/reboot-required ]; then
-    echo required; sort -u /var/run/reboot-required.pkgs 2>/dev/null
-fi; true"#;
+const REBOOT_REQUIRED: &str = include_str!("../scripts/update_reboot_required.sh");
 
 /// One package `apt-get -s upgrade` would upgrade.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -156,10 +152,13 @@ impl Apt {
 /// Finds out how apt gets root, or refuses (exit 4) saying what to configure.
 async fn root_prefix(ctx: &Ctx, remote: &Remote) -> Result<Vec<String>, Error> {
     let sudo = &ctx.target.sudo;
-    let out = remote
-        .run_ok(&RemoteCommand::sh(ROOT_PROBE, sudo.clone()).read_only())
-        .await?
-        .stdout_text();
+    let out = super::run_step(
+        remote,
+        &RemoteCommand::sh(ROOT_PROBE, sudo.clone()).read_only(),
+        "finding how apt gets root",
+    )
+    .await?
+    .stdout_text();
     let answer = out.trim();
     let help_rule = "add a sudoers rule such as `deploy ALL=(root) NOPASSWD: /usr/bin/apt-get` (visudo -f /etc/sudoers.d/ctops)";
     match answer.split_once(' ').map_or((answer, ""), |(a, b)| (a, b)) {
@@ -214,17 +213,18 @@ pub async fn system(ctx: &Ctx) -> Result<Exit> {
         prefix: root_prefix(ctx, remote).await?,
         ..apt
     };
-    let (upgrades, kept, waited) = lock::hold(
-        remote,
-        &t.state_dir,
-        "update system",
-        upgrade_packages(ctx, remote, &apt),
-    )
+    let apt = &apt;
+    let (upgrades, kept, waited) = lock::hold_with(remote, &t.state_dir, "update system", |held| {
+        upgrade_packages(ctx, remote, apt, held)
+    })
     .await?;
-    let reboot = remote
-        .run_ok(&RemoteCommand::sh(REBOOT_REQUIRED, Vec::<String>::new()).read_only())
-        .await?
-        .stdout_text();
+    let reboot = super::run_step(
+        remote,
+        &RemoteCommand::sh(REBOOT_REQUIRED, Vec::<String>::new()).read_only(),
+        "checking whether a reboot is required",
+    )
+    .await?
+    .stdout_text();
     let mut reboot_lines = reboot.lines();
     let reboot_required = reboot_lines.next() == Some("required");
     let reboot_packages: Vec<String> = reboot_lines.map(str::to_string).collect();
@@ -279,13 +279,17 @@ async fn upgrade_packages(
     ctx: &Ctx,
     remote: &Remote,
     apt: &Apt,
+    held: lock::Held,
 ) -> Result<(Vec<Upgrade>, u64, bool), Error> {
     ctx.out
         .status(format!("apt-get update on {}", remote.host()));
-    super::run_streamed(ctx, remote, &apt.update(), "apt-get update").await?;
+    super::run_streamed(ctx, remote, &held.wrap(apt.update()), "apt-get update").await?;
     // What the upgrade would do, and whether someone holds the dpkg lock now, at once.
     let (simulate, lock_probe) = (apt.simulate(), apt.lock_probe());
-    let (simulated, lock_probe) = tokio::join!(remote.run_ok(&simulate), remote.run(&lock_probe));
+    let (simulated, lock_probe) = tokio::join!(
+        super::run_step(remote, &simulate, "apt-get -s upgrade"),
+        remote.run(&lock_probe)
+    );
     let text = simulated?.stdout_text();
     let upgrades = parse_simulation(&text);
     let kept = kept_back(&text);
@@ -324,17 +328,48 @@ async fn upgrade_packages(
             humantime::format_duration(apt.lock_wait)
         ));
     }
-    let upgrade = apt
-        .upgrade()
-        .timeout(apt.lock_wait + ctx.target.timeouts.build());
-    super::run_streamed(ctx, remote, &upgrade, "apt-get upgrade")
-        .await
-        .map_err(|e| {
-            Error::failed(format!(
-                "{e}; packages may be half-upgraded: `sudo dpkg --configure -a` then `ctops update system` again"
-            ))
-        })?;
+    // Detached on the host: dpkg is never killed part-way, whatever happens to ctops.
+    let limit = apt.lock_wait + ctx.target.timeouts.build();
+    let pid = held
+        .detach(remote, "apt", "apt-get upgrade", &apt.upgrade())
+        .await?;
+    let followed =
+        tokio::time::timeout(limit, held.follow(remote, "apt", pid, ctx.out.quiet)).await;
+    let (status, said) = match followed {
+        Ok(followed) => followed?,
+        Err(_) => {
+            return Err(Error::stranded(
+                format!(
+                    "apt-get upgrade is still running on {} after {}",
+                    remote.host(),
+                    humantime::format_duration(limit)
+                ),
+                format!("apt-get upgrade running on the host (pid {pid}); the host lock is held until it ends"),
+            )
+            .with_help("`ctops lock status` shows the lock until it ends; then `ctops update system` again"))
+        }
+    };
+    if status != 0 {
+        return Err(upgrade_failed(remote.host(), status, &said));
+    }
     Ok((upgrades, kept, waited))
+}
+
+/// A failed `apt-get upgrade`: exit 1 when dpkg never started (apt could not get its lock),
+/// else exit 6: packages may be half-upgraded.
+fn upgrade_failed(host: &str, status: i32, said: &str) -> Error {
+    let detail = said.trim().replace('\n', " / ");
+    if said.contains("Could not get lock") {
+        return Error::failed(format!(
+            "apt-get upgrade exited {status} on {host}: it could not get the dpkg lock, so nothing was upgraded: {detail}"
+        ))
+        .with_help("find what holds the dpkg lock (unattended-upgrades?), then `ctops update system` again");
+    }
+    Error::stranded(
+        format!("apt-get upgrade exited {status} on {host}: {detail}"),
+        "packages may be half-upgraded (dpkg stopped part-way)",
+    )
+    .with_help("`sudo dpkg --configure -a` on the host, then `ctops update system` again")
 }
 
 /// One service whose container runs another image afterwards.
@@ -446,7 +481,11 @@ pub async fn images(ctx: &Ctx) -> Result<Exit> {
     let lock = HostLock::acquire(remote, &t.state_dir, &describe).await?;
     ctx.out
         .status(format!("update images on {}", ctx.target_label()));
-    let (outcome, steps, interrupted) = execute(ctx, remote, &plan, &lock).await?;
+    // Once the runner may have started, a lost link leaves the host in a state only the
+    // journal knows: exit 6, not 3.
+    let (outcome, steps, interrupted) = execute(ctx, remote, &plan, &lock)
+        .await
+        .map_err(|e| lost_mid_change(e, &op_id))?;
     let (exit, message) = match outcome.as_str() {
         "updated" => (Exit::Ok, None),
         "failed" => (Exit::Failed, Some("update images failed before any service was recreated; the previous images are tagged back".to_string())),
@@ -454,8 +493,12 @@ pub async fn images(ctx: &Ctx) -> Result<Exit> {
         "rolled-back" => (Exit::Failed, Some("update images failed its health gate: the previous images are back and the services recreated".to_string())),
         _ => (Exit::Stranded, Some(format!("{op_id} did not end cleanly ({outcome}): see `ctops status`"))),
     };
-    let after = Stack::load(remote, t).await?;
-    let updated = changed_images(&before, &after);
+    let updated = match Stack::load(remote, t).await {
+        Ok(after) => changed_images(&before, &after),
+        // The outcome is known from the journal; what runs now is for `ctops status`.
+        Err(_) if exit != Exit::Ok => Vec::new(),
+        Err(e) => return Err(lost_mid_change(e.into(), &op_id)),
+    };
     if ctx.out.json {
         ctx.out.json_doc(&ImagesDoc {
             envelope: Envelope::new("update images", ctx, exit == Exit::Ok),
@@ -487,6 +530,26 @@ pub async fn images(ctx: &Ctx) -> Result<Exit> {
         ));
     }
     Ok(exit)
+}
+
+/// An error after `update images` may have changed the host: a connection error there is
+/// exit 6 with the operation to look up, others stay as they are.
+fn lost_mid_change(e: anyhow::Error, op_id: &str) -> anyhow::Error {
+    let lost = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .is_some_and(|e| e.exit == Exit::Connection);
+    if !lost {
+        return e;
+    }
+    Error::stranded(
+        format!("update images: {e:#}"),
+        format!(
+            "unknown: {op_id} may still be running on the host; `ctops status` reads its journal"
+        ),
+    )
+    .with_help("reconnect and run `ctops status`: it shows the operation's outcome and what runs")
+    .into()
 }
 
 fn changed_images(before: &Stack, after: &Stack) -> Vec<Updated> {
@@ -556,6 +619,44 @@ Conf ctops-sandbox-dummy (2.0 localhost [all])
         let text = "Reading package lists...\n0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n";
         assert!(parse_simulation(text).is_empty());
         assert_eq!(kept_back(text), 0);
+    }
+
+    #[test]
+    fn update_images_losing_the_link_is_stranded_not_a_connection_failure() {
+        let lost: anyhow::Error = Error::connection("connection to trader-psy lost").into();
+        let e = lost_mid_change(lost, "20261130-update-abc");
+        assert_eq!(crate::error::exit_code_of(&e), Exit::Stranded);
+        assert!(crate::error::state_of(&e).contains("20261130-update-abc"));
+        let refused: anyhow::Error = Error::refused("lock held").into();
+        assert_eq!(
+            crate::error::exit_code_of(&lost_mid_change(refused, "x")),
+            Exit::Refused
+        );
+    }
+
+    #[test]
+    fn an_upgrade_failing_mid_way_is_stranded_but_one_that_never_got_the_lock_is_not() {
+        let said = "Setting up ctops-sandbox-dummy (2.0) ...\ndpkg: error processing package ctops-sandbox-dummy (--configure):\nE: Sub-process /usr/bin/dpkg returned an error code (1)";
+        let e = upgrade_failed("trader-psy", 100, said);
+        assert_eq!(e.exit, Exit::Stranded);
+        assert!(e.state.as_deref().unwrap().contains("half-upgraded"));
+        assert!(
+            e.message.contains("returned an error code"),
+            "{}",
+            e.message
+        );
+        assert!(
+            !e.message.contains("sh -c"),
+            "no script as the command: {}",
+            e.message
+        );
+        let e = upgrade_failed(
+            "trader-psy",
+            100,
+            "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 7 (apt-get)",
+        );
+        assert_eq!(e.exit, Exit::Failed);
+        assert!(e.state.is_none());
     }
 
     #[test]

@@ -92,9 +92,20 @@ impl RemoteCommand {
 
     /// A short name for messages: the program and its first words, unquoted.
     pub fn label(&self) -> String {
+        // The lock's pid-registering wrapper (`sh -c SCRIPT ctops-lock-run D TOKEN CMD...`)
+        // is not what runs: name the command it wraps.
+        let skip = match self.argv.as_slice() {
+            [sh, c, _, name, ..]
+                if sh == "sh" && c == "-c" && name == crate::lock::LOCK_RUN_NAME =>
+            {
+                6
+            }
+            _ => 0,
+        };
         let words: Vec<&str> = self
             .argv
             .iter()
+            .skip(skip)
             .filter(|w| !w.starts_with('-'))
             .take(3)
             .map(String::as_str)
