@@ -453,28 +453,43 @@ pub async fn restore(ctx: &Ctx, as_of: Option<&str>) -> Result<Exit> {
             safety.name, safety.name
         ));
         let (mut uploaded, mut deleted) = (0, 0);
-        for (bucket, objects) in &wanted.buckets {
-            store.ensure_bucket(bucket).await?;
-            let current = safety.buckets.get(bucket).cloned().unwrap_or_default();
-            let (upload, delete) = changes(&current, objects);
-            // Uploads before deletions: a failure half-way loses nothing.
-            let (repo, store) = (&repo, &store);
-            futures::stream::iter(upload.iter().map(|o| async move {
-                let body = repo.body(&o.sha256);
-                let content_type = o.content_type.as_deref();
-                store
-                    .put_from(bucket, &o.key, &body, content_type, &o.metadata)
-                    .await
-            }))
-            .buffer_unordered(TRANSFERS)
-            .try_collect::<Vec<()>>()
-            .await?;
-            futures::stream::iter(delete.iter().map(|k| store.delete(bucket, k)))
+        // From the first upload on, a failure leaves the buckets part-way (exit 6): what
+        // is where, and the snapshot that undoes it.
+        let changed = async {
+            for (bucket, objects) in &wanted.buckets {
+                store.ensure_bucket(bucket).await?;
+                let current = safety.buckets.get(bucket).cloned().unwrap_or_default();
+                let (upload, delete) = changes(&current, objects);
+                // Uploads before deletions: a failure half-way loses nothing.
+                let (repo, store) = (&repo, &store);
+                futures::stream::iter(upload.iter().map(|o| async move {
+                    let body = repo.body(&o.sha256);
+                    let content_type = o.content_type.as_deref();
+                    store
+                        .put_from(bucket, &o.key, &body, content_type, &o.metadata)
+                        .await
+                }))
                 .buffer_unordered(TRANSFERS)
                 .try_collect::<Vec<()>>()
                 .await?;
-            uploaded += upload.len();
-            deleted += delete.len();
+                futures::stream::iter(delete.iter().map(|k| store.delete(bucket, k)))
+                    .buffer_unordered(TRANSFERS)
+                    .try_collect::<Vec<()>>()
+                    .await?;
+                uploaded += upload.len();
+                deleted += delete.len();
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = changed {
+            return Err(Error::stranded(
+                format!("restore minio failed part-way: {e}"),
+                format!(
+                    "the buckets are partly restored ({uploaded} objects uploaded and {deleted} deleted in the buckets finished before the failure); snapshot {} holds their state before: `ctops restore minio --as-of {}` puts it back",
+                    safety.name, safety.name
+                ),
+            ));
         }
         Ok::<_, Error>((safety.name, uploaded, deleted))
     };
