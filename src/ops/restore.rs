@@ -13,25 +13,23 @@ use serde::Serialize;
 use super::backup::Manifest;
 use super::switch::{follow_with_interrupts, gate_vars, Followed};
 use crate::cli::RestoreCommand;
-use crate::compose::{exec_in_service, Stack};
+use crate::compose::Stack;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
 use crate::lock::HostLock;
 use crate::migrations::Head;
-use crate::remote::{quote, Remote, RemoteCommand};
+use crate::remote::{Remote, RemoteCommand};
 use crate::runner::{self, Event, Plan, Step};
 
 /// `dir name`: the manifest of NAME (or of the newest backup for `latest`), then the sha256
 /// of the file as it is now.
-const INSPECT: &str = r#"dir=$1; name=$2
-if [ "$name" = latest ]; then
-    m=$(ls -1 "$dir"/db-*.manifest.json 2>/dev/null | sort | tail -n 1)
-    [ -n "$m" ] || { echo "no backups in $dir" >&2; exit 66; }
-    name=$(basename "$m" .manifest.json)
-fi
-[ -f "$dir/$name.manifest.json" ] || { echo "no backup $name in $dir (or it has no manifest: it never completed)" >&2; exit 66; }
-cat "$dir/$name.manifest.json"
-sha256sum "$dir/$name" | cut -d' ' -f1"#;
+const INSPECT: &str = include_str!("../scripts/restore_inspect.sh");
+/// The `restore` step: the backup into a new database.
+const LOAD: &str = include_str!("../scripts/restore_load.sh");
+/// The `swap` and `swap_back` steps: two renames in one transaction, nobody connected.
+const SWAP: &str = include_str!("../scripts/restore_swap.sh");
+/// How long the swap waits for the sessions it terminated to go (`SWAP_WAIT`).
+const SWAP_WAIT_SECONDS: u64 = 30;
 
 /// Reads a backup's manifest and the checksum of its file now.
 pub async fn inspect(
@@ -58,10 +56,36 @@ pub async fn inspect(
     let mut lines = text.lines();
     let manifest: Manifest = serde_json::from_str(lines.next().unwrap_or_default())
         .map_err(|e| Error::failed(format!("unreadable manifest for {name}: {e}")))?;
+    validate_manifest(&manifest, name, remote.host())?;
     Ok((
         manifest,
         lines.next().unwrap_or_default().trim().to_string(),
     ))
+}
+
+/// A manifest is read from the host: its values reach file names, SQL and the runner, so
+/// each is checked before use (a name with a newline would otherwise become shell code).
+fn validate_manifest(manifest: &Manifest, asked: &str, host: &str) -> Result<(), Error> {
+    let bad = |what: &str, value: &str| {
+        Err(Error::refused(format!(
+            "the manifest of backup {asked} on {host} has an invalid {what}: {value:?}; nothing was changed"
+        ))
+        .with_help("the manifest was changed by hand or is damaged: restore another backup (`ctops backup list`)"))
+    };
+    let name_ok = manifest.name != "latest"
+        && validate_name(&manifest.name).is_ok()
+        && (asked == "latest" || manifest.name == asked);
+    if !name_ok {
+        return bad("name", &manifest.name);
+    }
+    let hex = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
+    if !hex(&manifest.sha256) {
+        return bad("sha256", &manifest.sha256);
+    }
+    if !matches!(manifest.format.as_str(), "custom" | "sql") {
+        return bad("format", &manifest.format);
+    }
+    Ok(())
 }
 
 /// A backup name (`db-...`, or `env-...` for `.env` copies) or `latest`: plain file names only.
@@ -77,14 +101,6 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
         Err(Error::usage(format!("invalid backup name {name:?}"))
             .with_help("see `ctops backup list`"))
     }
-}
-
-/// `"name"` for SQL identifiers, `'text'` for literals.
-fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 #[derive(Serialize)]
@@ -227,65 +243,27 @@ async fn plan_and_run(
     let failed_copy = format!("{database}_failed_{stamp}");
     let writers = t.backup.db.writers.clone().unwrap_or_default();
     let file = format!("{}/{}", t.backup_dir.trim_end_matches('/'), manifest.name);
-    let psql = |db: &str, sql: &[String]| {
-        let mut argv = vec![
-            "psql".to_string(),
-            "-U".into(),
-            user.to_string(),
-            "-d".into(),
-            db.to_string(),
-            "-v".into(),
-            "ON_ERROR_STOP=1".into(),
-        ];
-        for s in sql {
-            argv.extend(["-c".to_string(), s.clone()]);
-        }
-        exec_in_service(t, service, &argv)
-    };
-    let rename = |from: &str, to: &str| {
-        psql(
-            "postgres",
-            &[
-                format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()", literal(from)),
-                format!("ALTER DATABASE {} RENAME TO {}", ident(from), ident(to)),
-            ],
-        )
-    };
-    // Into a new database, in one transaction that stops at the first error; the database
-    // in use is not touched, and a failed attempt leaves nothing behind.
-    let load = match manifest.format.as_str() {
-        "sql" => format!("docker exec -i \"$cid\" psql -U {u} -d {f} -v ON_ERROR_STOP=1 -1 -q < {file} >/dev/null", u = quote(user), f = quote(&fresh), file = quote(&file)),
-        _ => format!("docker exec -i \"$cid\" pg_restore -U {u} -d {f} --single-transaction --exit-on-error --no-owner < {file}", u = quote(user), f = quote(&fresh), file = quote(&file)),
-    };
-    let restore_body = format!(
-        "cid=$(container_of {svc}); [ -n \"$cid\" ] || {{ echo 'no running {svc} container'; exit 1; }}\n\
-         echo {sha} {file} | sed 's/ /  /' | sha256sum -c - || exit 1\n\
-         docker exec \"$cid\" createdb -U {u} {f} || exit 1\n\
-         {load} || {{ docker exec \"$cid\" dropdb -U {u} {f}; exit 1; }}",
-        svc = quote(service),
-        sha = quote(&manifest.sha256),
-        file = quote(&file),
-        u = quote(user),
-        f = quote(&fresh),
-    );
     let mut forward = vec![
         Step::shell(
             "restore",
             format!("restore {} into a new database {fresh}", manifest.name),
-            restore_body,
+            LOAD,
         ),
+        // Marked when it starts: a stop that fails half-way leaves some writers stopped.
         Step::new(
             "stop_writers",
             format!("stop the writers ({})", writers.join(", ")),
             &[compose.stop(&writers)],
         )
         .marks("STOPPED"),
-        Step::new(
+        // Marked once done: both renames are one transaction, so a failed swap renamed
+        // nothing, and swapping back would rename the live database away.
+        Step::shell(
             "swap",
             format!("swap {fresh} in; keep the old database as {safety}"),
-            &[rename(database, &safety), rename(&fresh, database)],
+            format!("LIVE=$DB; AWAY=$SAFETY; INTO=$FRESH\n{SWAP}"),
         )
-        .marks("SWAPPED"),
+        .marks_when_done("SWAPPED"),
     ];
     if migrate {
         let migrate = t.deploy.migrate.clone().unwrap_or_default();
@@ -303,10 +281,10 @@ async fn plan_and_run(
     ));
     forward.push(Step::shell("gate", "health gate", "gate ''"));
     let back = vec![
-        Step::new(
+        Step::shell(
             "swap_back",
             format!("put the old database back (the restored one kept as {failed_copy})"),
-            &[rename(database, &failed_copy), rename(&safety, database)],
+            format!("LIVE=$DB; AWAY=$FAILED_COPY; INTO=$SAFETY\n{SWAP}"),
         )
         .when("SWAPPED"),
         Step::new(
@@ -326,7 +304,22 @@ async fn plan_and_run(
             "restore {} into {database} (the old database kept as {safety})",
             manifest.name
         ),
-        vars: gate_vars(t, &project),
+        vars: [
+            gate_vars(t, &project),
+            vec![
+                ("DB", database.to_string()),
+                ("DB_USER", user.to_string()),
+                ("DB_SERVICE", service.to_string()),
+                ("FRESH", fresh.clone()),
+                ("SAFETY", safety.clone()),
+                ("FAILED_COPY", failed_copy.clone()),
+                ("BACKUP_FILE", file.clone()),
+                ("BACKUP_SHA", manifest.sha256.clone()),
+                ("BACKUP_FORMAT", manifest.format.clone()),
+                ("SWAP_WAIT", SWAP_WAIT_SECONDS.to_string()),
+            ],
+        ]
+        .concat(),
         forward,
         back,
         success: "restored",
@@ -399,13 +392,7 @@ pub(crate) async fn execute(
 }
 
 /// `dir name`: the path of env backup NAME (or the newest for `latest`).
-pub(crate) const FIND_ENV: &str = r#"dir=$1/env; name=$2
-if [ "$name" = latest ]; then
-    name=$(ls -1 "$dir" 2>/dev/null | grep '^env-' | grep -v '\.tmp$' | sort | tail -n 1)
-    [ -n "$name" ] || { echo "no .env backups in $dir" >&2; exit 66; }
-fi
-[ -f "$dir/$name" ] || { echo "no .env backup $name in $dir" >&2; exit 66; }
-echo "$dir/$name""#;
+pub(crate) const FIND_ENV: &str = include_str!("../scripts/restore_find_env.sh");
 
 /// `restore env NAME`: the chosen copy of `.env` put in place by [`super::env::switch`]
 /// (the current file copied first, atomic replace, the services whose configuration changed
@@ -452,7 +439,5 @@ mod tests {
         validate_name("env-20261126T200000Z").unwrap();
         assert!(validate_name("env-../../x").is_err());
         assert!(validate_name("env-a/b").is_err());
-        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(literal("it's"), "'it''s'");
     }
 }

@@ -70,12 +70,18 @@ pub async fn run(ctx: &Ctx, request: &Request) -> Result<Exit> {
     };
     // Reading the host needs no lock, so it overlaps with taking it: one round trip less.
     let reference = request.reference.as_deref();
-    let ((), lock, probe) = tokio::join!(
+    let (known, lock, probe) = tokio::join!(
         warn_about_last_operation(ctx, remote),
         acquire,
         Probe::read(ctx, remote, reference)
     );
     let lock = lock?;
+    if let Err(e) = known {
+        if let Some(lock) = &lock {
+            let _ = lock.release(remote).await;
+        }
+        return Err(e.into());
+    }
     let probe = match lock.as_ref().and_then(|l| l.took_over.as_ref()) {
         Some(stale) => {
             ctx.out
@@ -317,9 +323,11 @@ fn report(ctx: &Ctx, probe: &Probe, kind: Kind, op_id: &str, followed: Followed)
 }
 
 /// The next command after an operation that ended while nobody watched, or that was cut
-/// off, says so.
-pub async fn warn_about_last_operation(ctx: &Ctx, remote: &Remote) {
+/// off, says so. Refuses (exit 4) when that operation's journal has a format this ctops
+/// does not know (a newer ctops wrote it).
+pub async fn warn_about_last_operation(ctx: &Ctx, remote: &Remote) -> Result<(), Error> {
     if let Ok(Some(last)) = runner::last_operation(remote, &ctx.target.state_dir).await {
+        last.known_format(remote.host())?;
         match last.state.as_str() {
             "running" => ctx.out.warn(format!(
                 "operation {} ({}) is still running on the host",
@@ -341,6 +349,7 @@ pub async fn warn_about_last_operation(ctx: &Ctx, remote: &Remote) {
             _ => {}
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

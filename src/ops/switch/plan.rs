@@ -95,7 +95,7 @@ pub fn plan(
             ])
         })
         .collect();
-    let keep = probe
+    let keep: Vec<String> = probe
         .built
         .iter()
         .map(|(svc, image)| {
@@ -106,8 +106,7 @@ pub fn plan(
                 quote(&cur12)
             )
         })
-        .collect::<Vec<_>>()
-        .join("\n");
+        .collect();
     let gate = |version: &str| format!("gate {}", quote(version));
     let build = with_timeout(compose.build(&[]), t.timeouts.build.map(|d| d.0));
     let up = compose.up(&[], false, false);
@@ -167,13 +166,16 @@ pub fn plan(
                 &[backup],
             ));
         }
+        // Done, not started: the undo retags the kept images, which exist only once
+        // `keep` succeeded; a failed `keep` changed nothing that runs.
         forward.push(
-            Step::shell("keep", format!("keep the running images as {cur12}"), keep)
-                .marks("STARTED"),
+            Step::lines("keep", format!("keep the running images as {cur12}"), keep)
+                .marks_when_done("STARTED"),
         );
         if direction == Direction::Downgrade {
             // The current image has the scripts of the newer revisions: downgrade with it,
-            // before the old code (which no longer knows them) is checked out.
+            // before the old code (which no longer knows them) is checked out. Marked when it
+            // starts: a downgrade can fail half-applied, and the upgrade back must run then.
             forward.push(
                 Step::new(
                     "downgrade",
@@ -186,6 +188,8 @@ pub fn plan(
                 .marks("DOWNGRADED"),
             );
         }
+        // Marked when it starts: a failed checkout may have changed part of the tree, and
+        // checking out the current commit again is harmless when it changed nothing.
         forward.push(
             Step::new(
                 "checkout",
@@ -221,6 +225,8 @@ pub fn plan(
                 true,
             )?;
             forward.push(Step::new("backup", "backup db before migrating", &[backup]));
+            // Marked when it starts: a migration can fail half-applied (several revisions,
+            // or DDL outside a transaction), and the downgrade must run then.
             forward.push(
                 Step::new(
                     "migrate",
@@ -463,7 +469,8 @@ pub fn changelog_section(changelog: &str, version: &str) -> String {
         .to_string()
 }
 
-/// The variables the runner's `gate` and `container_of` read.
+/// The variables the runner's `gate` and `container_of` read (plain values: the plan
+/// renders them quoted).
 pub fn gate_vars(t: &crate::config::Target, project: &str) -> Vec<(&'static str, String)> {
     let secs = |d: Option<crate::config::HumanDuration>, default: u64| {
         d.map(|d| d.0.as_secs()).unwrap_or(default).to_string()
@@ -474,8 +481,8 @@ pub fn gate_vars(t: &crate::config::Target, project: &str) -> Vec<(&'static str,
         .map(|d| d.0.as_secs_f64())
         .unwrap_or(1.0);
     vec![
-        ("P", quote(project).into_owned()),
-        ("HEALTH_URL", quote(&t.health_url).into_owned()),
+        ("P", project.to_string()),
+        ("HEALTH_URL", t.health_url.clone()),
         ("HEALTH_TIMEOUT", secs(t.deploy.health_timeout, 60)),
         ("HEALTH_INTERVAL", format!("{interval}")),
         ("STABLE_FOR", secs(t.deploy.stable_for, 10)),
