@@ -398,7 +398,8 @@ where
         let mut lines = BufReader::new(reader).lines();
         let mut outcome = None;
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(event) = Event::parse(&line) {
+            // The format line is for the next ctops, not a step.
+            if let Some(event) = Event::parse(&line).filter(|e| e.kind != "format") {
                 on_event(&event);
                 if event.kind == "end" {
                     outcome = Some(event.step.clone());

@@ -18,6 +18,7 @@ mod logs;
 mod minio;
 mod quoting;
 mod rotate;
+mod runner;
 mod service;
 mod shape2;
 mod shape2_changes;
