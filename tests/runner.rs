@@ -188,6 +188,9 @@ fn users() -> String {
     .to_string()
 }
 
+/// Sessions of the pool outside `writers`: enough that one is always connected.
+const POOL: usize = 4;
+
 /// Defect 3: a client outside `writers` (a pool that reconnects at once) made the rename
 /// fail; the steps' status was only their last command's and SWAPPED was set before the
 /// swap, so `swap_back` could rename the live database away. Now nobody can connect while
@@ -203,18 +206,18 @@ fn a_restore_while_a_client_outside_writers_keeps_reconnecting_swaps_both_or_nei
         container("postgres")
     ));
     assert_ne!(users(), backed_up);
-    // Two pooled clients, each reconnecting as soon as its session ends, until the stop file.
+    // A pool of clients, each reconnecting as soon as its session ends, until the stop file.
     let pg = container("postgres");
     let stop = "/tmp/ctops-test-stop-pool";
     host(&format!("docker exec {pg} rm -f {stop}"));
     let _stop = Restore(vec![format!("docker exec {pg} touch {stop}")]);
-    for _ in 0..2 {
+    for _ in 0..POOL {
         host(&format!(
-            "docker exec -d -e PGAPPNAME=outside-writers {pg} sh -c 'end=$(( $(date +%s) + 180 )); while [ ! -e {stop} ] && [ $(date +%s) -lt $end ]; do psql -U trader -d trader_psy -qc \"SELECT pg_sleep(10)\" >/dev/null 2>&1; sleep 0.05; done'"
+            "docker exec -d -e PGAPPNAME=outside-writers {pg} sh -c 'end=$(( $(date +%s) + 180 )); while [ ! -e {stop} ] && [ $(date +%s) -lt $end ]; do psql -U trader -d trader_psy -qc \"SELECT pg_sleep(10)\" >/dev/null 2>&1; sleep 0.01; done'"
         ));
     }
     wait_until("the pool to connect", Duration::from_secs(20), || {
-        psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outside-writers' AND datname = 'trader_psy'") == "2"
+        psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outside-writers' AND datname = 'trader_psy'") == POOL.to_string()
     });
     let run = sandbox_ctops(["restore", "db", "latest", "--yes", "--json"]).run();
     let databases = psql(
@@ -235,4 +238,61 @@ fn a_restore_while_a_client_outside_writers_keeps_reconnecting_swaps_both_or_nei
     wait_until("the pool to reconnect", Duration::from_secs(30), || {
         psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outside-writers' AND datname = 'trader_psy'") != "0"
     });
+}
+
+/// Defect 3, deterministically: the first rename of the swap fails (here the safety copy's
+/// name is taken, as a session that would not leave would make it fail). Before, the step's
+/// status was its last command's and SWAPPED was set before it ran, so `swap_back` renamed
+/// the live database away and put another one in its place. Now both renames are one
+/// transaction: a failed swap renames nothing, and the live database stays where it was.
+#[test]
+fn a_restore_whose_first_rename_fails_leaves_the_live_database_in_place() {
+    let _lock = exclusive();
+    reset_host();
+    sandbox_ctops(["backup", "db"]).run().expect(0);
+    host(&format!(
+        "docker exec {} psql -U trader -d trader_psy -c \"INSERT INTO users (name) VALUES ('after the backup')\"",
+        container("postgres")
+    ));
+    let live = users();
+    // The safety copy is named after the operation's second: take every name it may get.
+    let now: i64 = host("date -u +%s").trim().parse().unwrap();
+    let names: Vec<String> = (now - 2..now + 60)
+        .map(|t| {
+            let stamp = host(&format!("date -u -d @{t} +%Y%m%dt%H%M%Sz"));
+            format!("trader_psy_before_{}", stamp.trim())
+        })
+        .collect();
+    let pg = container("postgres");
+    let sql = |verb: &str| {
+        names
+            .iter()
+            .map(|n| format!("{verb} DATABASE \"{n}\";"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    host(&format!(
+        "printf '%s\\n' '{}' | docker exec -i {pg} psql -q -U trader -d postgres >/dev/null",
+        sql("CREATE")
+    ));
+    let _drop = Restore(vec![format!(
+        "printf '%s\\n' '{}' | docker exec -i {pg} psql -q -U trader -d postgres >/dev/null 2>&1",
+        sql("DROP").replace("DROP DATABASE", "DROP DATABASE IF EXISTS")
+    )]);
+    let run = sandbox_ctops(["restore", "db", "latest", "--yes", "--json"]).run();
+    let databases = psql(
+        "SELECT string_agg(datname || ':' || datallowconn, ',' ORDER BY datname) FROM pg_database",
+    );
+    assert_eq!(run.code(), 1, "{}\n{databases}", run.describe());
+    assert_eq!(run.json()["outcome"], "rolled-back", "{}", run.describe());
+    assert_eq!(users(), live, "the live database is the one that was live");
+    assert!(databases.contains("trader_psy:true"), "{databases}");
+    let fail = run.json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "fail")
+        .cloned()
+        .unwrap();
+    assert_eq!(fail["step"], "swap", "{}", run.describe());
 }
