@@ -56,34 +56,50 @@ pub async fn inspect(
     let mut lines = text.lines();
     let manifest: Manifest = serde_json::from_str(lines.next().unwrap_or_default())
         .map_err(|e| Error::failed(format!("unreadable manifest for {name}: {e}")))?;
-    validate_manifest(&manifest, name, remote.host())?;
+    // Its name becomes file names, the lock's command and the runner's describe.
+    let name_ok = manifest.name != "latest"
+        && validate_name(&manifest.name).is_ok()
+        && (name == "latest" || manifest.name == name);
+    if !name_ok {
+        return Err(invalid_manifest(
+            name,
+            remote.host(),
+            "name",
+            &manifest.name,
+        ));
+    }
     Ok((
         manifest,
         lines.next().unwrap_or_default().trim().to_string(),
     ))
 }
 
-/// A manifest is read from the host: its values reach file names, SQL and the runner, so
-/// each is checked before use (a name with a newline would otherwise become shell code).
-fn validate_manifest(manifest: &Manifest, asked: &str, host: &str) -> Result<(), Error> {
-    let bad = |what: &str, value: &str| {
-        Err(Error::refused(format!(
-            "the manifest of backup {asked} on {host} has an invalid {what}: {value:?}; nothing was changed"
-        ))
-        .with_help("the manifest was changed by hand or is damaged: restore another backup (`ctops backup list`)"))
-    };
-    let name_ok = manifest.name != "latest"
-        && validate_name(&manifest.name).is_ok()
-        && (asked == "latest" || manifest.name == asked);
-    if !name_ok {
-        return bad("name", &manifest.name);
-    }
+fn invalid_manifest(asked: &str, host: &str, what: &str, value: &str) -> Error {
+    Error::refused(format!(
+        "the manifest of backup {asked} on {host} has an invalid {what}: {value:?}; nothing was changed"
+    ))
+    .with_help("the manifest was changed by hand or is damaged: restore another backup (`ctops backup list`)")
+}
+
+/// What a restore takes from a manifest (read from the host) besides its name, checked
+/// before it reaches the runner.
+fn validate_for_restore(manifest: &Manifest, host: &str) -> Result<(), Error> {
     let hex = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
     if !hex(&manifest.sha256) {
-        return bad("sha256", &manifest.sha256);
+        return Err(invalid_manifest(
+            &manifest.name,
+            host,
+            "sha256",
+            &manifest.sha256,
+        ));
     }
     if !matches!(manifest.format.as_str(), "custom" | "sql") {
-        return bad("format", &manifest.format);
+        return Err(invalid_manifest(
+            &manifest.name,
+            host,
+            "format",
+            &manifest.format,
+        ));
     }
     Ok(())
 }
@@ -143,6 +159,7 @@ async fn restore_db(ctx: &Ctx, name: &str, migrate: bool) -> Result<Exit> {
     }
 
     let (manifest, sha) = inspect(remote, &t.backup_dir, name).await?;
+    validate_for_restore(&manifest, remote.host())?;
     if sha != manifest.sha256 {
         return Err(Error::refused(format!(
             "{} does not match its checksum (manifest {}, file {sha}): refusing to restore; the database was not touched",
