@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::error::Error;
-use crate::lock::{LEASE, LOCK_FUNCTIONS, RENEW_EVERY};
+use crate::lock::{LOCK_FUNCTIONS, RENEW_EVERY};
 use crate::remote::{assign, quote, Remote, RemoteCommand};
 
 /// A JSON object's fields without the braces, as the runner's record lines embed them.
@@ -139,17 +139,8 @@ pub struct Plan {
     pub seed_release: Option<String>,
 }
 
-/// The lease the runner keeps on the host lock. `CTOPS_LEASE_SECONDS` shortens it for the
-/// tests that kill a runner (a test hook, like `CTOPS_STEP_DELAY`).
-pub fn lease() -> Duration {
-    std::env::var("CTOPS_LEASE_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(LEASE)
-}
-
-/// How often the runner renews its lease: at least three times a lease.
+/// How often the runner renews its lease (the lock's own lease, [`crate::lock::lease`],
+/// which the test hook `CTOPS_LOCK_LEASE` shortens): at least three times a lease.
 fn renew_every(lease: Duration) -> Duration {
     RENEW_EVERY.min(lease / 3).max(Duration::from_secs(1))
 }
@@ -172,7 +163,7 @@ impl Plan {
     /// The script that runs on the host. Every value is a quoted word: variables rendered
     /// by [`assign`], titles and ids quoted in the step calls, commands rendered quoted.
     pub fn render(&self, state_dir: &str, token: &str) -> String {
-        self.render_with(state_dir, token, lease())
+        self.render_with(state_dir, token, crate::lock::lease())
     }
 
     fn render_with(&self, state_dir: &str, token: &str, lease: Duration) -> String {
@@ -622,7 +613,7 @@ mod tests {
         }
 
         fn render(&self, plan: &Plan) -> String {
-            plan.render_with(self.d().to_str().unwrap(), "tok", LEASE)
+            plan.render_with(self.d().to_str().unwrap(), "tok", crate::lock::LEASE)
         }
 
         /// Runs the rendered script with `shell` (`sh -u`, `dash`), `env` added.

@@ -102,7 +102,7 @@ fn a_failed_deploy_that_changed_nothing_exits_1_and_leaves_the_host_unlocked() {
 
 /// Defect 1: a runner that dies (here `kill -9` of its pid alone: its process group would
 /// take the renewer with it and prove nothing) leaves a lock that lapses within one lease,
-/// and `lock release` releases it then. CTOPS_LEASE_SECONDS shortens the lease (test hook).
+/// and `lock release` releases it then. CTOPS_LOCK_LEASE (the lock's test hook) shortens the lease.
 #[test]
 fn a_runner_killed_with_sigkill_leaves_a_lock_that_lapses_and_lock_release_frees() {
     let _lock = exclusive();
@@ -117,7 +117,7 @@ fn a_runner_killed_with_sigkill_leaves_a_lock_that_lapses_and_lock_release_frees
         "killed runner",
     ])
     .env("CTOPS_STEP_DELAY", "60")
-    .env("CTOPS_LEASE_SECONDS", lease.to_string())
+    .env("CTOPS_LOCK_LEASE", lease.to_string())
     .spawn();
     wait_until("the gate step to start", Duration::from_secs(60), || {
         host_ok(&format!(
