@@ -57,10 +57,7 @@ pub async fn inspect(
     let manifest: Manifest = serde_json::from_str(lines.next().unwrap_or_default())
         .map_err(|e| Error::failed(format!("unreadable manifest for {name}: {e}")))?;
     // Its name becomes file names, the lock's command and the runner's describe.
-    let name_ok = manifest.name != "latest"
-        && validate_name(&manifest.name).is_ok()
-        && (name == "latest" || manifest.name == name);
-    if !name_ok {
+    if !manifest_name_ok(&manifest.name, name) {
         return Err(invalid_manifest(
             name,
             remote.host(),
@@ -72,6 +69,11 @@ pub async fn inspect(
         manifest,
         lines.next().unwrap_or_default().trim().to_string(),
     ))
+}
+
+/// A manifest's own name: a backup name, and the one asked for (any, for `latest`).
+fn manifest_name_ok(found: &str, asked: &str) -> bool {
+    found != "latest" && validate_name(found).is_ok() && (asked == "latest" || found == asked)
 }
 
 fn invalid_manifest(asked: &str, host: &str, what: &str, value: &str) -> Error {
@@ -456,5 +458,10 @@ mod tests {
         validate_name("env-20261126T200000Z").unwrap();
         assert!(validate_name("env-../../x").is_err());
         assert!(validate_name("env-a/b").is_err());
+        assert!(manifest_name_ok("db-1.dump", "latest"));
+        assert!(manifest_name_ok("db-1.dump", "db-1.dump"));
+        assert!(!manifest_name_ok("db-2.dump", "db-1.dump"));
+        assert!(!manifest_name_ok("db-x\ntouch /tmp/p", "latest"));
+        assert!(!manifest_name_ok("latest", "latest"));
     }
 }
