@@ -125,6 +125,9 @@ fn a_runner_killed_with_sigkill_leaves_a_lock_that_lapses_and_lock_release_frees
         ))
     });
     let op = last_op();
+    // The runner renewed the lease as it started: the lock stays readable by the group.
+    let lock_mode = u32::from_str_radix(&mode(&format!("{STATE_DIR}/lock")), 8).unwrap();
+    assert_eq!(lock_mode & 0o040, 0o040, "lock: {lock_mode:o}");
     let pid = host(&format!("cat '{}'", op_file(&op, "pid")))
         .trim()
         .to_string();

@@ -9,10 +9,11 @@ if [ -f "$D/last" ]; then
 fi
 mkdir -p "$O" || exit 1
 chmod g+w "$O" 2>/dev/null
-# The script and the runner's own log may carry derived secrets: ours alone.
-umask 077
-{ cat > "$O/script.sh.tmp" && mv -f "$O/script.sh.tmp" "$O/script.sh"; } || exit 1
-setsid nohup sh "$O/script.sh" </dev/null >"$O/runner.log" 2>&1 &
+# The script and the runner's own log may carry derived secrets: ours alone. (Only they: the
+# runner keeps the login's umask, for the lock file and whatever its steps create.)
+{ ( umask 077 && cat > "$O/script.sh.tmp" ) && mv -f "$O/script.sh.tmp" "$O/script.sh"; } || exit 1
+( umask 077 && : > "$O/runner.log" ) || exit 1
+setsid nohup sh "$O/script.sh" </dev/null >>"$O/runner.log" 2>&1 &
 echo $! > "$O/pid"
 chmod 0644 "$O/pid"
 cat "$O/pid"
