@@ -299,3 +299,33 @@ fn a_restore_whose_first_rename_fails_leaves_the_live_database_in_place() {
         .unwrap();
     assert_eq!(fail["step"], "swap", "{}", run.describe());
 }
+
+/// The journal says its format first; a ctops that finds a format it does not know (a newer
+/// ctops ran there) refuses to change the host, names the format and says to upgrade.
+#[test]
+fn a_journal_of_an_unknown_format_stops_a_change_before_it_starts() {
+    let _lock = exclusive();
+    reset_host();
+    let commit = head_commit();
+    host(&format!(
+        "mkdir -p '{STATE_DIR}/ops/future-op' && printf 'x\\t0\\tformat\\t99\\nx\\t0\\tbegin\\tdeploy\\tfrom the future\\n' > '{STATE_DIR}/ops/future-op/journal' && printf future-op > '{STATE_DIR}/last' && chown -R deploy: '{STATE_DIR}'"
+    ));
+    let run = sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "format",
+    ])
+    .run()
+    .expect(4);
+    assert!(
+        run.stderr().contains("\"99\"") && run.stderr().contains("upgrade ctops"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(head_commit(), commit, "nothing changed");
+    assert!(!lock_held(), "the lock it took is released");
+    reset_host();
+}
