@@ -336,6 +336,13 @@ async fn plan_and_run(
                 ("BACKUP_SHA", manifest.sha256.clone()),
                 ("BACKUP_FORMAT", manifest.format.clone()),
                 ("SWAP_WAIT", SWAP_WAIT_SECONDS.to_string()),
+                // Where PostgreSQL listens, when [backup.db] says (empty: the container's own
+                // environment): db_exec passes them as PGHOST/PGPORT.
+                ("DB_HOST", t.backup.db.host.clone().unwrap_or_default()),
+                (
+                    "DB_PORT",
+                    t.backup.db.port.map(|p| p.to_string()).unwrap_or_default(),
+                ),
             ],
         ]
         .concat(),

@@ -2,13 +2,15 @@
 # The `restore` step of `restore db` (a step body of the runner, run in a subshell): the
 # backup into a new database, in one transaction that stops at the first error. The
 # database in use is not touched, and a failed attempt leaves nothing behind.
-# Set by the plan: DB_SERVICE, DB_USER, FRESH, BACKUP_FILE, BACKUP_SHA, BACKUP_FORMAT.
+# Set by the plan: DB_SERVICE, DB_USER, DB_HOST, DB_PORT, FRESH, BACKUP_FILE, BACKUP_SHA, BACKUP_FORMAT.
+# In the database's container, with PGHOST/PGPORT when [backup.db] sets them.
+db_exec() { docker exec ${DB_HOST:+-e "PGHOST=$DB_HOST"} ${DB_PORT:+-e "PGPORT=$DB_PORT"} "$@"; }
 cid=$(container_of "$DB_SERVICE")
 [ -n "$cid" ] || { echo "no running $DB_SERVICE container"; exit 1; }
 printf '%s  %s\n' "$BACKUP_SHA" "$BACKUP_FILE" | sha256sum -c - || exit 1
-docker exec "$cid" createdb -U "$DB_USER" "$FRESH" || exit 1
+db_exec "$cid" createdb -U "$DB_USER" "$FRESH" || exit 1
 if [ "$BACKUP_FORMAT" = sql ]; then
-    docker exec -i "$cid" psql -X -q -U "$DB_USER" -d "$FRESH" -v ON_ERROR_STOP=1 -1 < "$BACKUP_FILE" >/dev/null
+    db_exec -i "$cid" psql -X -q -U "$DB_USER" -d "$FRESH" -v ON_ERROR_STOP=1 -1 < "$BACKUP_FILE" >/dev/null
 else
-    docker exec -i "$cid" pg_restore -U "$DB_USER" -d "$FRESH" --single-transaction --exit-on-error --no-owner < "$BACKUP_FILE"
-fi || { docker exec "$cid" dropdb -U "$DB_USER" "$FRESH"; exit 1; }
+    db_exec -i "$cid" pg_restore -U "$DB_USER" -d "$FRESH" --single-transaction --exit-on-error --no-owner < "$BACKUP_FILE"
+fi || { db_exec "$cid" dropdb -U "$DB_USER" "$FRESH"; exit 1; }

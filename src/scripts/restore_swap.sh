@@ -3,13 +3,15 @@
 # subshell): database LIVE becomes AWAY and INTO becomes LIVE, both renames in one
 # transaction, with no session left on either database. A client outside `writers` (a pool
 # that reconnects at once) is kept out by ALLOW_CONNECTIONS false while it happens.
-# Set by the plan: DB_SERVICE, DB_USER, SWAP_WAIT (seconds); by the step: LIVE, AWAY, INTO.
+# Set by the plan: DB_SERVICE, DB_USER, DB_HOST, DB_PORT, SWAP_WAIT (seconds); by the step: LIVE, AWAY, INTO.
+# In the database's container, with PGHOST/PGPORT when [backup.db] sets them.
+db_exec() { docker exec ${DB_HOST:+-e "PGHOST=$DB_HOST"} ${DB_PORT:+-e "PGPORT=$DB_PORT"} "$@"; }
 cid=$(container_of "$DB_SERVICE")
 [ -n "$cid" ] || { echo "no running $DB_SERVICE container"; exit 1; }
 # SQL on stdin, on the maintenance database; the names arrive as psql variables, quoted by
 # psql (:"name" as an identifier, :'name' as a literal).
 sql() {
-    docker exec -i "$cid" psql -X -q -tA -U "$DB_USER" -d postgres -v ON_ERROR_STOP=1 \
+    db_exec -i "$cid" psql -X -q -tA -U "$DB_USER" -d postgres -v ON_ERROR_STOP=1 \
         -v live="$LIVE" -v away="$AWAY" -v into="$INTO" "$@"
 }
 # Both databases take connections again, under the names they have now (nothing renamed).
