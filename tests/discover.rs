@@ -131,3 +131,54 @@ fn a_rollback_that_downgrades_takes_a_verified_pre_rollback_backup_first() {
     ));
     assert_eq!(rows.trim(), "1", "the backup holds the last row written");
 }
+
+/// The plans ctops really renders (an upgrade with its backup and heads check, a downgrade
+/// with its pre-rollback backup), on both sandbox profiles: `shellcheck` and `dash -n` clean.
+#[test]
+fn rendered_deploy_plans_of_both_profiles_are_shellcheck_clean() {
+    let _lock = shared();
+    let _lock2 = crate::util2::shared2();
+    let plans = [
+        (sandbox_config(), "v1.27.0"),
+        (sandbox_config(), "v1.25.0"),
+        (crate::util2::second_config(), "r4-half"),
+        (crate::util2::second_config(), "r1"),
+    ];
+    for (config, reference) in plans {
+        let run = ctops([
+            "deploy",
+            "--ref",
+            reference,
+            "--dry-run",
+            "--skip-preflight",
+            "--reason",
+            "test",
+        ])
+        .env("CTOPS_CONFIG", &config)
+        .run()
+        .expect(0);
+        let script = run.stdout();
+        assert!(script.starts_with("#!/bin/sh"), "{}", run.describe());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.sh");
+        std::fs::write(&path, &script).unwrap();
+        for checker in ["shellcheck -s sh", "dash -n"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{checker} '{}'", path.display()))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{checker} on the plan for {reference}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            script.contains("run_step forward backup"),
+            "every plan that moves the schema backs up first ({reference})"
+        );
+        assert!(script.contains("s_heads()"), "heads checked ({reference})");
+    }
+}

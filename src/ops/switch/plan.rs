@@ -63,6 +63,21 @@ pub fn plan(
         words.push(rev.unwrap_or("base").to_string());
         words
     };
+    // `alembic heads` in a one-off container of the image that is about to migrate must say
+    // what the repository said: the scripts ctops read are the ones that will run.
+    let heads_agree = |id: &'static str, which: &str, head: &str| {
+        let heads = migrate.heads.clone().unwrap_or_default();
+        let run = alembic(&heads).without_watcher().render();
+        Step::shell(
+            id,
+            format!("alembic heads in the {which} image says {head}, as the repository does"),
+            format!(
+                "{}\nout=$({run} 2>&1) || {{ printf '%s\\n' \"$out\"; exit 1; }}\nprintf '%s\\n' \"$out\"\n\
+                 printf '%s\\n' \"$out\" | grep -Eq \"^$WANT( |\\$)\" || {{ echo \"the {which} image's scripts end at: $out; the repository's at $WANT: set deploy.migrate.versions to the folder the image uses\"; exit 1; }}",
+                crate::remote::assign("WANT", head)
+            ),
+        )
+    };
     let cur12 = release_tag(&probe.current.commit);
     let tgt12 = release_tag(&probe.target.commit);
     let checkout = |commit: &str| {
@@ -151,6 +166,9 @@ pub fn plan(
         if direction != Direction::None {
             t.fact("deploy.migrate.service", &migrate.service)?;
         }
+        if let (Direction::Downgrade, Some(head)) = (&direction, &probe.current.migration) {
+            forward.push(heads_agree("heads", "current", head));
+        }
         if direction == Direction::Downgrade {
             // A downgrade drops what newer revisions added: a verified backup first, at the
             // revision the database has now. If it fails, nothing has changed yet.
@@ -215,6 +233,9 @@ pub fn plan(
                 format!("tag the new images {tgt12}"),
                 &tag_new,
             ));
+        }
+        if let (Direction::Upgrade, Some(head)) = (&direction, &probe.target.migration) {
+            forward.push(heads_agree("heads", "new", head));
         }
         if direction == Direction::Upgrade {
             // The same backup as `ctops backup db`, with its manifest.
