@@ -129,8 +129,18 @@ pub struct HostLock {
 fn lock_command(state_dir: &str, action: &str, args: &[String]) -> RemoteCommand {
     let script = format!("{LOCK_FUNCTIONS}\n{LOCK_SCRIPT}");
     let mut all = vec![state_dir.to_string(), action.to_string()];
-    all.extend(args.iter().cloned());
+    all.extend(args.iter().map(|a| one_line(a)));
     RemoteCommand::sh(&script, all)
+}
+
+/// A lock file field on one line: the file is `key=value` lines read by the first match, so
+/// a newline in a value (a command line naming a hostile backup name) could plant a line
+/// such as a fake `expires=`.
+fn one_line(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// A random token that fences this operation's steps.
@@ -690,6 +700,39 @@ mod tests {
                 .stale
         );
         assert!(Holder::parse("", Some(1)).is_none());
+    }
+
+    #[test]
+    fn a_value_with_a_newline_cannot_plant_a_line_in_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        let args: Vec<String> = [
+            "t1",
+            "60",
+            "alice",
+            "a",
+            "1",
+            "restore db x\nexpires=99999999999",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(lock_command(&d, "acquire", &args).render())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let file = std::fs::read_to_string(dir.path().join("lock")).unwrap();
+        assert_eq!(
+            file.lines().filter(|l| l.starts_with("expires=")).count(),
+            1,
+            "{file}"
+        );
+        assert!(
+            file.contains("command=restore db x expires=99999999999\n"),
+            "{file}"
+        );
     }
 
     #[test]
