@@ -133,29 +133,23 @@ pub async fn stack_facts(remote: &Remote, t: &mut Target) -> Result<(), Error> {
         Ok(service) => {
             t.backup.db.service = Some(service.clone());
             let env = services.get(service).map(|d| &d.environment);
-            let from_env = |var: &str| {
-                env.and_then(|e| e.get(var))
-                    .filter(|v| !v.is_empty())
-                    .cloned()
+            // The official image's variables; unset, the fact stays unknown.
+            let mut from_env = |key: &'static str, var: &str, value: &mut Option<String>| {
+                if value.is_none() {
+                    *value = env
+                        .and_then(|e| e.get(var))
+                        .filter(|v| !v.is_empty())
+                        .cloned();
+                    if value.is_none() {
+                        t.unknown
+                            .insert(key, format!("service `{service}` sets no {var}"));
+                    }
+                }
             };
-            if t.backup.db.user.is_none() {
-                t.backup.db.user = from_env("POSTGRES_USER");
-                if t.backup.db.user.is_none() {
-                    t.unknown.insert(
-                        "backup.db.user",
-                        format!("service `{service}` sets no POSTGRES_USER"),
-                    );
-                }
-            }
-            if t.backup.db.database.is_none() {
-                t.backup.db.database = from_env("POSTGRES_DB");
-                if t.backup.db.database.is_none() {
-                    t.unknown.insert(
-                        "backup.db.database",
-                        format!("service `{service}` sets no POSTGRES_DB"),
-                    );
-                }
-            }
+            let (mut user, mut database) = (t.backup.db.user.take(), t.backup.db.database.take());
+            from_env("backup.db.user", "POSTGRES_USER", &mut user);
+            from_env("backup.db.database", "POSTGRES_DB", &mut database);
+            (t.backup.db.user, t.backup.db.database) = (user, database);
             if t.backup.db.writers.is_none() {
                 // Every service running now but the database: what a restore must stop.
                 let writers: Vec<String> = stack

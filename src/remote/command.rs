@@ -225,7 +225,8 @@ mod tests {
 
     #[test]
     fn stop_on_disconnect_stops_the_command_when_the_channel_closes() {
-        let mut child = spawn_watched("sleep 30 & sleep 31; exit 0");
+        // Durations no other test (or process) uses, so that pgrep finds only ours.
+        let mut child = spawn_watched("sleep 30.7171 & sleep 31.7171; exit 0");
         std::thread::sleep(std::time::Duration::from_millis(200));
         let started = std::time::Instant::now();
         drop(child.stdin.take());
@@ -234,7 +235,7 @@ mod tests {
         assert_eq!(status.code(), Some(143));
         let survivors = || {
             std::process::Command::new("pgrep")
-                .args(["-fx", "sleep 3[01]"])
+                .args(["-fx", "sleep 3[01].7171"])
                 .output()
                 .unwrap()
                 .stdout
