@@ -47,23 +47,23 @@ pub fn renew_every() -> Duration {
 
 /// Shell functions shared by ctops's own lock calls, the keeper and the detached runner.
 /// Values arrive as positional parameters; `$D` is the state dir.
-pub const LOCK_FUNCTIONS: &str = include_str!("scripts/lock_functions.sh");
+pub const LOCK_FUNCTIONS: &str = include_str!("scripts/lock-functions.sh");
 
 /// `acquire|show|release|break`, after [`LOCK_FUNCTIONS`] (exit codes in the script).
 const LOCK_SCRIPT: &str = include_str!("scripts/lock.sh");
 
 /// Takes the lock and keeps it while ctops's channel is open or a command started under it
 /// runs; after [`LOCK_FUNCTIONS`].
-const LOCK_KEEPER: &str = include_str!("scripts/lock_keeper.sh");
+const LOCK_KEEPER: &str = include_str!("scripts/lock-keeper.sh");
 
 /// Runs a command with its pid registered with the keeper.
-const LOCK_RUN: &str = include_str!("scripts/lock_run.sh");
+const LOCK_RUN: &str = include_str!("scripts/lock-run.sh");
 
 /// Starts a command detached, registered with the keeper.
-const LOCK_DETACH: &str = include_str!("scripts/lock_detach.sh");
+const LOCK_DETACH: &str = include_str!("scripts/lock-detach.sh");
 
 /// Streams a detached command's output until it ends; exits with its status.
-const LOCK_FOLLOW: &str = include_str!("scripts/lock_follow.sh");
+const LOCK_FOLLOW: &str = include_str!("scripts/lock-follow.sh");
 
 /// `$0` of the [`LOCK_RUN`] wrapper: `RemoteCommand::label` skips the wrapper by it, so
 /// messages name the wrapped command, never the script.

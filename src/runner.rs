@@ -33,11 +33,11 @@ pub fn audit_fields(target: &str, command: &str, op_id: &str) -> serde_json::Val
 /// The runner's functions: journal, fencing, steps, the gate, container lookup.
 const RUNNER_FUNCTIONS: &str = include_str!("scripts/runner.sh");
 /// The runner's main part: lease, journal, forward, back, record, release.
-const RUNNER_MAIN: &str = include_str!("scripts/runner_main.sh");
+const RUNNER_MAIN: &str = include_str!("scripts/runner-main.sh");
 /// Uploads the script (stdin) and starts it detached.
-const START: &str = include_str!("scripts/runner_start.sh");
+const START: &str = include_str!("scripts/runner-start.sh");
 /// The last operation: id, alive, seen, journal.
-const LAST_SCRIPT: &str = include_str!("scripts/runner_last.sh");
+const LAST_SCRIPT: &str = include_str!("scripts/runner-last.sh");
 
 /// The journal's format, written as its first line (`format`). A ctops that finds a format
 /// it does not know on the host refuses to change it: a newer ctops left that journal.

@@ -23,11 +23,11 @@ use crate::runner::{self, Event, Plan, Step};
 
 /// `dir name`: the manifest of NAME (or of the newest backup for `latest`), then the sha256
 /// of the file as it is now.
-const INSPECT: &str = include_str!("../scripts/restore_inspect.sh");
+const INSPECT: &str = include_str!("../scripts/restore-inspect.sh");
 /// The `restore` step: the backup into a new database.
-const LOAD: &str = include_str!("../scripts/restore_load.sh");
+const LOAD: &str = include_str!("../scripts/restore-load.sh");
 /// The `swap` and `swap_back` steps: two renames in one transaction, nobody connected.
-const SWAP: &str = include_str!("../scripts/restore_swap.sh");
+const SWAP: &str = include_str!("../scripts/restore-swap.sh");
 /// How long the swap waits for the sessions it terminated to go (`SWAP_WAIT`).
 const SWAP_WAIT_SECONDS: u64 = 30;
 
@@ -418,7 +418,7 @@ pub(crate) async fn execute(
 }
 
 /// `dir name`: the path of env backup NAME (or the newest for `latest`).
-pub(crate) const FIND_ENV: &str = include_str!("../scripts/restore_find_env.sh");
+pub(crate) const FIND_ENV: &str = include_str!("../scripts/restore-find-env.sh");
 
 /// `restore env NAME`: the chosen copy of `.env` put in place by [`super::env::switch`]
 /// (the current file copied first, atomic replace, the services whose configuration changed

@@ -38,12 +38,12 @@ const DOCKER_PACKAGES: &[&str] = &[
 
 /// How apt gets root: prints `root`, `sudo`, `nosudo`, or `refused <what sudo said>`.
 /// `$@` is the target's sudo prefix; `apt-get --version` asks sudo about apt-get itself.
-const ROOT_PROBE: &str = include_str!("../scripts/update_root_probe.sh");
+const ROOT_PROBE: &str = include_str!("../scripts/update-root-probe.sh");
 
 /// apt with no terminal to ask on: stdin closed, so nothing can wait for an answer.
-const NO_STDIN: &str = include_str!("../scripts/update_no_stdin.sh");
+const NO_STDIN: &str = include_str!("../scripts/update-no-stdin.sh");
 
-const REBOOT_REQUIRED: &str = include_str!("../scripts/update_reboot_required.sh");
+const REBOOT_REQUIRED: &str = include_str!("../scripts/update-reboot-required.sh");
 
 /// One package `apt-get -s upgrade` would upgrade.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

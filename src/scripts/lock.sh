@@ -1,6 +1,6 @@
 # shellcheck shell=sh
 # `STATE_DIR acquire|show|release|break TOKEN LEASE USER HOST PID COMMAND`, after
-# lock_functions.sh. Exits 75 when another live holder has the lock (its file on stdout),
+# lock-functions.sh. Exits 75 when another live holder has the lock (its file on stdout),
 # 78 when the lock file is of a version this ctops does not know, 0 otherwise (the previous
 # holder's file on stdout when a stale lock was taken over). `release` leaves a lock whose
 # commands still run to its keeper (exit 75, their pids on stdout).

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# Starts a runner detached: `sh -c runner_start.sh ctops STATE_DIR OP_ID FORMAT`, the script
+# Starts a runner detached: `sh -c runner-start.sh ctops STATE_DIR OP_ID FORMAT`, the script
 # on stdin. Exit 65 (the version on stdout) when the last operation's journal has a format
 # this ctops does not know: a newer ctops ran there, and this one must not change the host.
 D=$1; O="$1/ops/$2"

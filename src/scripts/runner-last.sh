@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# `sh -c runner_last.sh ctops STATE_DIR`: the last operation's id, whether its runner is
+# `sh -c runner-last.sh ctops STATE_DIR`: the last operation's id, whether its runner is
 # alive, whether an operator saw its end, then its journal.
 D=$1; [ -f "$D/last" ] || exit 0
 op=$(cat "$D/last"); O="$D/ops/$op"

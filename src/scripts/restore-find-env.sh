@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# `sh -c restore_find_env.sh ctops BACKUP_DIR NAME`: the path of env backup NAME (or of the
+# `sh -c restore-find-env.sh ctops BACKUP_DIR NAME`: the path of env backup NAME (or of the
 # newest for `latest`). Exit 66: no such copy.
 dir=$1/env; name=$2
 if [ "$name" = latest ]; then

@@ -1,6 +1,6 @@
 # shellcheck shell=sh
 # The host lock's shell functions: ctops's own lock calls (lock.sh), the keeper
-# (lock_keeper.sh) and the detached runner embed them. $D is the state dir.
+# (lock-keeper.sh) and the detached runner embed them. $D is the state dir.
 #
 # LOCK_VERSION is the lock file format this ctops writes and understands. Operators with
 # different ctops versions share a host: a file of another version is never changed.
@@ -16,7 +16,7 @@ lock_unknown() {
 }
 lock_live() { [ -f "$(lock_file)" ] && [ "$(lock_field expires)" -gt "$(lock_now)" ] 2>/dev/null; }
 lock_mine() { [ -f "$(lock_file)" ] && ! lock_unknown && [ "$(lock_field token)" = "$1" ]; }
-# The pids of the commands started under lock TOKEN (see lock_run.sh, lock_detach.sh).
+# The pids of the commands started under lock TOKEN (see lock-run.sh, lock-detach.sh).
 lock_pids() { printf '%s/lock.%s.pids' "$D" "$1"; }
 # Liveness by /proc (kill -0 fails on another user's process, such as a root apt-get); a
 # zombie is dead.

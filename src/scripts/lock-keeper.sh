@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# The keeper: `STATE_DIR TOKEN LEASE EVERY USER HOST PID COMMAND`, after lock_functions.sh,
+# The keeper: `STATE_DIR TOKEN LEASE EVERY USER HOST PID COMMAND`, after lock-functions.sh,
 # run over ctops's SSH connection with the channel's stdin open. Takes the lock (exits as
 # lock.sh's acquire does when it cannot), prints `kept`, then renews the lease every EVERY
 # seconds while ctops's channel is open or a command started under the lock still runs,

@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# `sh -c restore_inspect.sh ctops BACKUP_DIR NAME`: the manifest of backup NAME (or of the
+# `sh -c restore-inspect.sh ctops BACKUP_DIR NAME`: the manifest of backup NAME (or of the
 # newest for `latest`), then the sha256 of the file as it is now. Exit 66: no such backup.
 dir=$1; name=$2
 if [ "$name" = latest ]; then
