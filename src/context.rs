@@ -15,6 +15,7 @@ pub struct Ctx {
     pub dry_run: bool,
     pub yes: bool,
     remote: OnceCell<Remote>,
+    compose_config: OnceCell<Vec<u8>>,
 }
 
 impl Ctx {
@@ -25,6 +26,7 @@ impl Ctx {
             dry_run,
             yes,
             remote: OnceCell::new(),
+            compose_config: OnceCell::new(),
         }
     }
 
@@ -39,9 +41,28 @@ impl Ctx {
     /// connection. Read-only: also under `--dry-run`.
     pub async fn discover_stack(&mut self) -> Result<(), Error> {
         let mut target = self.target.clone();
-        crate::discover::stack_facts(self.remote().await?, &mut target).await?;
+        let remote = self.remote().await?;
+        let (config, stack) = tokio::join!(
+            self.compose_config(),
+            crate::compose::Stack::load(remote, &self.target)
+        );
+        crate::discover::stack_facts(remote, &mut target, config, &stack?).await?;
         self.target = target;
         Ok(())
+    }
+
+    /// `compose config --format json` of the target, read once per invocation: discovery
+    /// and the deploy probe both need it.
+    pub async fn compose_config(&self) -> Result<&[u8], Error> {
+        let read = || async {
+            let t = &self.target;
+            let cmd = crate::compose::Compose::new(t, t.compose_project.clone()).config_json();
+            Ok::<_, Error>(self.remote().await?.run_ok(&cmd).await?.stdout)
+        };
+        self.compose_config
+            .get_or_try_init(read)
+            .await
+            .map(Vec::as_slice)
     }
 
     /// "sandbox (trader-psy-sandbox)": how every status line and confirmation names the target.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::compose::{exec_in_service, Compose, Stack};
+use crate::compose::{exec_in_service, Stack};
 use crate::config::Target;
 use crate::error::Error;
 use crate::migrations::{versions_dirs, Graph, Head};
@@ -103,26 +103,32 @@ pub fn database_service(services: &BTreeMap<String, ServiceDef>) -> Result<Strin
     }
 }
 
-/// Fills in, from `compose config`, the running stack and its containers, what the config
-/// leaves unset: `backup.db.service`, `.user`, `.database`, `.writers` and
-/// `deploy.migrate.service`. What cannot be told goes to `t.unknown` with the reason.
-pub async fn stack_facts(remote: &Remote, t: &mut Target) -> Result<(), Error> {
+/// Fills in, from `compose config` (`config`, its JSON or why it could not be read) and the
+/// running stack, what the config leaves unset: `backup.db.service`, `.user`, `.database`,
+/// `.writers` and `deploy.migrate.service`. What cannot be told goes to `t.unknown` with the
+/// reason.
+pub async fn stack_facts(
+    remote: &Remote,
+    t: &mut Target,
+    config: Result<&[u8], Error>,
+    stack: &Stack,
+) -> Result<(), Error> {
     let migrate_service = t.deploy.migrate.as_ref().and_then(|m| m.service.clone());
-    let config = Compose::new(t, t.compose_project.clone()).config_json();
-    let (config, stack) = tokio::join!(remote.run(&config), Stack::load(remote, t));
-    let (config, stack) = (config?, stack?);
-    if config.status != 0 {
-        let why = format!(
-            "`compose config` failed on {}: {}",
-            remote.host(),
-            last_line(&config.stderr_text())
-        );
-        for key in KEYS {
-            t.unknown.insert(key, why.clone());
+    let config = match config {
+        Ok(json) => json,
+        Err(e) => {
+            let why = format!(
+                "`compose config` failed on {}: {}",
+                remote.host(),
+                e.message
+            );
+            for key in KEYS {
+                t.unknown.insert(key, why.clone());
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    let services = parse_services(&config.stdout)?;
+    };
+    let services = parse_services(config)?;
     check_named_services(t, &services, remote.host())?;
 
     let db_service = match t.backup.db.service.clone() {
@@ -173,7 +179,7 @@ pub async fn stack_facts(remote: &Remote, t: &mut Target) -> Result<(), Error> {
     }
 
     if migrate_service.is_none() {
-        match migrate_service_of(remote, &services, &stack).await? {
+        match migrate_service_of(remote, &services, stack).await? {
             Ok(service) => {
                 t.deploy
                     .migrate
@@ -336,14 +342,6 @@ fn one_line(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &joined[..cut]),
         None => joined,
     }
-}
-
-fn last_line(text: &str) -> String {
-    text.trim()
-        .lines()
-        .last()
-        .unwrap_or("no output")
-        .to_string()
 }
 
 /// The database's alembic revision now: `Ok(None)` when it has no `alembic_version` table

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::compose::{Compose, Stack};
+use crate::compose::Stack;
 use crate::context::Ctx;
 use crate::discover::{self, tab_fields};
 use crate::error::Error;
@@ -80,7 +80,6 @@ impl Probe {
     pub async fn read(ctx: &Ctx, remote: &Remote, reference: Option<&str>) -> Result<Probe, Error> {
         let t = &ctx.target;
         let git = discover::git_probe(t, reference);
-        let config = Compose::new(t, t.compose_project.clone()).config_json();
         // Every image kept under a commit tag, read with the rest in one round trip.
         let kept_images = RemoteCommand::new([
             "docker",
@@ -93,7 +92,7 @@ impl Probe {
         let (git, db_revision, config, stack, kept_images) = tokio::join!(
             remote.run_ok(&git),
             discover::db_revision(remote, t),
-            remote.run_ok(&config),
+            ctx.compose_config(),
             Stack::load(remote, t),
             remote.run_ok(&kept_images),
         );
@@ -149,7 +148,7 @@ impl Probe {
         );
         let ((current_head, current_graph), (target_head, target_graph)) =
             (current_side?, target_side?);
-        let (compose_name, built, services) = parse_config(&config.stdout)?;
+        let (compose_name, built, services) = parse_config(config)?;
         let project = stack.project.clone().unwrap_or(compose_name);
         let describe = |tag: String, commit: &str| {
             if tag.is_empty() {
