@@ -274,7 +274,7 @@ pub fn parse_inspect(json: &[u8]) -> Result<Vec<Container>, serde_json::Error> {
 
 /// Every compose-managed container on the host, plus the host's clock (UTC seconds), in one
 /// round trip. The filter by checkout happens here, not on the host.
-const INSPECT_SCRIPT: &str = r#"date -u +%s; ids=$(docker ps -aq --filter label=com.docker.compose.project); if [ -n "$ids" ]; then docker inspect $ids; else echo '[]'; fi"#;
+const INSPECT_SCRIPT: &str = include_str!("scripts/stack-inspect.sh");
 
 /// The stack of one checkout as it runs now.
 #[derive(Debug, Clone)]
@@ -467,6 +467,42 @@ mod tests {
         crate::config::parse(&text, "c.toml".as_ref(), ".".as_ref(), None)
             .unwrap()
             .target
+    }
+
+    /// The inspection script with a `docker` stub whose `inspect` answers `inspect`.
+    fn inspect_with(inspect: &str) -> std::process::Output {
+        let dir = tempfile::tempdir().unwrap();
+        let stub = dir.path().join("docker");
+        std::fs::write(
+            &stub,
+            format!("#!/bin/sh\ncase \"$1\" in\nps) printf 'aaa\\nbbb\\n' ;;\ninspect) {inspect} ;;\nesac\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(INSPECT_SCRIPT)
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_container_removed_between_listing_and_inspection_is_left_out() {
+        let out = inspect_with(
+            "echo '[{\"Id\":\"aaa\"}]'; echo 'Error: No such object: bbb' >&2; exit 1",
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).ends_with("[{\"Id\":\"aaa\"}]\n"));
+        let down = inspect_with("echo 'Cannot connect to the Docker daemon' >&2; exit 1");
+        assert_eq!(down.status.code(), Some(1), "{down:?}");
+        assert!(String::from_utf8_lossy(&down.stderr).contains("Cannot connect"));
     }
 
     #[test]
