@@ -2,8 +2,6 @@
 //! long as the operation and the commands it started run (the lease shortened by the
 //! `CTOPS_LOCK_LEASE` test hook, so an operation outlives several leases in seconds).
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -30,29 +28,6 @@ fn lock_held() -> bool {
         .json();
     assert_schema("lock-status.json", &doc);
     doc["held"] == true
-}
-
-/// Holds dpkg's frontend lock (as another apt would) until the returned child is killed or
-/// `seconds` pass; returns once the lock is held.
-fn hold_dpkg_lock(seconds: u32) -> std::process::Child {
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import fcntl, os, time\n\
-             f = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR | os.O_CREAT)\n\
-             fcntl.lockf(f, fcntl.LOCK_EX)\n\
-             print('held', flush=True)\n\
-             time.sleep({seconds})\n"
-        ))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held");
-    child
 }
 
 /// The apt-get upgrade ctops started, if it runs.

@@ -1,9 +1,6 @@
 //! `update system` against the sandbox's local apt repository (a dummy package, 1.0 installed,
 //! 2.0 offered) and `update images` against its Docker registry on 127.0.0.1.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
-
 use crate::util::*;
 
 const DUMMY: &str = "ctops-sandbox-dummy";
@@ -11,29 +8,6 @@ const REGISTRY_REDIS: &str = "127.0.0.1:15000/calmtrader/redis:7";
 
 fn dummy_version() -> String {
     host(&format!("dpkg-query -W -f='${{Version}}' {DUMMY}"))
-}
-
-/// Holds dpkg's frontend lock (an fcntl lock, as apt takes it) for `seconds`, like another
-/// apt or unattended-upgrades would; returns once the lock is held.
-fn hold_dpkg_lock(seconds: u32) -> std::process::Child {
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import fcntl, os, sys, time\n\
-             f = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR | os.O_CREAT)\n\
-             fcntl.lockf(f, fcntl.LOCK_EX)\n\
-             print('held', flush=True)\n\
-             time.sleep({seconds})\n"
-        ))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held");
-    child
 }
 
 #[test]

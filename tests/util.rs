@@ -284,3 +284,27 @@ pub fn reset_host() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Holds dpkg's frontend lock (an fcntl lock, as apt takes it) for `seconds`, like another
+/// apt or unattended-upgrades would; returns once the lock is held.
+pub fn hold_dpkg_lock(seconds: u32) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import fcntl, os, sys, time\n\
+             f = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR | os.O_CREAT)\n\
+             fcntl.lockf(f, fcntl.LOCK_EX)\n\
+             print('held', flush=True)\n\
+             time.sleep({seconds})\n"
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    child
+}
