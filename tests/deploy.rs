@@ -46,14 +46,6 @@ fn schema() -> String {
     .join("\n")
 }
 
-fn head_commit() -> String {
-    host(&format!(
-        "git -c safe.directory='*' -C '{CHECKOUT}' rev-parse HEAD"
-    ))
-    .trim()
-    .to_string()
-}
-
 fn commit_of(reference: &str) -> String {
     host(&format!(
         "git -c safe.directory='*' -C '{CHECKOUT}' rev-parse '{reference}^{{commit}}'"

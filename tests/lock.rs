@@ -21,15 +21,6 @@ fn lock_expires() -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn lock_held() -> bool {
-    let doc = sandbox_ctops(["lock", "status", "--json"])
-        .run()
-        .expect(0)
-        .json();
-    assert_schema("lock-status.json", &doc);
-    doc["held"] == true
-}
-
 /// The apt-get upgrade ctops started, if it runs.
 fn apt_upgrade_running() -> bool {
     processes_matching("Dpkg::Options::=--force-confold")

@@ -27,19 +27,6 @@ fn health_version() -> String {
     v["version"].as_str().unwrap_or_default().to_string()
 }
 
-fn head_commit() -> String {
-    host(&format!(
-        "git -c safe.directory='*' -C '{CHECKOUT}' rev-parse HEAD"
-    ))
-    .trim()
-    .to_string()
-}
-
-fn lock_held() -> bool {
-    let run = sandbox_ctops(["lock", "status", "--json"]).run().expect(0);
-    run.json()["held"] == true
-}
-
 /// The runner's processes (the runner and its lease renewer share its command line).
 fn runner_processes(op: &str) -> Vec<String> {
     processes_matching(&op_file(op, "script.sh"))

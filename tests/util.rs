@@ -308,3 +308,22 @@ pub fn hold_dpkg_lock(seconds: u32) -> std::process::Child {
     assert_eq!(line.trim(), "held");
     child
 }
+
+/// The commit the sandbox's checkout has checked out.
+pub fn head_commit() -> String {
+    host(&format!(
+        "git -c safe.directory='*' -C '{CHECKOUT}' rev-parse HEAD"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// Whether the sandbox's host lock is held (its `lock status --json` validated).
+pub fn lock_held() -> bool {
+    let doc = sandbox_ctops(["lock", "status", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    assert_schema("lock-status.json", &doc);
+    doc["held"] == true
+}
