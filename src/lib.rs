@@ -3,21 +3,37 @@
 //! `cli` parses, `config` resolves a target, `ops` holds one module per runbook section
 //! (what to run), `compose` builds compose commands and reads the stack's state, and
 //! `remote` runs commands over one SSH connection (how to run them).
+//!
+//! Sections never use each other (a unit test in `ops` enforces it; `switch`, the deploy and
+//! rollback engine, is theirs alone). What several of them share is a layer below `ops`:
+//! `discover` (facts about the host and the stack), `deployed` (what runs, and the release
+//! history), `catalog` (the backups and their manifests), `snapshots` (the MinIO store),
+//! `envchange` (the `.env` change transaction), `gate` (following a runner and its health
+//! gate), `release_checks` (runbook 2.3's checklist), `checks` and `report` (what reports
+//! share).
 
+pub mod catalog;
+pub mod checks;
 pub mod cli;
 pub mod compose;
 pub mod config;
 pub mod context;
+pub mod deployed;
 pub mod discover;
+pub mod envchange;
 pub mod envfile;
 pub mod error;
 pub mod fault;
+pub mod gate;
 pub mod lock;
 pub mod migrations;
 pub mod ops;
 pub mod output;
+pub mod release_checks;
 pub mod remote;
+pub mod report;
 pub mod runner;
 pub mod s3;
 pub mod scram;
 pub mod signals;
+pub mod snapshots;

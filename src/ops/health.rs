@@ -11,23 +11,15 @@ use futures::future::join_all;
 use reqwest::Url;
 use serde::Serialize;
 
-use super::backup::{host_db_backups, Manifest};
 use super::Envelope;
+use crate::catalog::{host_db_backups, Manifest};
+pub use crate::checks::{verdict, Row};
 use crate::cli::HealthArgs;
 use crate::compose::{epoch_of, exec_in_service, uptime, Stack};
 use crate::config::Check;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
 use crate::remote::Remote;
-
-/// One row of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub name: String,
-    pub ok: bool,
-    pub latency_ms: u64,
-    pub detail: String,
-}
 
 #[derive(Debug, Serialize)]
 struct Report<'a> {
@@ -46,15 +38,6 @@ pub async fn run(ctx: &Ctx, args: &HealthArgs) -> Result<Exit> {
         let rows = round(ctx).await?;
         show(ctx, &rows)?;
         tokio::time::sleep(interval.0).await;
-    }
-}
-
-/// The exit code a set of rows means: the API row decides between 1 and the rest.
-pub fn verdict(rows: &[Row]) -> Exit {
-    match rows.iter().find(|r| r.name == "api") {
-        Some(api) if !api.ok => Exit::Failed,
-        _ if rows.iter().all(|r| r.ok) => Exit::Ok,
-        _ => Exit::Degraded,
     }
 }
 

@@ -89,7 +89,7 @@ pub async fn snapshot(ctx: &Ctx, out: Option<&Path>) -> Result<Exit> {
             compose.logs(std::slice::from_ref(&service), &opts),
         ));
     }
-    let env = super::env::read(ctx);
+    let env = crate::envchange::read(ctx);
     let collected = futures::future::join_all(jobs.iter().map(|(name, cmd)| async move {
         let cmd = cmd.clone().read_only();
         let text = match remote.run(&cmd).await {
@@ -242,7 +242,7 @@ fn summary(ctx: &Ctx, stack: &Stack, host: &str) -> String {
 
 /// 0700 whatever the umask, and made so if it existed already: logs hold users' data.
 fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    super::backup::local::private_dir(dir)
+    crate::catalog::local::private_dir(dir)
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), Error> {

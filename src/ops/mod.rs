@@ -9,7 +9,6 @@ pub mod health;
 pub mod incident;
 pub mod lock;
 pub mod logs;
-pub mod minio;
 pub mod preflight;
 pub mod releases;
 pub mod restore;
@@ -21,35 +20,7 @@ pub mod status;
 pub mod switch;
 pub mod update;
 
-use serde::Serialize;
-
-/// The fields every `--json` document starts with.
-#[derive(Debug, Serialize)]
-pub struct Envelope<'a> {
-    pub command: &'a str,
-    pub target: &'a str,
-    pub host: &'a str,
-    pub ok: bool,
-}
-
-impl<'a> Envelope<'a> {
-    pub fn new(command: &'a str, ctx: &'a crate::context::Ctx, ok: bool) -> Self {
-        Envelope {
-            command,
-            target: &ctx.target.name,
-            host: &ctx.target.ssh,
-            ok,
-        }
-    }
-}
-
-/// The `error` object of a document whose operation did not succeed (`None` when it did).
-pub fn error_object(
-    exit: crate::error::Exit,
-    message: Option<&String>,
-) -> Option<serde_json::Value> {
-    message.map(|m| serde_json::json!({"kind": exit.kind(), "message": m}))
-}
+pub use crate::report::{error_object, print_dry_run, Envelope};
 
 /// Runs a host script (or any command) and fails unless it exits 0, naming the `step` (never
 /// the script's text) and showing the last lines of its stderr.
@@ -75,19 +46,6 @@ pub async fn run_step(
             format!(": {tail}")
         }
     )))
-}
-
-/// `--dry-run` of an operation that runs as a detached plan: the plan, exactly as the host
-/// would run it, and nothing changed.
-pub fn print_dry_run(
-    ctx: &crate::context::Ctx,
-    plan: &crate::runner::Plan,
-) -> anyhow::Result<crate::error::Exit> {
-    ctx.out
-        .status("dry run: the plan below would run on the host, detached; nothing was changed");
-    ctx.out
-        .print(&plan.render(&ctx.target.state_dir, "DRY-RUN"))?;
-    Ok(crate::error::Exit::Ok)
 }
 
 /// Streams a command's output to stderr as it comes (a build or an upgrade takes minutes);
@@ -116,5 +74,129 @@ pub async fn run_streamed(
             remote.host(),
             said.trim()
         )))
+    }
+}
+
+/// Each runbook section reads on its own: no section module names another (the deploy and
+/// rollback engine, `switch`, is theirs alone). What sections share lives below `ops/`.
+#[cfg(test)]
+mod layering {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Which section may use which other section.
+    const ALLOWED: &[(&str, &str)] = &[("deploy", "switch"), ("rollback", "switch")];
+
+    /// The section modules: `ops/x.rs` and `ops/x/`.
+    fn sections(ops: &Path) -> BTreeSet<String> {
+        std::fs::read_dir(ops)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".rs")
+                    .to_string()
+            })
+            .filter(|n| n != "mod")
+            .collect()
+    }
+
+    /// The sections `code` (one file of section `own`) refers to through `super::…` or
+    /// `crate::ops::…` paths, braces included, comments left out.
+    fn references(code: &str, own: &str, sections: &BTreeSet<String>) -> BTreeSet<String> {
+        let code: String = code
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut found = BTreeSet::new();
+        for prefix in ["super::", "crate::ops::"] {
+            for (at, _) in code.match_indices(prefix) {
+                let mut rest = &code[at + prefix.len()..];
+                while let Some(r) = rest.strip_prefix("super::") {
+                    rest = r;
+                }
+                let names: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => group
+                        .split('}')
+                        .next()
+                        .unwrap_or("")
+                        .split(',')
+                        .map(|s| s.trim().split("::").next().unwrap_or(""))
+                        .collect(),
+                    None => vec![rest
+                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .next()
+                        .unwrap_or("")],
+                };
+                for name in names {
+                    if name != own && sections.contains(name) {
+                        found.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    fn rust_files(path: &Path) -> Vec<std::path::PathBuf> {
+        if path.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(path)
+                .unwrap()
+                .flatten()
+                .flat_map(|e| rust_files(&e.path()))
+                .collect();
+            files.sort();
+            files
+        } else {
+            vec![path.to_path_buf()]
+        }
+    }
+
+    #[test]
+    fn no_section_module_refers_to_another() {
+        let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
+        let sections = sections(&ops);
+        assert!(sections.contains("backup") && sections.contains("switch"));
+        let mut wrong = Vec::new();
+        for own in &sections {
+            let path = if ops.join(own).is_dir() {
+                ops.join(own)
+            } else {
+                ops.join(format!("{own}.rs"))
+            };
+            for file in rust_files(&path) {
+                let code = std::fs::read_to_string(&file).unwrap();
+                for other in references(&code, own, &sections) {
+                    if !ALLOWED.contains(&(own.as_str(), other.as_str())) {
+                        wrong.push(format!("{} uses ops::{other}", file.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "section modules must not use each other (move what they share below ops/):\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_scan_sees_every_spelling_of_a_reference() {
+        let sections: BTreeSet<String> = ["backup", "env", "restore", "switch"]
+            .map(String::from)
+            .into();
+        let code = "use super::backup::Manifest;\n\
+                    use super::{env, Envelope};\n\
+                    fn f() { crate::ops::restore::run(); super::super::switch::x(); }\n\
+                    // super::env in a comment does not count\n\
+                    use super::run_step;";
+        let found = references(code, "env", &sections);
+        assert_eq!(
+            found,
+            ["backup", "restore", "switch"].map(String::from).into()
+        );
+        assert!(references("use super::*;", "backup", &sections).is_empty());
     }
 }

@@ -2,41 +2,12 @@
 //! lines in the state dir), newest first.
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::Envelope;
 use crate::context::Ctx;
-use crate::error::{Error, Exit};
-use crate::remote::{Remote, RemoteCommand};
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Record {
-    #[serde(rename = "ref")]
-    pub reference: String,
-    pub commit: String,
-    pub version: String,
-    pub migration: Option<String>,
-    pub by: String,
-    pub at: String,
-    pub result: String,
-}
-
-/// The history, newest first; lines that do not parse are skipped.
-pub async fn read_history(remote: &Remote, state_dir: &str) -> Result<Vec<Record>, Error> {
-    let cmd = RemoteCommand::sh(
-        r#"cat "$1/releases.jsonl" 2>/dev/null || true"#,
-        [state_dir],
-    )
-    .read_only();
-    let text = remote.run_ok(&cmd).await?.stdout_text();
-    let mut records: Vec<Record> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    records.reverse();
-    Ok(records)
-}
+use crate::deployed::{read_history, Record};
+use crate::error::Exit;
 
 #[derive(Serialize)]
 struct Doc<'a> {

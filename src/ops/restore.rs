@@ -10,78 +10,23 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::backup::Manifest;
-use super::switch::{follow_with_interrupts, gate_vars, Followed};
+use crate::catalog::{inspect, invalid_manifest, validate_name, Manifest, FIND_ENV};
 use crate::cli::RestoreCommand;
 use crate::compose::Stack;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
+use crate::gate::{execute, gate_vars};
 use crate::lock::HostLock;
 use crate::migrations::Head;
 use crate::remote::{Remote, RemoteCommand};
 use crate::runner::{self, Event, Plan, Step};
 
-/// `dir name`: the manifest of NAME (or of the newest backup for `latest`), then the sha256
-/// of the file as it is now.
-const INSPECT: &str = include_str!("../scripts/restore-inspect.sh");
 /// The `restore` step: the backup into a new database.
 const LOAD: &str = include_str!("../scripts/restore-load.sh");
 /// The `swap` and `swap_back` steps: two renames in one transaction, nobody connected.
 const SWAP: &str = include_str!("../scripts/restore-swap.sh");
 /// How long the swap waits for the sessions it terminated to go (`SWAP_WAIT`).
 const SWAP_WAIT_SECONDS: u64 = 30;
-
-/// Reads a backup's manifest and the checksum of its file now.
-pub async fn inspect(
-    remote: &Remote,
-    backup_dir: &str,
-    name: &str,
-) -> Result<(Manifest, String), Error> {
-    let out = remote
-        .run(&RemoteCommand::sh(INSPECT, [backup_dir, name]).read_only())
-        .await?;
-    if out.status == 66 {
-        return Err(
-            Error::usage(out.stderr_text().trim().to_string()).with_help("see `ctops backup list`")
-        );
-    }
-    if out.status != 0 {
-        return Err(remote.exited(
-            &RemoteCommand::sh(INSPECT, [backup_dir, name]),
-            out.status,
-            &out.stderr,
-        ));
-    }
-    let text = out.stdout_text();
-    let mut lines = text.lines();
-    let manifest: Manifest = serde_json::from_str(lines.next().unwrap_or_default())
-        .map_err(|e| Error::failed(format!("unreadable manifest for {name}: {e}")))?;
-    // Its name becomes file names, the lock's command and the runner's describe.
-    if !manifest_name_ok(&manifest.name, name) {
-        return Err(invalid_manifest(
-            name,
-            remote.host(),
-            "name",
-            &manifest.name,
-        ));
-    }
-    Ok((
-        manifest,
-        lines.next().unwrap_or_default().trim().to_string(),
-    ))
-}
-
-/// A manifest's own name: a backup name, and the one asked for (any, for `latest`).
-fn manifest_name_ok(found: &str, asked: &str) -> bool {
-    found != "latest" && validate_name(found).is_ok() && (asked == "latest" || found == asked)
-}
-
-fn invalid_manifest(asked: &str, host: &str, what: &str, value: &str) -> Error {
-    Error::refused(format!(
-        "the manifest of backup {asked} on {host} has an invalid {what}: {value:?}; nothing was changed"
-    ))
-    .with_help("the manifest was changed by hand or is damaged: restore another backup (`ctops backup list`)")
-}
 
 /// What a restore takes from a manifest (read from the host) besides its name, checked
 /// before it reaches the runner.
@@ -106,21 +51,6 @@ fn validate_for_restore(manifest: &Manifest, host: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A backup name (`db-...`, or `env-...` for `.env` copies) or `latest`: plain file names only.
-pub fn validate_name(name: &str) -> Result<(), Error> {
-    let ok = name == "latest"
-        || ((name.starts_with("db-") || name.starts_with("env-"))
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::usage(format!("invalid backup name {name:?}"))
-            .with_help("see `ctops backup list`"))
-    }
-}
-
 #[derive(Serialize)]
 struct Doc<'a> {
     #[serde(flatten)]
@@ -140,7 +70,7 @@ pub async fn run(ctx: &Ctx, command: &RestoreCommand) -> Result<Exit> {
     match command {
         RestoreCommand::Db { name, migrate } => restore_db(ctx, name, *migrate).await,
         RestoreCommand::Env { name } => restore_env(ctx, name).await,
-        RestoreCommand::Minio { as_of } => super::minio::restore(ctx, as_of.as_deref()).await,
+        RestoreCommand::Minio { as_of } => crate::snapshots::restore(ctx, as_of.as_deref()).await,
     }
 }
 
@@ -388,39 +318,7 @@ async fn plan_and_run(
     Ok(exit)
 }
 
-/// Runs `plan` on the host, detached, and follows its journal: `(outcome, steps,
-/// interrupted)`, the outcome `unknown` or `interrupted` when it did not end cleanly.
-pub(crate) async fn execute(
-    ctx: &Ctx,
-    remote: &Remote,
-    plan: &Plan,
-    lock: &HostLock,
-) -> Result<(String, Vec<Event>, bool)> {
-    let state_dir = &ctx.target.state_dir;
-    let script = plan.render(state_dir, &lock.token);
-    let pid = runner::start(remote, state_dir, &plan.op_id, &script).await?;
-    let followed = follow_with_interrupts(ctx, remote, &plan.op_id, pid).await;
-    let (outcome, steps, interrupted) = match followed {
-        Followed::Ended {
-            outcome,
-            steps,
-            interrupted,
-        } => (outcome, steps, interrupted),
-        Followed::RunnerDied(steps) => ("interrupted".to_string(), steps, false),
-        Followed::Lost(_, steps) | Followed::Abandoned(steps) => {
-            ("unknown".to_string(), steps, false)
-        }
-    };
-    if outcome != "unknown" && outcome != "interrupted" {
-        let _ = runner::mark_seen(remote, state_dir, &plan.op_id).await;
-    }
-    Ok((outcome, steps, interrupted))
-}
-
-/// `dir name`: the path of env backup NAME (or the newest for `latest`).
-pub(crate) const FIND_ENV: &str = include_str!("../scripts/restore-find-env.sh");
-
-/// `restore env NAME`: the chosen copy of `.env` put in place by [`super::env::switch`]
+/// `restore env NAME`: the chosen copy of `.env` put in place by [`crate::envchange::apply`]
 /// (the current file copied first, atomic replace, the services whose configuration changed
 /// recreated, health gate, the previous file back on failure).
 async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
@@ -440,35 +338,14 @@ async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
             ctx.target_label()
         ))?;
     }
-    super::env::switch(
+    crate::envchange::apply(
         ctx,
-        super::env::Change::new(
+        crate::envchange::Change::new(
             "restore env",
             format!("restore env {chosen}"),
-            super::env::Source::OnHost(source),
+            crate::envchange::Source::OnHost(source),
             Vec::new(),
         ),
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_and_identifiers_are_safe() {
-        validate_name("latest").unwrap();
-        validate_name("db-20261126T200000Z.dump").unwrap();
-        assert!(validate_name("../etc/passwd").is_err());
-        assert!(validate_name("db-$(id)").is_err());
-        validate_name("env-20261126T200000Z").unwrap();
-        assert!(validate_name("env-../../x").is_err());
-        assert!(validate_name("env-a/b").is_err());
-        assert!(manifest_name_ok("db-1.dump", "latest"));
-        assert!(manifest_name_ok("db-1.dump", "db-1.dump"));
-        assert!(!manifest_name_ok("db-2.dump", "db-1.dump"));
-        assert!(!manifest_name_ok("db-x\ntouch /tmp/p", "latest"));
-        assert!(!manifest_name_ok("latest", "latest"));
-    }
 }

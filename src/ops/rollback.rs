@@ -5,10 +5,10 @@
 
 use anyhow::Result;
 
-use super::releases::read_history;
 use super::switch::{self, Kind, Request};
 use crate::cli::RollbackArgs;
 use crate::context::Ctx;
+use crate::deployed::read_history;
 use crate::error::{Error, Exit};
 
 pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
@@ -45,7 +45,7 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
 }
 
 /// The commit `steps` deployed releases before the one running now (history newest first).
-fn previous_commit(history: &[super::releases::Record], steps: usize) -> Option<String> {
+fn previous_commit(history: &[crate::deployed::Record], steps: usize) -> Option<String> {
     let mut commits: Vec<&str> = Vec::new();
     for record in history
         .iter()
@@ -60,8 +60,8 @@ fn previous_commit(history: &[super::releases::Record], steps: usize) -> Option<
 
 #[cfg(test)]
 mod tests {
-    use super::super::releases::Record;
     use super::*;
+    use crate::deployed::Record;
 
     fn rec(commit: &str, result: &str) -> Record {
         Record {

@@ -16,10 +16,10 @@ use std::io::{IsTerminal, Read};
 
 use anyhow::Result;
 
-use super::env::{self, Change, Source};
 use crate::cli::RotateArgs;
 use crate::compose::exec_in_service_stdin;
 use crate::context::Ctx;
+use crate::envchange::{self, Change, Source};
 use crate::envfile::{self, EnvFile};
 use crate::error::{Error, Exit};
 use crate::remote::RemoteCommand;
@@ -33,10 +33,10 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
         return Err(Error::usage(format!("invalid key {key:?}")).into());
     }
     let config = t.secrets.get(key).cloned().unwrap_or_default();
-    let read = env::read_for_change(ctx).await?;
+    let read = envchange::read_for_change(ctx).await?;
     let before = read.file.clone();
     let old = before.get(key).ok_or_else(|| {
-        Error::usage(format!("{key} is not set in {}", env::env_path(ctx)))
+        Error::usage(format!("{key} is not set in {}", envchange::env_path(ctx)))
             .with_help("ctops env list shows the keys")
     })?;
     let new = new_value(args)?;
@@ -97,7 +97,7 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
         _ => None,
     };
     change.proven = path.as_ref().map(|_| unprovable.is_none());
-    let exit = env::switch(ctx, change).await?;
+    let exit = envchange::apply(ctx, change).await?;
     if exit != Exit::Ok || ctx.dry_run {
         return Ok(exit);
     }
@@ -118,7 +118,7 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
                 config.restart.clone(),
             );
             // Against the file this rotation wrote: a change made since is not undone.
-            undo.expect_sha256 = Some(env::sha256_hex(after.render().as_bytes()));
+            undo.expect_sha256 = Some(envchange::sha256_hex(after.render().as_bytes()));
             let (set_old, old_sql) = alter_role(ctx, role, &old, "old")?;
             undo.private_files = vec![old_sql];
             undo.before_replace = vec![Step::new(
@@ -126,7 +126,7 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
                 format!("set role {role}'s old password back"),
                 &[set_old],
             )];
-            let undone = env::switch(ctx, undo).await?;
+            let undone = envchange::apply(ctx, undo).await?;
             return Ok(if undone == Exit::Ok {
                 Exit::Failed
             } else {
@@ -228,7 +228,7 @@ const RUN_SQL: &str = include_str!("../scripts/rotate-sql.sh");
 
 /// The command that sets `role`'s password to `password`'s SCRAM verifier, and the private
 /// file (path, SQL) it reads: the verifier is uploaded 0600 under the lock (see
-/// [`env::Change::private_files`]), never in the runner's script, a command line or the
+/// [`envchange::Change::private_files`]), never in the runner's script, a command line or the
 /// `--dry-run` output (it is as good as the password to an offline guesser).
 fn alter_role(
     ctx: &Ctx,

@@ -331,7 +331,7 @@ pub async fn prune(ctx: &Ctx) -> Result<Exit> {
             t.state_dir.clone(),
             project,
             keep.to_string(),
-            super::switch::RELEASE_TAG_PREFIX.to_string(),
+            crate::deployed::RELEASE_TAG_PREFIX.to_string(),
         ],
     )
     .timeout(std::time::Duration::from_secs(1800));

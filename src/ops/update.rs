@@ -15,12 +15,11 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::restore::execute;
-use super::switch::gate_vars;
 use super::Envelope;
 use crate::compose::Stack;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
+use crate::gate::{execute, gate_vars};
 use crate::lock::{self, HostLock};
 use crate::remote::{quote, Remote, RemoteCommand};
 use crate::runner::{self, Plan, Step};

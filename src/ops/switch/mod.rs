@@ -6,23 +6,20 @@
 //! the new image in a one-off container before the running containers are replaced.
 
 mod plan;
-mod probe;
-
-use std::collections::BTreeMap;
-use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
 
-pub use plan::{changelog_section, gate_vars, plan, Kind, Notify};
-pub use probe::{validate_ref, Probe, Release, RELEASE_TAG_PREFIX};
+pub use crate::deployed::{validate_ref, Probe, Release, RELEASE_TAG_PREFIX};
+pub use plan::{changelog_section, plan, Kind, Notify};
 
 use crate::context::Ctx;
+use crate::deployed::short;
 use crate::error::{Error, Exit};
+use crate::gate::{follow_with_interrupts, Followed};
 use crate::lock::HostLock;
 use crate::remote::Remote;
 use crate::runner::{self, Event};
-use probe::short;
 
 /// How a switch ended, for humans and `--json`.
 #[derive(Debug, Serialize)]
@@ -119,7 +116,11 @@ async fn plan_and_run(
     let op_id = runner::op_id(probe.host_time, kind.name());
     if let Some(repo) = &request.preflight {
         ctx.out.status("preflight (runbook 2.3):");
-        super::preflight::report(ctx, &super::preflight::run_checks(ctx, repo, &probe), false)?;
+        crate::release_checks::report(
+            ctx,
+            &crate::release_checks::run_checks(ctx, repo, &probe),
+            false,
+        )?;
     }
     let notify = match kind {
         Kind::Deploy => Notify::for_new_version(ctx, remote, &probe).await?,
@@ -154,99 +155,6 @@ async fn plan_and_run(
         let _ = runner::mark_seen(remote, &t.state_dir, &op_id).await;
     }
     report(ctx, &probe, kind, &op_id, outcome)
-}
-
-/// What following the runner came to.
-pub enum Followed {
-    Ended {
-        outcome: String,
-        steps: Vec<Event>,
-        interrupted: bool,
-    },
-    RunnerDied(Vec<Event>),
-    Lost(Error, Vec<Event>),
-    Abandoned(Vec<Event>),
-}
-
-/// Streams the journal, printing each step with its elapsed time. The first Ctrl-C (or
-/// SIGTERM/SIGHUP) asks the runner to stop after the current step and roll back; a second
-/// stops watching at once.
-pub async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid: u32) -> Followed {
-    let t = &ctx.target;
-    let mut steps: Vec<Event> = Vec::new();
-    let mut started: BTreeMap<String, u64> = BTreeMap::new();
-    let wall = Instant::now();
-    let fault = std::env::var("CTOPS_FAULT").ok();
-    let (fault_tx, mut fault_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let print = |e: &Event| {
-        match e.kind.as_str() {
-            "start" => {
-                started.insert(e.step.clone(), e.millis);
-                ctx.out.status(format!("  … {}", e.detail));
-                if fault.as_deref() == Some(&format!("disconnect-at:{}", e.step)) {
-                    let _ = fault_tx.send(());
-                }
-            }
-            "ok" | "fail" => {
-                let took = started
-                    .get(&e.step)
-                    .map(|s| e.millis.saturating_sub(*s))
-                    .unwrap_or(0);
-                let detail = if e.kind == "fail" {
-                    format!(": {}", e.detail)
-                } else {
-                    String::new()
-                };
-                ctx.out.status(format!(
-                    "  {} {} ({:.1}s){detail}",
-                    ctx.out.mark(e.kind == "ok"),
-                    e.step,
-                    took as f64 / 1000.0
-                ));
-            }
-            "note" if e.step.starts_with("notification failed") => ctx.out.warn(&e.step),
-            "note" => ctx.out.status(format!("  note: {}", e.step)),
-            _ => {}
-        }
-        steps.push(e.clone());
-    };
-    let mut interrupted = false;
-    let mut abandoned = false;
-    let result = {
-        let follow = runner::follow(remote, &t.state_dir, op_id, pid, ctx.out.verbose > 0, print);
-        tokio::pin!(follow);
-        loop {
-            tokio::select! {
-                result = &mut follow => break result,
-                _ = crate::signals::interrupted() => {
-                    if interrupted {
-                        abandoned = true;
-                        break Ok(None);
-                    }
-                    interrupted = true;
-                    ctx.out.status("interrupt: the current step finishes, then the host is rolled back (Ctrl-C again to stop watching)");
-                    if let Err(e) = runner::request_abort(remote, &t.state_dir, op_id).await {
-                        ctx.out.warn(format!("could not ask the runner to stop: {e}"));
-                    }
-                }
-                Some(()) = fault_rx.recv() => {
-                    ctx.out.warn("fault injection: dropping the SSH connection");
-                    remote.kill_master();
-                }
-            }
-        }
-    };
-    tracing::debug!(elapsed = ?wall.elapsed(), "followed the runner");
-    match result {
-        _ if abandoned => Followed::Abandoned(steps),
-        Ok(Some(outcome)) => Followed::Ended {
-            outcome,
-            steps,
-            interrupted,
-        },
-        Ok(None) => Followed::RunnerDied(steps),
-        Err(e) => Followed::Lost(e, steps),
-    }
 }
 
 fn report(ctx: &Ctx, probe: &Probe, kind: Kind, op_id: &str, followed: Followed) -> Result<Exit> {

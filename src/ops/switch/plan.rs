@@ -1,9 +1,10 @@
 //! The switch as typed steps: what to run, in which order, and what undoes each.
 
-use super::probe::{release_tag, short, Probe};
 use crate::compose::Compose;
 use crate::context::Ctx;
+use crate::deployed::{release_tag, short, Probe};
 use crate::error::Error;
+use crate::gate::gate_vars;
 use crate::migrations::Direction;
 use crate::remote::{quote, Remote, RemoteCommand};
 use crate::runner::{Plan, Step};
@@ -172,7 +173,7 @@ pub fn plan(
         if direction == Direction::Downgrade {
             // A downgrade drops what newer revisions added: a verified backup first, at the
             // revision the database has now. If it fails, nothing has changed yet.
-            let backup = crate::ops::backup::db_backup_command(
+            let backup = crate::catalog::db_backup_command(
                 t,
                 crate::cli::BackupFormat::Custom,
                 "pre-rollback",
@@ -239,7 +240,7 @@ pub fn plan(
         }
         if direction == Direction::Upgrade {
             // The same backup as `ctops backup db`, with its manifest.
-            let backup = crate::ops::backup::db_backup_command(
+            let backup = crate::catalog::db_backup_command(
                 t,
                 crate::cli::BackupFormat::Custom,
                 "pre-deploy",
@@ -391,7 +392,7 @@ impl Notify {
         {
             return Ok(None);
         }
-        let history = crate::ops::releases::read_history(remote, &ctx.target.state_dir).await?;
+        let history = crate::deployed::read_history(remote, &ctx.target.state_dir).await?;
         if history.iter().any(|r| {
             r.version == probe.target.version && (r.result == "deployed" || r.result == "found")
         }) {
@@ -488,26 +489,6 @@ pub fn changelog_section(changelog: &str, version: &str) -> String {
         .join("\n")
         .trim()
         .to_string()
-}
-
-/// The variables the runner's `gate` and `container_of` read (plain values: the plan
-/// renders them quoted).
-pub fn gate_vars(t: &crate::config::Target, project: &str) -> Vec<(&'static str, String)> {
-    let secs = |d: Option<crate::config::HumanDuration>, default: u64| {
-        d.map(|d| d.0.as_secs()).unwrap_or(default).to_string()
-    };
-    let interval = t
-        .deploy
-        .health_interval
-        .map(|d| d.0.as_secs_f64())
-        .unwrap_or(1.0);
-    vec![
-        ("P", project.to_string()),
-        ("HEALTH_URL", t.health_url.clone()),
-        ("HEALTH_TIMEOUT", secs(t.deploy.health_timeout, 60)),
-        ("HEALTH_INTERVAL", format!("{interval}")),
-        ("STABLE_FOR", secs(t.deploy.stable_for, 10)),
-    ]
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::backup::{is_sha256, local, Listed};
+use crate::catalog::{is_sha256, local, Listed};
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
 use crate::s3::Store;
@@ -164,11 +164,11 @@ async fn open_store(ctx: &Ctx) -> Result<Store, Error> {
     let m = &t.backup.minio;
     let endpoint = m.endpoint.clone().unwrap_or_default();
     let remote = ctx.remote().await?;
-    let env = super::env::read(ctx).await?;
+    let env = crate::envchange::read(ctx).await?;
     let credential = |var: &Option<String>| {
         let var = var.as_deref().unwrap_or_default();
         env.get(var).ok_or_else(|| {
-            Error::usage(format!("{var} is not set in {} on {}", super::env::env_path(ctx), remote.host()))
+            Error::usage(format!("{var} is not set in {} on {}", crate::envchange::env_path(ctx), remote.host()))
                 .with_help("backup.minio.access_key_var and secret_key_var name the .env keys holding the store's credentials")
         })
     };
@@ -403,7 +403,7 @@ fn check_bodies(repo: &Repo, snapshot: &Snapshot) -> Result<(), Error> {
 #[derive(Serialize)]
 struct RestoreDoc<'a> {
     #[serde(flatten)]
-    envelope: super::Envelope<'a>,
+    envelope: crate::report::Envelope<'a>,
     snapshot: String,
     safety_snapshot: Option<String>,
     uploaded: usize,
@@ -497,7 +497,7 @@ pub async fn restore(ctx: &Ctx, as_of: Option<&str>) -> Result<Exit> {
         crate::lock::hold(remote, &ctx.target.state_dir, "restore minio", work).await?;
     if ctx.out.json {
         ctx.out.json_doc(&RestoreDoc {
-            envelope: super::Envelope::new("restore minio", ctx, true),
+            envelope: crate::report::Envelope::new("restore minio", ctx, true),
             snapshot: wanted.name.clone(),
             safety_snapshot: Some(safety),
             uploaded,

@@ -1,6 +1,7 @@
-//! Reading what the host runs and what it would run, before anything changes.
+//! What the host runs and what it would run, read before anything changes, and the history
+//! of what it ran (`releases.jsonl` in the state dir).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::compose::Stack;
 use crate::context::Ctx;
@@ -308,4 +309,34 @@ fn parse_config(json: &[u8]) -> Result<Config, Error> {
         }
     }
     Ok((name, built, all))
+}
+
+/// One line of the release history kept on the host (`releases.jsonl` in the state dir).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Record {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub commit: String,
+    pub version: String,
+    pub migration: Option<String>,
+    pub by: String,
+    pub at: String,
+    pub result: String,
+}
+
+/// The history, newest first; lines that do not parse are skipped.
+pub async fn read_history(remote: &Remote, state_dir: &str) -> Result<Vec<Record>, Error> {
+    let cmd = RemoteCommand::sh(
+        r#"cat "$1/releases.jsonl" 2>/dev/null || true"#,
+        [state_dir],
+    )
+    .read_only();
+    let text = remote.run_ok(&cmd).await?.stdout_text();
+    let mut records: Vec<Record> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    records.reverse();
+    Ok(records)
 }

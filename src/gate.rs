@@ -1,0 +1,156 @@
+//! Following a detached runner on the host to its end (Ctrl-C asks it to roll back), and the
+//! variables of its health gate: what deploy, rollback, restore, `.env` changes and updates
+//! share once their plan is built.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::context::Ctx;
+use crate::error::Error;
+use crate::lock::HostLock;
+use crate::remote::Remote;
+use crate::runner::{self, Event, Plan};
+
+/// The variables the runner's `gate` and `container_of` read (plain values: the plan
+/// renders them quoted).
+pub fn gate_vars(t: &crate::config::Target, project: &str) -> Vec<(&'static str, String)> {
+    let secs = |d: Option<crate::config::HumanDuration>, default: u64| {
+        d.map(|d| d.0.as_secs()).unwrap_or(default).to_string()
+    };
+    let interval = t
+        .deploy
+        .health_interval
+        .map(|d| d.0.as_secs_f64())
+        .unwrap_or(1.0);
+    vec![
+        ("P", project.to_string()),
+        ("HEALTH_URL", t.health_url.clone()),
+        ("HEALTH_TIMEOUT", secs(t.deploy.health_timeout, 60)),
+        ("HEALTH_INTERVAL", format!("{interval}")),
+        ("STABLE_FOR", secs(t.deploy.stable_for, 10)),
+    ]
+}
+
+/// What following the runner came to.
+pub enum Followed {
+    Ended {
+        outcome: String,
+        steps: Vec<Event>,
+        interrupted: bool,
+    },
+    RunnerDied(Vec<Event>),
+    Lost(Error, Vec<Event>),
+    Abandoned(Vec<Event>),
+}
+
+/// Streams the journal, printing each step with its elapsed time. The first Ctrl-C (or
+/// SIGTERM/SIGHUP) asks the runner to stop after the current step and roll back; a second
+/// stops watching at once.
+pub async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid: u32) -> Followed {
+    let t = &ctx.target;
+    let mut steps: Vec<Event> = Vec::new();
+    let mut started: BTreeMap<String, u64> = BTreeMap::new();
+    let wall = Instant::now();
+    let fault = std::env::var("CTOPS_FAULT").ok();
+    let (fault_tx, mut fault_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let print = |e: &Event| {
+        match e.kind.as_str() {
+            "start" => {
+                started.insert(e.step.clone(), e.millis);
+                ctx.out.status(format!("  … {}", e.detail));
+                if fault.as_deref() == Some(&format!("disconnect-at:{}", e.step)) {
+                    let _ = fault_tx.send(());
+                }
+            }
+            "ok" | "fail" => {
+                let took = started
+                    .get(&e.step)
+                    .map(|s| e.millis.saturating_sub(*s))
+                    .unwrap_or(0);
+                let detail = if e.kind == "fail" {
+                    format!(": {}", e.detail)
+                } else {
+                    String::new()
+                };
+                ctx.out.status(format!(
+                    "  {} {} ({:.1}s){detail}",
+                    ctx.out.mark(e.kind == "ok"),
+                    e.step,
+                    took as f64 / 1000.0
+                ));
+            }
+            "note" if e.step.starts_with("notification failed") => ctx.out.warn(&e.step),
+            "note" => ctx.out.status(format!("  note: {}", e.step)),
+            _ => {}
+        }
+        steps.push(e.clone());
+    };
+    let mut interrupted = false;
+    let mut abandoned = false;
+    let result = {
+        let follow = runner::follow(remote, &t.state_dir, op_id, pid, ctx.out.verbose > 0, print);
+        tokio::pin!(follow);
+        loop {
+            tokio::select! {
+                result = &mut follow => break result,
+                _ = crate::signals::interrupted() => {
+                    if interrupted {
+                        abandoned = true;
+                        break Ok(None);
+                    }
+                    interrupted = true;
+                    ctx.out.status("interrupt: the current step finishes, then the host is rolled back (Ctrl-C again to stop watching)");
+                    if let Err(e) = runner::request_abort(remote, &t.state_dir, op_id).await {
+                        ctx.out.warn(format!("could not ask the runner to stop: {e}"));
+                    }
+                }
+                Some(()) = fault_rx.recv() => {
+                    ctx.out.warn("fault injection: dropping the SSH connection");
+                    remote.kill_master();
+                }
+            }
+        }
+    };
+    tracing::debug!(elapsed = ?wall.elapsed(), "followed the runner");
+    match result {
+        _ if abandoned => Followed::Abandoned(steps),
+        Ok(Some(outcome)) => Followed::Ended {
+            outcome,
+            steps,
+            interrupted,
+        },
+        Ok(None) => Followed::RunnerDied(steps),
+        Err(e) => Followed::Lost(e, steps),
+    }
+}
+
+/// Runs `plan` on the host, detached, and follows its journal: `(outcome, steps,
+/// interrupted)`, the outcome `unknown` or `interrupted` when it did not end cleanly.
+pub async fn execute(
+    ctx: &Ctx,
+    remote: &Remote,
+    plan: &Plan,
+    lock: &HostLock,
+) -> Result<(String, Vec<Event>, bool)> {
+    let state_dir = &ctx.target.state_dir;
+    let script = plan.render(state_dir, &lock.token);
+    let pid = runner::start(remote, state_dir, &plan.op_id, &script).await?;
+    let followed = follow_with_interrupts(ctx, remote, &plan.op_id, pid).await;
+    let (outcome, steps, interrupted) = match followed {
+        Followed::Ended {
+            outcome,
+            steps,
+            interrupted,
+        } => (outcome, steps, interrupted),
+        Followed::RunnerDied(steps) => ("interrupted".to_string(), steps, false),
+        Followed::Lost(_, steps) | Followed::Abandoned(steps) => {
+            ("unknown".to_string(), steps, false)
+        }
+    };
+    if outcome != "unknown" && outcome != "interrupted" {
+        let _ = runner::mark_seen(remote, state_dir, &plan.op_id).await;
+    }
+    Ok((outcome, steps, interrupted))
+}
