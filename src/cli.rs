@@ -186,6 +186,15 @@ pub enum RestoreCommand {
         #[arg(long)]
         migrate: bool,
     },
+    /// The databases earlier restores kept (`<db>_before_…`, `_failed_…`, `_restore_…`),
+    /// with their sizes
+    ListKept,
+    /// Drop one database a restore kept (asks for its name; only `_before_`, `_failed_` and
+    /// `_restore_` copies of the configured database)
+    DropKept {
+        /// A name from `ctops restore list-kept`
+        name: String,
+    },
     /// Put back a copy of .env kept by `backup env` (the current one is copied first)
     Env {
         /// A name from `ctops backup list` (env-...), or `latest`
@@ -379,6 +388,8 @@ impl Command {
             Command::Restore(RestoreCommand::Db { .. }) => "restore db",
             Command::Restore(RestoreCommand::Env { .. }) => "restore env",
             Command::Restore(RestoreCommand::Minio { .. }) => "restore minio",
+            Command::Restore(RestoreCommand::ListKept) => "restore list-kept",
+            Command::Restore(RestoreCommand::DropKept { .. }) => "restore drop-kept",
             Command::Env(EnvCommand::List) => "env list",
             Command::Env(EnvCommand::Get { .. }) => "env get",
             Command::Env(EnvCommand::Set { .. }) => "env set",
@@ -425,7 +436,11 @@ impl Command {
                 | Command::Rollback(_)
                 | Command::Preflight(_)
                 | Command::Rotate(_)
-                | Command::Restore(RestoreCommand::Db { .. })
+                | Command::Restore(
+                    RestoreCommand::Db { .. }
+                        | RestoreCommand::ListKept
+                        | RestoreCommand::DropKept { .. }
+                )
                 | Command::Backup(
                     BackupCommand::Db { .. } | BackupCommand::All | BackupCommand::Verify { .. }
                 )

@@ -213,6 +213,9 @@ pub struct BackupDb {
     /// (PGHOST/PGPORT), when the container's own environment does not say.
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// ctops extension: MiB that must stay free where PostgreSQL keeps its data after a
+    /// restore's second copy of the database is made (default 256).
+    pub restore_min_free_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -236,7 +239,7 @@ pub struct Backup {
 
 impl Backup {
     fn overlay(&mut self, over: &Backup) {
-        overlay!(self.db, over.db; service, user, database, keep_days, max_age, writers, host, port);
+        overlay!(self.db, over.db; service, user, database, keep_days, max_age, writers, host, port, restore_min_free_mb);
         overlay!(self.minio, over.minio; endpoint, access_key_var, secret_key_var, buckets, keep_days);
     }
 
@@ -245,6 +248,7 @@ impl Backup {
         // service, user, database and writers are not defaulted: compose config and the
         // database container tell them (crate::discover).
         self.db.keep_days = self.db.keep_days.or(Some(7));
+        self.db.restore_min_free_mb = self.db.restore_min_free_mb.or(Some(256));
         self.db.max_age = self
             .db
             .max_age

@@ -336,7 +336,7 @@ fn short(reference: &str) -> &str {
 
 /// A client's error output as one line (psql says what failed on its first line and why on
 /// the next), at most 300 characters.
-fn one_line(text: &str) -> String {
+pub fn one_line(text: &str) -> String {
     let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match joined.char_indices().nth(300) {
         Some((cut, _)) => format!("{}…", &joined[..cut]),

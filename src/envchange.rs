@@ -9,7 +9,7 @@ use crate::compose::Stack;
 use crate::context::Ctx;
 use crate::envfile::EnvFile;
 use crate::error::{Error, Exit};
-use crate::gate::{execute, gate_vars};
+use crate::gate::{execute, failure_summary, gate_vars};
 use crate::lock::HostLock;
 use crate::remote::RemoteCommand;
 use crate::report::Envelope;
@@ -279,10 +279,10 @@ pub async fn apply(ctx: &Ctx, change: Change) -> Result<Exit> {
     let (exit, message) = match outcome.as_str() {
         "changed" => (Exit::Ok, None),
         "failed" | "rolled-back" if changed_since_read => (Exit::Refused, Some(format!("{CHANGED_SINCE_READ}; run again ({} on {} was written by someone else after ctops read it; writing over it would have undone that change, so nothing was changed)", t.env_file, remote.host()))),
-        "failed" => (Exit::Failed, Some(format!("{} failed before .env was changed", change.command))),
+        "failed" => (Exit::Failed, Some(format!("{} failed before .env was changed; {}", change.command, failure_summary(&steps)))),
         "rolled-back" if interrupted => (Exit::Interrupted, Some("interrupted: the previous .env is back".to_string())),
-        "rolled-back" if change.keep_on_failure => (Exit::Failed, Some(format!("{} failed its health gate; the new value stays (the old one is revoked): check the services' logs (ctops logs) and the value itself", change.command))),
-        "rolled-back" => (Exit::Failed, Some(format!("{} failed: the previous .env is back and the services recreated", change.command))),
+        "rolled-back" if change.keep_on_failure => (Exit::Failed, Some(format!("{} failed; the new value stays (the old one is revoked): check the services' logs (ctops logs) and the value itself; {}", change.command, failure_summary(&steps)))),
+        "rolled-back" => (Exit::Failed, Some(format!("{} failed: the previous .env is back; {}", change.command, failure_summary(&steps)))),
         _ => (Exit::Stranded, Some(format!("{op_id} did not end cleanly ({outcome}): see `ctops status`; the previous .env is kept as {before}"))),
     };
     if ctx.out.json {

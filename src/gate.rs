@@ -154,3 +154,98 @@ pub async fn execute(
     }
     Ok((outcome, steps, interrupted))
 }
+
+/// What the journal says a failed operation did: the step that failed (with the last lines
+/// of its log), then the undo steps that ran and how each ended. Messages are built from it,
+/// so they never claim a gate that did not run or an undo that did not happen.
+pub fn failure_summary(steps: &[Event]) -> String {
+    let Some(at) = steps.iter().position(|e| e.kind == "fail") else {
+        return "no step failed".to_string();
+    };
+    let failed = &steps[at];
+    let mut text = format!("step `{}` failed", failed.step);
+    let why = failed.detail.trim();
+    if !why.is_empty() {
+        text.push_str(&format!(" ({})", shorten(why, 160)));
+    }
+    let title = |id: &str| {
+        steps
+            .iter()
+            .find(|e| e.kind == "start" && e.step == id)
+            .map(|e| e.detail.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let undone: Vec<String> = steps[at + 1..]
+        .iter()
+        .filter(|e| e.kind == "ok" || e.kind == "fail")
+        .map(|e| match e.kind.as_str() {
+            "ok" => title(&e.step),
+            _ => format!("{} (FAILED)", title(&e.step)),
+        })
+        .collect();
+    if undone.is_empty() {
+        text.push_str("; nothing needed undoing");
+    } else {
+        text.push_str(&format!("; undone: {}", undone.join(", ")));
+    }
+    text
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, step: &str, detail: &str) -> Event {
+        Event {
+            at: String::new(),
+            millis: 0,
+            kind: kind.into(),
+            step: step.into(),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn a_failure_names_its_step_and_only_the_undo_that_ran() {
+        // `update images` with no registry: `pull` fails, the images are tagged back, no
+        // service was recreated and no gate ran.
+        let steps = [
+            event("start", "pull", "pull the images"),
+            event("fail", "pull", "exit 1: registry unreachable"),
+            event("start", "retag", "tag the previous images back"),
+            event("ok", "retag", ""),
+        ];
+        let text = failure_summary(&steps);
+        assert_eq!(
+            text,
+            "step `pull` failed (exit 1: registry unreachable); undone: tag the previous images back"
+        );
+        assert!(!text.contains("gate") && !text.contains("recreate"));
+
+        let steps = [event("start", "build", "build"), event("fail", "build", "")];
+        assert_eq!(
+            failure_summary(&steps),
+            "step `build` failed; nothing needed undoing"
+        );
+
+        let steps = [
+            event("start", "gate", "health gate"),
+            event("fail", "gate", "exit 1: /health is 503"),
+            event(
+                "start",
+                "recreate_back",
+                "recreate the services on the previous images",
+            ),
+            event("fail", "recreate_back", "exit 1"),
+        ];
+        assert!(failure_summary(&steps)
+            .ends_with("undone: recreate the services on the previous images (FAILED)"));
+    }
+}

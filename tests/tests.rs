@@ -17,6 +17,7 @@ mod lock;
 mod logs;
 mod minio;
 mod quoting;
+mod restore_kept;
 mod rotate;
 mod runner;
 mod service;

@@ -227,3 +227,37 @@ fn update_images_that_fail_the_gate_put_the_previous_image_back() {
     sandbox_ctops(["health"]).run().expect(0);
     reset_host();
 }
+
+/// The case: a pull that fails. The message names `pull` and only the undo that ran:
+/// no gate ran and no service was recreated, so it must not say so.
+#[test]
+fn update_images_failing_at_pull_names_that_step_and_only_the_undo_that_ran() {
+    let _guard = exclusive();
+    reset_host();
+    let before = redis_image();
+    let run = sandbox_ctops(["update", "images", "--yes", "--json"])
+        .env("CTOPS_FAIL_STEP", "pull")
+        .run()
+        .expect(1);
+    let doc = run.json();
+    assert_schema("update-images.json", &doc);
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("step `pull` failed"), "{}", run.describe());
+    assert!(
+        !message.contains("health gate") && !message.contains("recreate"),
+        "claims a gate or a recreate that never happened: {message}"
+    );
+    let ran: Vec<&str> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "start")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert!(
+        !ran.contains(&"gate") && !ran.contains(&"recreate_back"),
+        "{ran:?}"
+    );
+    assert_eq!(redis_image(), before, "redis runs what it ran");
+    sandbox_ctops(["health"]).run().expect(0);
+}

@@ -15,7 +15,7 @@ use crate::cli::RestoreCommand;
 use crate::compose::Stack;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
-use crate::gate::{execute, gate_vars};
+use crate::gate::{execute, failure_summary, gate_vars};
 use crate::lock::HostLock;
 use crate::migrations::Head;
 use crate::remote::{Remote, RemoteCommand};
@@ -25,6 +25,11 @@ use crate::runner::{self, Event, Plan, Step};
 const LOAD: &str = include_str!("../scripts/restore-load.sh");
 /// The `swap` and `swap_back` steps: two renames in one transaction, nobody connected.
 const SWAP: &str = include_str!("../scripts/restore-swap.sh");
+/// `user database` in the database's container: its size, the KiB free where its data is, and
+/// that folder.
+const SPACE: &str = include_str!("../scripts/restore-space.sh");
+/// The `drop_fresh` undo step: the loaded copy dropped when it was never swapped in.
+const DROP_FRESH: &str = include_str!("../scripts/restore-drop-fresh.sh");
 /// How long the swap waits for the sessions it terminated to go (`SWAP_WAIT`).
 const SWAP_WAIT_SECONDS: u64 = 30;
 
@@ -70,6 +75,8 @@ pub async fn run(ctx: &Ctx, command: &RestoreCommand) -> Result<Exit> {
     match command {
         RestoreCommand::Db { name, migrate } => restore_db(ctx, name, *migrate).await,
         RestoreCommand::Env { name } => restore_env(ctx, name).await,
+        RestoreCommand::ListKept => list_kept(ctx).await,
+        RestoreCommand::DropKept { name } => drop_kept(ctx, name).await,
         RestoreCommand::Minio { as_of } => crate::snapshots::restore(ctx, as_of.as_deref()).await,
     }
 }
@@ -131,6 +138,7 @@ async fn restore_db(ctx: &Ctx, name: &str, migrate: bool) -> Result<Exit> {
         .with_help("deploy the release that matches the backup first, or pass --migrate to upgrade it after the restore")
         .into());
     }
+    check_space(ctx, remote, &service, &user, &database).await?;
     if !ctx.dry_run {
         ctx.confirm_word(
             &format!(
@@ -193,11 +201,14 @@ async fn plan_and_run(
     let writers = t.backup.db.writers.clone().unwrap_or_default();
     let file = format!("{}/{}", t.backup_dir.trim_end_matches('/'), manifest.name);
     let mut forward = vec![
+        // Marked when it starts: the load drops its own half-made copy, but a copy loaded
+        // whole and never swapped in must go when a later step fails.
         Step::shell(
             "restore",
             format!("restore {} into a new database {fresh}", manifest.name),
             LOAD,
-        ),
+        )
+        .marks("LOADING"),
         // Marked when it starts: a stop that fails half-way leaves some writers stopped.
         Step::new(
             "stop_writers",
@@ -243,6 +254,12 @@ async fn plan_and_run(
         )
         .when("STOPPED"),
         Step::shell("gate_back", "health gate", "gate ''").when("STOPPED"),
+        Step::shell(
+            "drop_fresh",
+            format!("drop {fresh} if it was never swapped in"),
+            DROP_FRESH,
+        )
+        .when("LOADING"),
     ];
     let mut audit = runner::audit_fields(&t.name, &format!("restore db {}", manifest.name), &op_id);
     audit["safety_copy"] = serde_json::json!(safety);
@@ -294,9 +311,10 @@ async fn plan_and_run(
     let (outcome, steps, interrupted) = execute(ctx, remote, &plan, lock).await?;
     let (exit, message) = match outcome.as_str() {
         "restored" => (Exit::Ok, None),
-        "failed" => (Exit::Failed, Some(format!("restore of {} failed before the database was touched", manifest.name))),
+        "failed" => (Exit::Failed, Some(format!("restore of {} failed before the database was touched; {}", manifest.name, failure_summary(&steps)))),
         "rolled-back" if interrupted => (Exit::Interrupted, Some("interrupted: the old database is back in place".to_string())),
-        "rolled-back" => (Exit::Failed, Some(format!("restore of {} failed; the database is as it was (the attempt is kept as {failed_copy})", manifest.name))),
+        "rolled-back" if swapped(&steps) => (Exit::Failed, Some(format!("restore of {} failed; the database is as it was (the attempt is kept as {failed_copy}); {}", manifest.name, failure_summary(&steps)))),
+        "rolled-back" => (Exit::Failed, Some(format!("restore of {} failed before the swap; the database is as it was; {}", manifest.name, failure_summary(&steps)))),
         _ => (Exit::Stranded, Some(format!("restore {op_id} did not end cleanly ({outcome}): see `ctops status`"))),
     };
     if ctx.out.json {
@@ -348,4 +366,274 @@ async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
         ),
     )
     .await
+}
+
+/// Whether the journal shows the swap done (the failed attempt is then kept under a name).
+fn swapped(steps: &[Event]) -> bool {
+    steps.iter().any(|e| e.step == "swap" && e.kind == "ok")
+}
+
+/// Refuses (exit 4, nothing changed) unless the filesystem PostgreSQL keeps its data on can
+/// hold a second copy of the database, plus a tenth of it and `restore_min_free_mb`.
+async fn check_space(
+    ctx: &Ctx,
+    remote: &Remote,
+    service: &str,
+    user: &str,
+    database: &str,
+) -> Result<(), Error> {
+    let t = &ctx.target;
+    let argv: Vec<String> = ["sh", "-c", SPACE, "sh", user, database]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = remote
+        .run(&crate::compose::exec_in_service(t, service, &argv).read_only())
+        .await?;
+    let text = out.stdout_text();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let (Some(size), Some(avail_kib)) = (
+        fields.first().and_then(|s| s.parse::<u64>().ok()),
+        fields.get(1).and_then(|s| s.parse::<u64>().ok()),
+    ) else {
+        return Err(Error::refused(format!(
+            "cannot tell whether {} has room for a second copy of `{database}`: {}; nothing was changed",
+            remote.host(),
+            crate::discover::one_line(&out.stderr_text())
+        ))
+        .with_help("check `backup.db.service`, `backup.db.user` and that `df` works in the database's container"));
+    };
+    let data_dir = fields.get(2..).map(|f| f.join(" ")).unwrap_or_default();
+    let min_free = t.backup.db.restore_min_free_mb.unwrap_or(256) * 1024 * 1024;
+    let need = space_needed(size, min_free);
+    let avail = avail_kib.saturating_mul(1024);
+    if avail < need {
+        return Err(Error::refused(format!(
+            "not enough space on {} for a restore: `{database}` is {}, a second copy needs {} free in {data_dir}, which has {}; nothing was changed",
+            remote.host(),
+            mib(size),
+            mib(need),
+            mib(avail)
+        ))
+        .with_help("free space there (`ctops restore list-kept` shows copies earlier restores kept; `ctops restore drop-kept NAME`), or lower `backup.db.restore_min_free_mb`"));
+    }
+    Ok(())
+}
+
+/// A second copy of a `size`-byte database, a tenth more for what it grows while loading
+/// (indexes built, WAL), and what must stay free after it.
+fn space_needed(size: u64, min_free: u64) -> u64 {
+    size.saturating_add(size / 10).saturating_add(min_free)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / 1_048_576.0)
+}
+
+/// Which copy a restore kept a database as (`<db>_before_<stamp>`, `_failed_`, `_restore_`),
+/// or `None` for every other name: only those may be dropped by `drop-kept`.
+fn kept_kind(database: &str, name: &str) -> Option<&'static str> {
+    let rest = name.strip_prefix(database)?.strip_prefix('_')?;
+    ["before", "failed", "restore"].into_iter().find(|kind| {
+        rest.strip_prefix(kind)
+            .and_then(|r| r.strip_prefix('_'))
+            .is_some_and(|stamp| {
+                !stamp.is_empty()
+                    && stamp
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+            })
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct Kept {
+    name: String,
+    kind: &'static str,
+    size: u64,
+}
+
+/// The copies earlier restores kept, with their sizes (one query in the database's container).
+async fn kept_copies(ctx: &Ctx, remote: &Remote) -> Result<(String, Vec<Kept>), Error> {
+    let t = &ctx.target;
+    let db = &t.backup.db;
+    let database = t.fact("backup.db.database", &db.database)?.to_string();
+    let user = t.fact("backup.db.user", &db.user)?;
+    let service = t.fact("backup.db.service", &db.service)?;
+    let argv: Vec<String> = [
+        "psql",
+        "-X",
+        "-tA",
+        "-F",
+        "\t",
+        "-U",
+        user,
+        "-d",
+        "postgres",
+        "-c",
+        "SELECT datname, pg_database_size(datname) FROM pg_database WHERE NOT datistemplate ORDER BY 1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let text = remote
+        .run_ok(&crate::compose::exec_in_service(t, service, &argv).read_only())
+        .await?
+        .stdout_text();
+    let kept = text
+        .lines()
+        .filter_map(|line| {
+            let (name, size) = line.split_once('\t')?;
+            Some(Kept {
+                kind: kept_kind(&database, name)?,
+                name: name.to_string(),
+                size: size.trim().parse().unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok((database, kept))
+}
+
+#[derive(Serialize)]
+struct KeptDoc<'a> {
+    #[serde(flatten)]
+    envelope: super::Envelope<'a>,
+    database: String,
+    kept: Vec<Kept>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped: Option<String>,
+}
+
+/// `restore list-kept`: the `_before_`, `_failed_` and `_restore_` copies of the database.
+async fn list_kept(ctx: &Ctx) -> Result<Exit> {
+    let remote = ctx.remote().await?;
+    let (database, kept) = kept_copies(ctx, remote).await?;
+    if ctx.out.json {
+        ctx.out.json_doc(&KeptDoc {
+            envelope: super::Envelope::new("restore list-kept", ctx, true),
+            database,
+            kept,
+            dropped: None,
+        })?;
+        return Ok(Exit::Ok);
+    }
+    if kept.is_empty() {
+        ctx.out.status(format!(
+            "no copies of `{database}` kept by earlier restores"
+        ));
+        return Ok(Exit::Ok);
+    }
+    let rows = kept
+        .iter()
+        .map(|k| vec![k.name.clone(), k.kind.to_string(), mib(k.size)])
+        .collect();
+    ctx.out
+        .print(&ctx.out.table(&["NAME", "KIND", "SIZE"], rows))?;
+    Ok(Exit::Ok)
+}
+
+/// `restore drop-kept NAME`: drops one kept copy, after its name is typed, under the host lock.
+async fn drop_kept(ctx: &Ctx, name: &str) -> Result<Exit> {
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let (database, kept) = kept_copies(ctx, remote).await?;
+    if kept_kind(&database, name).is_none() {
+        return Err(Error::usage(format!(
+            "{name:?} is not a copy a restore kept of `{database}`: only `{database}_before_…`, `_failed_…` and `_restore_…` can be dropped"
+        ))
+        .with_help("see `ctops restore list-kept`")
+        .into());
+    }
+    let Some(copy) = kept.iter().find(|k| k.name == name) else {
+        return Err(
+            Error::usage(format!("no database {name} on {}", remote.host()))
+                .with_help("see `ctops restore list-kept`")
+                .into(),
+        );
+    };
+    if ctx.dry_run {
+        ctx.out.status(format!(
+            "dry run: would drop database {name} ({}) on {}",
+            mib(copy.size),
+            ctx.target_label()
+        ));
+        return Ok(Exit::Ok);
+    }
+    ctx.confirm_word(
+        &format!(
+            "drop database {name} ({}) on {}",
+            mib(copy.size),
+            ctx.target_label()
+        ),
+        name,
+    )?;
+    let lock =
+        HostLock::acquire(remote, &t.state_dir, &format!("restore drop-kept {name}")).await?;
+    let db = &t.backup.db;
+    let argv: Vec<String> = ["dropdb", "-U", t.fact("backup.db.user", &db.user)?, name]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let service = t.fact("backup.db.service", &db.service)?;
+    let dropped = super::run_step(
+        remote,
+        &crate::compose::exec_in_service(t, service, &argv),
+        "dropdb",
+    )
+    .await;
+    let _ = lock.release(remote).await;
+    dropped?;
+    if ctx.out.json {
+        let (database, kept) = kept_copies(ctx, remote).await?;
+        ctx.out.json_doc(&KeptDoc {
+            envelope: super::Envelope::new("restore drop-kept", ctx, true),
+            database,
+            kept,
+            dropped: Some(name.to_string()),
+        })?;
+    } else {
+        ctx.out
+            .status(format!("dropped {name} ({})", mib(copy.size)));
+    }
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_copies_a_restore_kept_can_be_dropped() {
+        assert_eq!(
+            kept_kind("calmdb", "calmdb_before_20261130t140512z"),
+            Some("before")
+        );
+        assert_eq!(
+            kept_kind("calmdb", "calmdb_failed_20261130t140512z"),
+            Some("failed")
+        );
+        assert_eq!(
+            kept_kind("calmdb", "calmdb_restore_20261130t140512z"),
+            Some("restore")
+        );
+        for name in [
+            "calmdb",
+            "calmdb_before_",
+            "calmdb_before_X",
+            "calmdb_before_1; DROP",
+            "other_before_1",
+            "calmdb2_before_1",
+            "calmdb_latest_1",
+            "postgres",
+        ] {
+            assert_eq!(kept_kind("calmdb", name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_restore_needs_room_for_a_second_copy_and_a_margin() {
+        let mib = 1024 * 1024;
+        assert_eq!(space_needed(1000 * mib, 256 * mib), 1356 * mib);
+        assert_eq!(space_needed(u64::MAX, 1), u64::MAX);
+    }
 }

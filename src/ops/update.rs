@@ -19,7 +19,7 @@ use super::Envelope;
 use crate::compose::Stack;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
-use crate::gate::{execute, gate_vars};
+use crate::gate::{execute, failure_summary, gate_vars};
 use crate::lock::{self, HostLock};
 use crate::remote::{quote, Remote, RemoteCommand};
 use crate::runner::{self, Plan, Step};
@@ -487,10 +487,27 @@ pub async fn images(ctx: &Ctx) -> Result<Exit> {
         .map_err(|e| lost_mid_change(e, &op_id))?;
     let (exit, message) = match outcome.as_str() {
         "updated" => (Exit::Ok, None),
-        "failed" => (Exit::Failed, Some("update images failed before any service was recreated; the previous images are tagged back".to_string())),
-        "rolled-back" if interrupted => (Exit::Interrupted, Some("interrupted: the previous images are back".to_string())),
-        "rolled-back" => (Exit::Failed, Some("update images failed its health gate: the previous images are back and the services recreated".to_string())),
-        _ => (Exit::Stranded, Some(format!("{op_id} did not end cleanly ({outcome}): see `ctops status`"))),
+        "failed" => (
+            Exit::Failed,
+            Some(format!(
+                "update images failed before anything changed: {}",
+                failure_summary(&steps)
+            )),
+        ),
+        "rolled-back" if interrupted => (
+            Exit::Interrupted,
+            Some(format!("interrupted: {}", failure_summary(&steps))),
+        ),
+        "rolled-back" => (
+            Exit::Failed,
+            Some(format!("update images failed: {}", failure_summary(&steps))),
+        ),
+        _ => (
+            Exit::Stranded,
+            Some(format!(
+                "{op_id} did not end cleanly ({outcome}): see `ctops status`"
+            )),
+        ),
     };
     let updated = match Stack::load(remote, t).await {
         Ok(after) => changed_images(&before, &after),

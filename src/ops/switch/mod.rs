@@ -16,7 +16,7 @@ pub use plan::{changelog_section, plan, Kind, Notify};
 use crate::context::Ctx;
 use crate::deployed::short;
 use crate::error::{Error, Exit};
-use crate::gate::{follow_with_interrupts, Followed};
+use crate::gate::{failure_summary, follow_with_interrupts, Followed};
 use crate::lock::HostLock;
 use crate::remote::Remote;
 use crate::runner::{self, Event};
@@ -169,8 +169,8 @@ fn report(ctx: &Ctx, probe: &Probe, kind: Kind, op_id: &str, followed: Followed)
             };
             let message = match outcome.as_str() {
                 "deployed" => None,
-                "rolled-back" => Some(format!("{} of {} failed; {} ({}) runs again", kind.name(), probe.target.reference, probe.current.version, short(&probe.current.commit))),
-                "failed" => Some(format!("{} of {} failed before anything changed", kind.name(), probe.target.reference)),
+                "rolled-back" => Some(format!("{} of {} failed; {} ({}) runs again; {}", kind.name(), probe.target.reference, probe.current.version, short(&probe.current.commit), failure_summary(&steps))),
+                "failed" => Some(format!("{} of {} failed before anything changed; {}", kind.name(), probe.target.reference, failure_summary(&steps))),
                 _ => Some(format!("{} of {} failed and so did the automatic rollback: the host needs attention", kind.name(), probe.target.reference)),
             };
             (outcome, exit, message, steps)

@@ -1,0 +1,137 @@
+//! `restore db` checks for room where PostgreSQL keeps its data, drops a loaded copy it never
+//! swapped in, and lists and drops (only) the copies restores kept.
+
+use crate::util::*;
+
+fn psql(sql: &str) -> String {
+    host(&format!(
+        "docker exec {} psql -U trader -d trader_psy -tAc \"{sql}\"",
+        container("postgres"),
+    ))
+}
+
+fn databases() -> String {
+    psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+}
+
+fn users() -> String {
+    psql("SELECT count(*) || ':' || coalesce(max(id), 0) FROM users")
+}
+
+fn backup() {
+    sandbox_ctops(["backup", "db"]).run().expect(0);
+}
+
+#[test]
+fn a_restore_without_room_for_a_second_copy_is_refused_up_front() {
+    let _lock = exclusive();
+    reset_host();
+    backup();
+    psql("INSERT INTO users (name) VALUES ('after the backup')");
+    let (before_rows, before_dbs) = (users(), databases());
+    let dir = tempfile::tempdir().unwrap();
+    // A margin no disk here has (100 TiB): the free space PostgreSQL's filesystem really
+    // reports is what it is compared with.
+    let config = variant_config(dir.path(), |t| {
+        t.replace(
+            "[backup.db]\n",
+            "[backup.db]\nrestore_min_free_mb = 104857600\n",
+        )
+    });
+    let run = ctops([
+        "--config",
+        config.to_str().unwrap(),
+        "restore",
+        "db",
+        "latest",
+        "--yes",
+    ])
+    .run()
+    .expect(4);
+    assert!(
+        run.stderr().contains("not enough space") && run.stderr().contains("restore_min_free_mb"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(users(), before_rows, "the data was not touched");
+    assert_eq!(databases(), before_dbs, "no database was created");
+    assert!(!lock_held());
+}
+
+#[test]
+fn a_restore_failing_before_the_swap_drops_the_copy_it_loaded() {
+    let _lock = exclusive();
+    reset_host();
+    backup();
+    psql("INSERT INTO users (name) VALUES ('after the backup')");
+    let before = users();
+    let run = sandbox_ctops(["restore", "db", "latest", "--yes", "--json"])
+        .env("CTOPS_FAIL_STEP", "stop_writers")
+        .run()
+        .expect(1);
+    let doc = run.json();
+    assert_eq!(doc["outcome"], "rolled-back", "{}", run.describe());
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("before the swap"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(users(), before, "the live database is as it was");
+    let dbs = databases();
+    assert!(
+        !dbs.contains("trader_psy_restore_"),
+        "the loaded copy is gone: {dbs}"
+    );
+    assert!(!dbs.contains("trader_psy_failed_"), "{dbs}");
+    wait_healthy();
+}
+
+#[test]
+fn kept_copies_are_listed_and_only_they_are_dropped_when_confirmed() {
+    let _lock = exclusive();
+    reset_host();
+    backup();
+    sandbox_ctops(["restore", "db", "latest", "--yes"])
+        .run()
+        .expect(0);
+    let list = sandbox_ctops(["restore", "list-kept", "--json"])
+        .run()
+        .expect(0);
+    let doc = list.json();
+    assert_schema("restore-kept.json", &doc);
+    let kept = doc["kept"].as_array().unwrap();
+    let name = kept
+        .iter()
+        .find(|k| k["kind"] == "before")
+        .and_then(|k| k["name"].as_str())
+        .unwrap_or_else(|| panic!("{}", list.describe()))
+        .to_string();
+    assert!(databases().contains(&name));
+    let text = sandbox_ctops(["restore", "list-kept"]).run().expect(0);
+    assert!(text.stdout().contains(&name), "{}", text.describe());
+
+    // The live database, another database and a made-up name are refused, before anything.
+    for wrong in ["trader_psy", "postgres", "trader_psy_before_x;drop"] {
+        sandbox_ctops(["restore", "drop-kept", wrong, "--yes"])
+            .run()
+            .expect(2);
+    }
+    // No terminal to ask on and no --yes: refused.
+    sandbox_ctops(["restore", "drop-kept", &name])
+        .run()
+        .expect(4);
+    assert!(databases().contains(&name), "still there unconfirmed");
+
+    let run = sandbox_ctops(["restore", "drop-kept", &name, "--yes", "--json"])
+        .run()
+        .expect(0);
+    assert_schema("restore-kept.json", &run.json());
+    assert_eq!(run.json()["dropped"], name.as_str());
+    assert!(!databases().contains(&name), "dropped: {}", databases());
+    assert!(databases().contains("trader_psy,") || databases().ends_with("trader_psy"));
+    assert!(!lock_held());
+    wait_healthy();
+}
