@@ -185,6 +185,10 @@ pub enum RestoreCommand {
         /// Upgrade the restored database to the running code's migration head
         #[arg(long)]
         migrate: bool,
+        /// Restore a dump the runbook's own command made (db_YYYYMMDD.sql, no manifest): only
+        /// if it ends with pg_dump's completion line and has no CRLF line endings
+        #[arg(long)]
+        unverified: bool,
     },
     /// The databases earlier restores kept (`<db>_before_…`, `_failed_…`, `_restore_…`),
     /// with their sizes

@@ -58,6 +58,7 @@ impl Snapshot {
             created: self.created.clone(),
             sha256: None,
             verified: false,
+            made_by: None,
         }
     }
 }

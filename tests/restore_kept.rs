@@ -135,3 +135,86 @@ fn kept_copies_are_listed_and_only_they_are_dropped_when_confirmed() {
     assert!(!lock_held());
     wait_healthy();
 }
+
+const BACKUPS: &str = "/srv/ctops sandbox/backups";
+
+fn data() -> String {
+    psql("SELECT (SELECT count(*) || ':' || coalesce(max(id), 0) FROM users) || '/' || (SELECT count(*) FROM messages)")
+}
+
+/// A dump made exactly as runbook 5.2 makes it (`pg_dump ... > db_YYYYMMDD.sql`), then
+/// `edit` (a shell filter) applied to it.
+fn runbook_dump(name: &str, edit: &str) {
+    host(&format!(
+        "docker exec {} pg_dump -U trader trader_psy | {edit} > '{BACKUPS}/{name}' && chown deploy '{BACKUPS}/{name}'",
+        container("postgres")
+    ));
+}
+
+#[test]
+fn a_runbook_made_dump_is_listed_and_restored_only_when_asked_unverified() {
+    let _lock = exclusive();
+    reset_host();
+    let before = data();
+    runbook_dump("db_20260113.sql", "cat");
+    // Killed half-way (no completion line), and copied through Windows (CRLF).
+    runbook_dump("db_20260114.sql", "head -n 40");
+    runbook_dump("db_20260115.sql", "sed 's/$/\\r/'");
+
+    let list = sandbox_ctops(["backup", "list", "--json"]).run().expect(0);
+    let doc = list.json();
+    assert_schema("backup.json", &doc);
+    let listed = doc["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "db_20260113.sql")
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", list.describe()));
+    assert_eq!(listed["made_by"], "runbook");
+    assert_eq!(listed["verified"], false);
+    let text = sandbox_ctops(["backup", "list"]).run().expect(0);
+    assert!(
+        text.stdout().contains("runbook (unverified)"),
+        "{}",
+        text.describe()
+    );
+    // `latest` never picks one: only manifests count there.
+    sandbox_ctops(["restore", "db", "latest", "--yes"])
+        .run()
+        .expect(2);
+
+    psql("INSERT INTO users (name) VALUES ('after the runbook dump')");
+    let changed = data();
+    assert_ne!(changed, before);
+    let run = sandbox_ctops(["restore", "db", "db_20260113.sql", "--yes"])
+        .run()
+        .expect(2);
+    assert!(run.stderr().contains("--unverified"), "{}", run.describe());
+    for broken in ["db_20260114.sql", "db_20260115.sql"] {
+        let run = sandbox_ctops(["restore", "db", broken, "--unverified", "--yes"])
+            .run()
+            .expect(4);
+        assert!(run.stderr().contains("not touched"), "{}", run.describe());
+        assert_eq!(data(), changed, "{broken}: the data was not touched");
+    }
+    let run = sandbox_ctops([
+        "restore",
+        "db",
+        "db_20260113.sql",
+        "--unverified",
+        "--yes",
+        "--json",
+    ])
+    .run()
+    .expect(0);
+    assert_schema("restore.json", &run.json());
+    assert!(
+        run.stderr().contains("made by the runbook's own command"),
+        "the warning: {}",
+        run.describe()
+    );
+    assert_eq!(data(), before, "every row as the runbook dumped it");
+    assert!(databases().contains("trader_psy_before_"));
+    wait_healthy();
+}

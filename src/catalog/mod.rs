@@ -192,6 +192,9 @@ pub struct Listed {
     pub created: String,
     pub sha256: Option<String>,
     pub verified: bool,
+    /// `runbook` for a dump runbook 5.2's own command made (no manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub made_by: Option<&'static str>,
 }
 
 impl Listed {
@@ -207,6 +210,7 @@ impl Listed {
             sha256: Some(printable(&m.sha256)),
             // A manifest ctops cannot trust is never shown as verified.
             verified: verified && m.problem().is_none(),
+            made_by: None,
         }
     }
 }

@@ -542,6 +542,7 @@ async fn backup_env(ctx: &Ctx, announce: bool) -> Result<Vec<Listed>> {
         created: String::new(),
         sha256: None,
         verified: false,
+        made_by: None,
     }])
 }
 
@@ -559,6 +560,18 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
             if let Some(b) = backups.iter_mut().find(|b| b.name == name) {
                 b.verified = true;
             }
+        } else if let Some(rest) = line.strip_prefix("runbook\t") {
+            let cols: Vec<&str> = rest.split('\t').collect();
+            backups.push(Listed {
+                kind: "db".into(),
+                name: printable(cols.first().unwrap_or(&"")),
+                place: "host".into(),
+                size: cols.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+                created: printable(cols.get(2).unwrap_or(&"")),
+                sha256: None,
+                verified: false,
+                made_by: Some("runbook"),
+            });
         } else if let Some(rest) = line.strip_prefix("env\t") {
             let cols: Vec<&str> = rest.split('\t').collect();
             backups.push(Listed {
@@ -569,6 +582,7 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
                 created: printable(cols.get(2).unwrap_or(&"")),
                 sha256: None,
                 verified: false,
+                made_by: None,
             });
         }
     }
@@ -605,6 +619,7 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
                 b.size.to_string(),
                 b.created.clone(),
                 match b.sha256.as_deref() {
+                    None if b.made_by.is_some() => "runbook (unverified)".to_string(),
                     None => "-".to_string(),
                     Some(s) if is_sha256(s) => s[..12].to_string(),
                     Some(_) => "damaged".to_string(),

@@ -28,6 +28,8 @@ const SWAP: &str = include_str!("../scripts/restore-swap.sh");
 /// `user database` in the database's container: its size, the KiB free where its data is, and
 /// that folder.
 const SPACE: &str = include_str!("../scripts/restore-space.sh");
+/// `dir name`: a runbook-made dump checked, then its sha256, size, time and revision.
+const INSPECT_RUNBOOK: &str = include_str!("../scripts/restore-inspect-runbook.sh");
 /// The `drop_fresh` undo step: the loaded copy dropped when it was never swapped in.
 const DROP_FRESH: &str = include_str!("../scripts/restore-drop-fresh.sh");
 /// How long the swap waits for the sessions it terminated to go (`SWAP_WAIT`).
@@ -73,7 +75,11 @@ struct Doc<'a> {
 
 pub async fn run(ctx: &Ctx, command: &RestoreCommand) -> Result<Exit> {
     match command {
-        RestoreCommand::Db { name, migrate } => restore_db(ctx, name, *migrate).await,
+        RestoreCommand::Db {
+            name,
+            migrate,
+            unverified,
+        } => restore_db(ctx, name, *migrate, *unverified).await,
         RestoreCommand::Env { name } => restore_env(ctx, name).await,
         RestoreCommand::ListKept => list_kept(ctx).await,
         RestoreCommand::DropKept { name } => drop_kept(ctx, name).await,
@@ -81,8 +87,25 @@ pub async fn run(ctx: &Ctx, command: &RestoreCommand) -> Result<Exit> {
     }
 }
 
-async fn restore_db(ctx: &Ctx, name: &str, migrate: bool) -> Result<Exit> {
-    validate_name(name)?;
+async fn restore_db(ctx: &Ctx, name: &str, migrate: bool, unverified: bool) -> Result<Exit> {
+    match (is_runbook_dump(name), unverified) {
+        (true, false) => {
+            return Err(Error::usage(format!(
+                "{name} was made by the runbook's own command: it has no manifest, so ctops cannot verify it"
+            ))
+            .with_help(format!("`ctops restore db {name} --unverified` restores it after checking that the dump finished"))
+            .into())
+        }
+        (false, true) => {
+            return Err(Error::usage(format!(
+                "--unverified is for dumps the runbook's own command made (db_YYYYMMDD.sql), not {name:?}"
+            ))
+            .with_help("see `ctops backup list`")
+            .into())
+        }
+        (false, false) => validate_name(name)?,
+        (true, true) => {}
+    }
     let t = &ctx.target;
     let remote = ctx.remote().await?;
     let db = &t.backup.db;
@@ -97,7 +120,11 @@ async fn restore_db(ctx: &Ctx, name: &str, migrate: bool) -> Result<Exit> {
         .into());
     }
 
-    let (manifest, sha) = inspect(remote, &t.backup_dir, name).await?;
+    let (manifest, sha) = if unverified {
+        inspect_runbook_dump(ctx, remote, name, &database).await?
+    } else {
+        inspect(remote, &t.backup_dir, name).await?
+    };
     validate_for_restore(&manifest, remote.host())?;
     if sha != manifest.sha256 {
         return Err(Error::refused(format!(
@@ -368,6 +395,63 @@ async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
     .await
 }
 
+/// A dump runbook 5.2's own command makes: `db_YYYYMMDD.sql` (any plain name of that form).
+fn is_runbook_dump(name: &str) -> bool {
+    name.strip_prefix("db_")
+        .and_then(|rest| rest.strip_suffix(".sql"))
+        .is_some_and(|stem| {
+            !stem.is_empty()
+                && stem
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        })
+}
+
+/// A runbook dump as a manifest: what the file itself says (checksum now, size, time, the
+/// revision in its `alembic_version` data), after the checks a dump without a manifest allows.
+async fn inspect_runbook_dump(
+    ctx: &Ctx,
+    remote: &Remote,
+    name: &str,
+    database: &str,
+) -> Result<(Manifest, String), Error> {
+    let cmd =
+        RemoteCommand::sh(INSPECT_RUNBOOK, [ctx.target.backup_dir.as_str(), name]).read_only();
+    let out = remote.run(&cmd).await?;
+    let said = crate::discover::one_line(&out.stderr_text());
+    match out.status {
+        0 => {}
+        66 => return Err(Error::usage(said).with_help("see `ctops backup list`")),
+        65 => {
+            return Err(
+                Error::refused(format!("{said}; the database was not touched"))
+                    .with_help("restore another backup (`ctops backup list`)"),
+            )
+        }
+        status => return Err(remote.exited(&cmd, status, &out.stderr)),
+    }
+    let text = out.stdout_text();
+    let mut lines = text.lines().map(str::trim);
+    let sha256 = lines.next().unwrap_or_default().to_string();
+    let manifest = Manifest {
+        kind: "db".into(),
+        name: name.to_string(),
+        format: "sql".into(),
+        sha256: sha256.clone(),
+        size: lines.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        created: lines.next().unwrap_or_default().to_string(),
+        database: database.to_string(),
+        revision: lines.next().filter(|r| !r.is_empty()).map(str::to_string),
+        label: "runbook".into(),
+        tables: Default::default(),
+    };
+    ctx.out.warn(format!(
+        "{name} was made by the runbook's own command: no manifest, no checksum from when it was made and no row counts to compare; it ends with pg_dump's completion line, and its data says migration revision {}",
+        manifest.revision.as_deref().unwrap_or("none")
+    ));
+    Ok((manifest, sha256))
+}
+
 /// Whether the journal shows the swap done (the failed attempt is then kept under a name).
 fn swapped(steps: &[Event]) -> bool {
     steps.iter().any(|e| e.step == "swap" && e.kind == "ok")
@@ -628,6 +712,16 @@ mod tests {
         ] {
             assert_eq!(kept_kind("calmdb", name), None, "{name}");
         }
+    }
+
+    #[test]
+    fn runbook_dumps_are_told_apart_by_name() {
+        assert!(is_runbook_dump("db_20260113.sql"));
+        assert!(!is_runbook_dump("db-20260113T000000Z.dump"));
+        assert!(!is_runbook_dump("db_.sql"));
+        assert!(!is_runbook_dump("db_../../etc/passwd.sql"));
+        assert!(!is_runbook_dump("db_x\n.sql"));
+        assert!(!is_runbook_dump("db_2026.dump"));
     }
 
     #[test]
