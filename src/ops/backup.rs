@@ -546,6 +546,21 @@ async fn backup_env(ctx: &Ctx, announce: bool) -> Result<Vec<Listed>> {
     }])
 }
 
+/// A backup file on the host without a manifest, from the list script's `name size time`.
+fn unverified_file(kind: &str, columns: &str) -> Listed {
+    let cols: Vec<&str> = columns.split('\t').collect();
+    Listed {
+        kind: kind.into(),
+        name: printable(cols.first().unwrap_or(&"")),
+        place: "host".into(),
+        size: cols.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+        created: printable(cols.get(2).unwrap_or(&"")),
+        sha256: None,
+        verified: false,
+        made_by: None,
+    }
+}
+
 async fn list(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;
     let out = remote
@@ -561,29 +576,12 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
                 b.verified = true;
             }
         } else if let Some(rest) = line.strip_prefix("runbook\t") {
-            let cols: Vec<&str> = rest.split('\t').collect();
             backups.push(Listed {
-                kind: "db".into(),
-                name: printable(cols.first().unwrap_or(&"")),
-                place: "host".into(),
-                size: cols.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
-                created: printable(cols.get(2).unwrap_or(&"")),
-                sha256: None,
-                verified: false,
                 made_by: Some("runbook"),
+                ..unverified_file("db", rest)
             });
         } else if let Some(rest) = line.strip_prefix("env\t") {
-            let cols: Vec<&str> = rest.split('\t').collect();
-            backups.push(Listed {
-                kind: "env".into(),
-                name: printable(cols.first().unwrap_or(&"")),
-                place: "host".into(),
-                size: cols.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
-                created: printable(cols.get(2).unwrap_or(&"")),
-                sha256: None,
-                verified: false,
-                made_by: None,
-            });
+            backups.push(unverified_file("env", rest));
         }
     }
     if let Ok(entries) = std::fs::read_dir(ctx.target.local_dir.join("db")) {
