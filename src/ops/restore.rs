@@ -475,11 +475,14 @@ async fn check_space(
         .run(&crate::compose::exec_in_service(t, service, &argv).read_only())
         .await?;
     let text = out.stdout_text();
-    let fields: Vec<&str> = text.split_whitespace().collect();
-    let (Some(size), Some(avail_kib)) = (
-        fields.first().and_then(|s| s.parse::<u64>().ok()),
-        fields.get(1).and_then(|s| s.parse::<u64>().ok()),
-    ) else {
+    let lines: Vec<&str> = text.lines().collect();
+    // `df -Pk`'s last line: filesystem, blocks, used, available, capacity, mount point.
+    let avail_kib = lines
+        .last()
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|s| s.parse::<u64>().ok());
+    let size = lines.first().and_then(|s| s.trim().parse::<u64>().ok());
+    let (Some(size), Some(avail_kib), true) = (size, avail_kib, out.status == 0) else {
         return Err(Error::refused(format!(
             "cannot tell whether {} has room for a second copy of `{database}`: {}; nothing was changed",
             remote.host(),
@@ -487,7 +490,7 @@ async fn check_space(
         ))
         .with_help("check `backup.db.service`, `backup.db.user` and that `df` works in the database's container"));
     };
-    let data_dir = fields.get(2..).map(|f| f.join(" ")).unwrap_or_default();
+    let data_dir = lines.get(1).copied().unwrap_or_default();
     let min_free = t.backup.db.restore_min_free_mb.unwrap_or(256) * 1024 * 1024;
     let need = space_needed(size, min_free);
     let avail = avail_kib.saturating_mul(1024);
