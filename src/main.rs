@@ -117,6 +117,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Backup(command) => ops::backup::run(ctx, &command).await,
         Command::Restore(command) => ops::restore::run(ctx, &command).await,
         Command::Lock(LockCommand::Status) => ops::lock::status(ctx).await,
+        Command::Doctor => ops::doctor::run(ctx).await,
         Command::Lock(LockCommand::Release) => ops::lock::release(ctx).await,
         Command::Config(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("handled before connecting")
