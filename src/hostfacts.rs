@@ -380,9 +380,18 @@ impl Said<'_> {
                 Fact::skipped(MIGRATIONS_BRANCH, CHECKOUT),
             )
         };
-        let database = self.database(compose_ok && project_ok);
+        // The database's container is found by the label of the checkout's compose folder.
+        let database = if checkout_ok {
+            self.database(compose_ok && project_ok)
+        } else {
+            Fact::skipped(DATABASE, CHECKOUT)
+        };
         let database_ok = database.level == Level::Ok;
-        let hba = self.pg_hba(database_ok);
+        let hba = if checkout_ok {
+            self.pg_hba(database_ok)
+        } else {
+            Fact::skipped(PG_HBA, CHECKOUT)
+        };
         let free = self.free_space();
         vec![
             checkout,
@@ -653,7 +662,7 @@ impl Said<'_> {
         };
         let mut what = format!("origin/{} {}", t.branch, short(tip));
         match self.host.one("origin_head") {
-            Some(head) if head.is_empty() => {
+            Some("") => {
                 return Fact::fail(
                     MIGRATIONS_BRANCH,
                     format!(
@@ -689,19 +698,32 @@ impl Said<'_> {
             "backup.db.database",
             "backup.db.writers",
         ];
+        let unset = |k: &str| match k {
+            "backup.db.service" => db.service.is_none(),
+            "backup.db.user" => db.user.is_none(),
+            "backup.db.database" => db.database.is_none(),
+            _ => db.writers.is_none(),
+        };
         let unknown: Vec<String> = keys
             .iter()
+            .filter(|k| unset(k))
             .filter_map(|k| t.unknown.get(k).map(|why| format!("`{k}`: {why}")))
             .collect();
-        if !unknown.is_empty() {
-            if self.config.is_err() || !stack_known {
-                return Fact::skipped(DATABASE, COMPOSE_FILE);
+        // Unknown because compose config or the stack could not be read: that row is red.
+        let blind = self.config.is_err() || !stack_known;
+        let essential = unknown
+            .iter()
+            .any(|u| !u.starts_with("`backup.db.writers`"));
+        match (unknown.is_empty(), blind, essential) {
+            (true, _, _) | (false, true, false) => {}
+            (false, true, true) => return Fact::skipped(DATABASE, COMPOSE_FILE),
+            (false, false, _) => {
+                return Fact::fail(
+                    DATABASE,
+                    format!("ctops cannot tell {}", unknown.join("; ")),
+                    "set these keys under [backup.db]",
+                )
             }
-            return Fact::fail(
-                DATABASE,
-                format!("ctops cannot tell {}", unknown.join("; ")),
-                "set these keys under [backup.db]",
-            );
         }
         let (service, user, database) = (
             db.service.clone().unwrap_or_default(),
