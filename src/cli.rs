@@ -454,6 +454,20 @@ impl Command {
         )
     }
 
+    /// Commands that check the facts they rely on (`crate::hostfacts::before_change`) before
+    /// their first change.
+    pub fn checks_facts_first(&self) -> bool {
+        matches!(
+            self,
+            Command::Deploy(_)
+                | Command::Restore(_)
+                | Command::Rotate(_)
+                | Command::Env(
+                    EnvCommand::Set { .. } | EnvCommand::Unset { .. } | EnvCommand::Edit { .. }
+                )
+        )
+    }
+
     /// Commands that run until Ctrl-C, for which Ctrl-C is the normal way to end (exit 0).
     pub fn runs_until_interrupted(&self) -> bool {
         matches!(

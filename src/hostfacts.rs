@@ -24,6 +24,7 @@ use crate::migrations::{Graph, Head};
 use crate::remote::{Remote, RemoteCommand};
 
 const MIGRATIONS_SH: &str = include_str!("scripts/migrations.sh");
+const DIRS_SH: &str = include_str!("scripts/doctor-dirs.sh");
 const DOCTOR_SH: &str = include_str!("scripts/doctor-facts.sh");
 
 /// A host clock further than this from the operator's is a warning: lock ages, backup ages
@@ -222,7 +223,7 @@ async fn run_script(remote: &Remote, t: &Target, hba: Option<&str>) -> Result<Ho
     args.push(t.health_url.clone());
     args.push(t.timeouts.check().as_secs().max(1).to_string());
     args.extend(t.sudo.iter().cloned());
-    let cmd = RemoteCommand::sh(&format!("{MIGRATIONS_SH}\n{DOCTOR_SH}"), args)
+    let cmd = RemoteCommand::sh(&format!("{MIGRATIONS_SH}\n{DIRS_SH}\n{DOCTOR_SH}"), args)
         .read_only()
         .timeout(t.timeouts.command());
     let sent = local_now();
@@ -796,45 +797,8 @@ impl Said<'_> {
         }
     }
 
-    /// `state_dir` (`state`) and `backup_dir` (`backups`): there and writable by this login.
     fn dir_row(&self, name: &'static str, key: &str, lock_files: bool) -> Fact {
-        let dir = if lock_files {
-            &self.t.state_dir
-        } else {
-            &self.t.backup_dir
-        };
-        let said = self.host.one(key).unwrap_or_default();
-        let setup = "run `ctops setup` (it prints the commands a person would run as root)";
-        if said == "missing" || (lock_files && said == "missing-creatable") {
-            return Fact::fail(name, format!("{dir} does not exist"), setup);
-        }
-        if said == "missing-creatable" {
-            return Fact::warn(
-                name,
-                format!("{dir} does not exist (the first backup creates it)"),
-                setup,
-            );
-        }
-        if let Some(owner) = said.strip_prefix("read-only ") {
-            return Fact::fail(
-                name,
-                format!("{dir} ({owner}) is not writable by this login"),
-                setup,
-            );
-        }
-        let owner = said.strip_prefix("writable ").unwrap_or(said);
-        let stuck = self.host.all("state_readonly");
-        if lock_files && !stuck.is_empty() {
-            return Fact::fail(
-                name,
-                format!(
-                    "{dir} has files this login cannot write: {}",
-                    stuck.join(", ")
-                ),
-                setup,
-            );
-        }
-        Fact::ok(name, format!("{dir} ({owner}) is writable by this login"))
+        dir_fact(self.t, &self.host, name, key, lock_files)
     }
 
     fn free_space(&self) -> Fact {
@@ -980,6 +944,86 @@ impl Said<'_> {
             )
         }
     }
+}
+
+/// `state_dir` (`state`) and `backup_dir` (`backups`): there and writable by this login.
+fn dir_fact(t: &Target, host: &HostSaid, name: &'static str, key: &str, lock_files: bool) -> Fact {
+    let dir = if lock_files {
+        &t.state_dir
+    } else {
+        &t.backup_dir
+    };
+    let said = host.one(key).unwrap_or_default();
+    let setup = "run `ctops setup` (it prints the commands a person would run as root)";
+    if said == "missing" || (lock_files && said == "missing-creatable") {
+        return Fact::fail(name, format!("{dir} does not exist"), setup);
+    }
+    if said == "missing-creatable" {
+        return Fact::warn(
+            name,
+            format!("{dir} does not exist (the first backup creates it)"),
+            setup,
+        );
+    }
+    if let Some(owner) = said.strip_prefix("read-only ") {
+        return Fact::fail(
+            name,
+            format!("{dir} ({owner}) is not writable by this login"),
+            setup,
+        );
+    }
+    let owner = said.strip_prefix("writable ").unwrap_or(said);
+    let stuck = host.all("state_readonly");
+    if lock_files && !stuck.is_empty() {
+        return Fact::fail(
+            name,
+            format!(
+                "{dir} has files this login cannot write: {}",
+                stuck.join(", ")
+            ),
+            setup,
+        );
+    }
+    Fact::ok(name, format!("{dir} ({owner}) is writable by this login"))
+}
+
+/// The subset of the facts that every changing command (`deploy`, `restore`, `rotate`,
+/// `env set|unset|edit`) relies on and that nothing else checks before its first change:
+/// `state_dir` (the lock, the journal, the history) and `backup_dir` (the copy taken before
+/// a change) writable by this login. The rest it needs is checked already by the stack
+/// discovery (the services the config names, the database's facts) and by each command's
+/// own read of the host (the probe of the checkout, `.env`). A red fact is exit 2, with
+/// nothing changed.
+pub async fn before_change(ctx: &Ctx, command: &str) -> Result<(), Error> {
+    let t = &ctx.target;
+    let remote = ctx.remote().await?;
+    let script = format!("{DIRS_SH}\ndir_facts \"$1\" \"$2\"");
+    let cmd = RemoteCommand::sh(&script, [t.state_dir.as_str(), t.backup_dir.as_str()])
+        .read_only()
+        .timeout(t.timeouts.command());
+    let out = remote.run(&cmd).await?;
+    let host = HostSaid {
+        fields: tab_fields(&out.stdout_text()),
+        skew: 0,
+    };
+    let facts = [
+        dir_fact(t, &host, STATE_DIR, "state", true),
+        dir_fact(t, &host, BACKUP_DIR, "backups", false),
+    ];
+    let red: Vec<&Fact> = facts.iter().filter(|f| f.level == Level::Fail).collect();
+    if red.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = red
+        .iter()
+        .map(|f| format!("`{}`: {}", f.name, f.detail))
+        .collect();
+    Err(Error::usage(format!(
+        "{command} on {}: {}; nothing was changed",
+        remote.host(),
+        what.join("; ")
+    ))
+    .with_help(red[0].fix.clone().unwrap_or_default()))
 }
 
 fn short(commit: &str) -> &str {

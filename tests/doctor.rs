@@ -423,3 +423,68 @@ fn doctor_with_a_clock_an_hour_off_warns_on_the_clock_row() {
     assert_only(&run, "clock", "warn", &[]);
     assert!(run.stdout().contains("3600 s ahead"), "{}", run.describe());
 }
+
+#[test]
+fn deploy_with_a_missing_state_dir_refuses_before_its_first_change() {
+    let _lock = exclusive();
+    reset_host();
+    let before = head_commit();
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |t| {
+        t.replace(
+            "state_dir = \"/srv/ctops sandbox/state\"",
+            "state_dir = \"/srv/ctops sandbox/no-state\"",
+        )
+    });
+    let run = ctops([
+        "deploy",
+        "--skip-preflight",
+        "--reason",
+        "doctor test",
+        "--yes",
+    ])
+    .env("CTOPS_CONFIG", &config)
+    .run()
+    .expect(2);
+    let said = run.stderr();
+    assert!(
+        said.contains("`state_dir`: /srv/ctops sandbox/no-state does not exist"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        said.contains("help: run `ctops setup`"),
+        "{}",
+        run.describe()
+    );
+    // Nothing changed: no folder made, the same commit checked out, no lock taken.
+    assert!(!Path::new("/srv/ctops sandbox/no-state").exists());
+    assert_eq!(head_commit(), before);
+    assert!(!lock_held());
+}
+
+#[test]
+fn env_set_with_a_read_only_backup_dir_refuses_before_its_first_change() {
+    let _lock = exclusive();
+    reset_host();
+    let env = format!("{CHECKOUT}/infrastructure/.env");
+    let before = std::fs::read(&env).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |t| {
+        t.replace(
+            "backup_dir = \"/srv/ctops sandbox/backups\"",
+            "backup_dir = \"/usr/share\"",
+        )
+    });
+    let run = ctops(["env", "set", "LOG_LEVEL=debug", "--yes"])
+        .env("CTOPS_CONFIG", &config)
+        .run()
+        .expect(2);
+    assert!(
+        run.stderr().contains("`backup_dir`: /usr/share"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(std::fs::read(&env).unwrap(), before, "{}", run.describe());
+    assert!(!lock_held());
+}

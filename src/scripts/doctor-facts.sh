@@ -1,6 +1,6 @@
 # ctops doctor: every fact about the host that a changing command relies on, read-only, in
 # one round trip, as `key<TAB>value` lines (src/hostfacts.rs reads them). alembic_inis
-# (migrations.sh) is sent above this text. Parameters:
+# (migrations.sh) and dir_facts (doctor-dirs.sh) are sent above this text. Parameters:
 #   $1 checkout   $2 compose file   $3 branch   $4 deploy.migrate.versions (set: no ini read)
 #   $5 state_dir  $6 backup_dir     $7 compose working dir (the containers' label)
 #   $8 database service ("": not known)  $9 its user  $10 its database  $11 PGHOST  $12 PGPORT
@@ -77,24 +77,7 @@ if [ -n "$service" ]; then
     fi
 fi
 
-# state_dir and backup_dir: there and writable by this login, and so is every file in
-# state_dir that the lock and the journals append to.
-for pair in "state	$state" "backups	$backups"; do
-    key=${pair%%	*}; d=${pair#*	}
-    if [ ! -d "$d" ]; then
-        parent=${d%/*}
-        if [ -w "${parent:-/}" ]; then printf '%s\tmissing-creatable\n' "$key"; else printf '%s\tmissing\n' "$key"; fi
-    elif [ ! -w "$d" ] || [ ! -x "$d" ]; then
-        printf '%s\tread-only %s\n' "$key" "$(stat -c '%U:%G %a' "$d")"
-    else
-        printf '%s\twritable %s\n' "$key" "$(stat -c '%U:%G %a' "$d")"
-    fi
-done
-if [ -d "$state" ]; then
-    for f in "$state"/* "$state"/.[!.]*; do
-        [ -f "$f" ] && [ ! -w "$f" ] && printf 'state_readonly\t%s %s\n' "${f##*/}" "$(stat -c '%U:%G %a' "$f")"
-    done
-fi
+dir_facts "$state" "$backups"
 # Free space where the dumps go, and the size of the newest dump (names sort by time).
 if [ -d "$backups" ]; then
     printf 'avail\t%s\n' "$(df -PB1 "$backups" | awk 'NR == 2 {print $4}')"
