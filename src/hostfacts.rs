@@ -1054,3 +1054,98 @@ fn one_line(text: &str) -> String {
         None => joined,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        let text = "[targets.t]\nssh = \"h\"\n";
+        crate::config::parse(text, "c.toml".as_ref(), ".".as_ref(), None)
+            .unwrap()
+            .target
+    }
+
+    fn said<'a>(t: &'a Target, script_output: &str) -> Said<'a> {
+        Said {
+            t,
+            config: Ok(()),
+            stack: Err(("no stack".into(), None)),
+            services: None,
+            missing: Vec::new(),
+            hba: Err(None),
+            host: HostSaid {
+                fields: tab_fields(script_output),
+                skew: 0,
+            },
+            local_health: Ok(200),
+        }
+    }
+
+    #[test]
+    fn a_contradiction_outranks_a_warning_and_skipped_rows_count_for_nothing() {
+        let row = |level| Fact::new(CLOCK, level, "d");
+        assert_eq!(verdict(&[row(Level::Ok), row(Level::Skipped)]), Exit::Ok);
+        assert_eq!(verdict(&[row(Level::Warn), row(Level::Ok)]), Exit::Degraded);
+        assert_eq!(verdict(&[row(Level::Warn), row(Level::Fail)]), Exit::Usage);
+    }
+
+    #[test]
+    fn the_head_is_read_from_the_folder_alembic_ini_names_and_nothing_else() {
+        let t = target();
+        let out = "cur_ini\tbackend/alembic.ini\n\
+                   cur_inil\tbackend/alembic.ini\t[alembic]\n\
+                   cur_inil\tbackend/alembic.ini\tscript_location = db\n\
+                   cur_tree\tbackend\ncur_tree\tbackend/db\ncur_tree\tbackend/db/versions\n\
+                   cur_mig\tabc:backend/db/versions/1.py:revision = \"0001\"\n\
+                   cur_mig\tabc:backend/db/versions/1.py:down_revision = None\n\
+                   cur_mig\tabc:backend/db/versions/2.py:revision = \"0002\"\n\
+                   cur_mig\tabc:backend/db/versions/2.py:down_revision = \"0001\"\n\
+                   cur_mig\tabc:tools/other.py:revision = \"zzz\"\n\
+                   tgt_ini\tbackend/alembic.ini\n\
+                   tgt_inil\tbackend/alembic.ini\tscript_location = db\n";
+        let s = said(&t, out);
+        assert_eq!(s.head("cur", "abc"), Head::Known(Some("0002".into())));
+        // At the branch head the folder is gone: unknown, naming the key that settles it.
+        assert!(
+            matches!(s.head("tgt", "def"), Head::Unknown(why) if why.contains("deploy.migrate.versions"))
+        );
+        assert_eq!(s.head("none", "abc"), Head::Absent);
+    }
+
+    #[test]
+    fn a_state_dir_with_a_file_this_login_cannot_write_is_a_contradiction() {
+        let t = target();
+        let s = said(&t, "state\twritable deploy:docker 2770\nstate_readonly\tops.flock root:root 644\nbackups\tmissing-creatable\n");
+        let state = s.dir_row(STATE_DIR, "state", true);
+        assert_eq!(state.level, Level::Fail);
+        assert!(
+            state.detail.contains("ops.flock root:root 644"),
+            "{}",
+            state.detail
+        );
+        assert_eq!(s.dir_row(BACKUP_DIR, "backups", false).level, Level::Warn);
+    }
+
+    #[test]
+    fn the_host_side_health_answer_is_read_from_curl() {
+        let t = target();
+        let ok = said(&t, "host_health\t200\n").health();
+        assert_eq!(ok.level, Level::Ok, "{}", ok.detail);
+        let refused = said(&t, "host_health\tcurl: (7) Failed to connect 000\n").health();
+        assert_eq!(refused.level, Level::Warn);
+        assert!(
+            refused
+                .detail
+                .contains("from the host curl: (7) Failed to connect"),
+            "{}",
+            refused.detail
+        );
+        let status = said(&t, "host_health\t503\n").health();
+        assert!(
+            status.detail.ends_with("from the host HTTP 503"),
+            "{}",
+            status.detail
+        );
+    }
+}
