@@ -428,6 +428,8 @@ fn doctor_with_a_clock_an_hour_off_warns_on_the_clock_row() {
 fn deploy_with_a_missing_state_dir_refuses_before_its_first_change() {
     let _lock = exclusive();
     reset_host();
+    // What a deploy without this check leaves behind (it creates the folder and deploys).
+    let _ = std::fs::remove_dir_all("/srv/ctops sandbox/no-state");
     let before = head_commit();
     let dir = tempfile::tempdir().unwrap();
     let config = variant_config(dir.path(), |t| {
