@@ -116,6 +116,8 @@ pub enum Command {
     /// The host lock: who holds it, and releasing a stale one
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Every fact the changing commands rely on, checked on the host read-only, as one table
+    Doctor,
     /// Validate the config and print it resolved for the target
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -403,6 +405,7 @@ impl Command {
             Command::Lock(LockCommand::Status) => "lock status",
             Command::Lock(LockCommand::Release) => "lock release",
             Command::Config(ConfigCommand::Check) => "config check",
+            Command::Doctor => "doctor",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
         }
@@ -447,6 +450,20 @@ impl Command {
                 )
                 | Command::Backup(
                     BackupCommand::Db { .. } | BackupCommand::All | BackupCommand::Verify { .. }
+                )
+        )
+    }
+
+    /// Commands that check the facts they rely on (`crate::hostfacts::before_change`) before
+    /// their first change.
+    pub fn checks_facts_first(&self) -> bool {
+        matches!(
+            self,
+            Command::Deploy(_)
+                | Command::Restore(_)
+                | Command::Rotate(_)
+                | Command::Env(
+                    EnvCommand::Set { .. } | EnvCommand::Unset { .. } | EnvCommand::Edit { .. }
                 )
         )
     }

@@ -113,7 +113,6 @@ pub async fn stack_facts(
     config: Result<&[u8], Error>,
     stack: &Stack,
 ) -> Result<(), Error> {
-    let migrate_service = t.deploy.migrate.as_ref().and_then(|m| m.service.clone());
     let config = match config {
         Ok(json) => json,
         Err(e) => {
@@ -130,10 +129,21 @@ pub async fn stack_facts(
     };
     let services = parse_services(config)?;
     check_named_services(t, &services, remote.host())?;
+    fill_stack_facts(remote, t, &services, stack).await
+}
 
+/// What [`stack_facts`] does once the config's service names are checked (`doctor` reports
+/// a wrong name as one row and goes on discovering the rest).
+pub async fn fill_stack_facts(
+    remote: &Remote,
+    t: &mut Target,
+    services: &BTreeMap<String, ServiceDef>,
+    stack: &Stack,
+) -> Result<(), Error> {
+    let migrate_service = t.deploy.migrate.as_ref().and_then(|m| m.service.clone());
     let db_service = match t.backup.db.service.clone() {
         Some(s) => Ok(s),
-        None => database_service(&services),
+        None => database_service(services),
     };
     match &db_service {
         Ok(service) => {
@@ -179,7 +189,7 @@ pub async fn stack_facts(
     }
 
     if migrate_service.is_none() {
-        match migrate_service_of(remote, &services, stack).await? {
+        match migrate_service_of(remote, services, stack).await? {
             Ok(service) => {
                 t.deploy
                     .migrate
@@ -201,6 +211,22 @@ fn check_named_services(
     services: &BTreeMap<String, ServiceDef>,
     host: &str,
 ) -> Result<(), Error> {
+    let missing = missing_services(t, services);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "the config names services the compose project on {host} does not have: {}",
+        missing.join(", ")
+    ))
+    .with_help(format!(
+        "the project's services are: {}; fix the config (nothing was changed)",
+        services.keys().cloned().collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// The services the config names that the project does not have, as "`web` (in `key`)".
+pub fn missing_services(t: &Target, services: &BTreeMap<String, ServiceDef>) -> Vec<String> {
     let mut named: Vec<(String, &String)> = Vec::new();
     let db = &t.backup.db;
     named.extend(
@@ -237,22 +263,11 @@ fn check_named_services(
                 .map(|s| (format!("secrets.{name}.restart"), s)),
         );
     }
-    let missing: Vec<String> = named
+    named
         .iter()
         .filter(|(_, s)| !services.contains_key(s.as_str()))
         .map(|(key, s)| format!("`{s}` (in `{key}`)"))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(Error::usage(format!(
-        "the config names services the compose project on {host} does not have: {}",
-        missing.join(", ")
-    ))
-    .with_help(format!(
-        "the project's services are: {}; fix the config (nothing was changed)",
-        services.keys().cloned().collect::<Vec<_>>().join(", ")
-    )))
+        .collect()
 }
 
 const KEYS: [&str; 5] = [

@@ -46,6 +46,7 @@ async fn run(cli: Cli, out: &Output) -> Exit {
 }
 
 async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> anyhow::Result<Exit> {
+    let name = cli.command.name();
     match &cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "ctops", &mut std::io::stdout());
@@ -74,6 +75,9 @@ async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> an
     );
     if cli.command.needs_stack_facts() {
         ctx.discover_stack().await?;
+    }
+    if cli.command.checks_facts_first() {
+        ctops::hostfacts::before_change(&ctx, name).await?;
     }
     let until_interrupted = cli.command.runs_until_interrupted();
     let result = if cli.command.handles_interrupts() {
@@ -117,6 +121,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Backup(command) => ops::backup::run(ctx, &command).await,
         Command::Restore(command) => ops::restore::run(ctx, &command).await,
         Command::Lock(LockCommand::Status) => ops::lock::status(ctx).await,
+        Command::Doctor => ops::doctor::run(ctx).await,
         Command::Lock(LockCommand::Release) => ops::lock::release(ctx).await,
         Command::Config(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("handled before connecting")

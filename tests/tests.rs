@@ -10,6 +10,7 @@ mod cli;
 mod connection;
 mod deploy;
 mod discover;
+mod doctor;
 mod env;
 mod health;
 mod incident;

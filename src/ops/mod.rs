@@ -4,6 +4,7 @@ pub mod access;
 pub mod backup;
 pub mod config_check;
 pub mod deploy;
+pub mod doctor;
 pub mod env;
 pub mod health;
 pub mod incident;
