@@ -460,7 +460,13 @@ impl Command {
         matches!(
             self,
             Command::Deploy(_)
-                | Command::Restore(_)
+                | Command::Rollback(_)
+                | Command::Restore(
+                    RestoreCommand::Db { .. }
+                        | RestoreCommand::Env { .. }
+                        | RestoreCommand::Minio { .. }
+                        | RestoreCommand::DropKept { .. }
+                )
                 | Command::Rotate(_)
                 | Command::Env(
                     EnvCommand::Set { .. } | EnvCommand::Unset { .. } | EnvCommand::Edit { .. }
