@@ -283,7 +283,7 @@ impl Remote {
             // Operations must not get here under --dry-run; this is the last line of defence.
             return Err(Error::failed(format!(
                 "refusing to run `{}` during --dry-run",
-                cmd.render()
+                cmd.label()
             )));
         }
         let rendered = cmd.render();
