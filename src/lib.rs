@@ -25,6 +25,7 @@ pub mod envfile;
 pub mod error;
 pub mod fault;
 pub mod gate;
+pub mod hostprep;
 pub mod lock;
 pub mod migrations;
 pub mod ops;

@@ -118,6 +118,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Restore(command) => ops::restore::run(ctx, &command).await,
         Command::Lock(LockCommand::Status) => ops::lock::status(ctx).await,
         Command::Lock(LockCommand::Release) => ops::lock::release(ctx).await,
+        Command::Setup => ops::setup::run(ctx).await,
         Command::Config(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("handled before connecting")
         }

@@ -16,7 +16,7 @@ use openssh::{ForwardType, Session, Socket, Stdio};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
-pub use command::{assign, quote, RemoteCommand};
+pub use command::{assign, join_quoted, quote, RemoteCommand};
 pub use connect::probe_new_login;
 
 use crate::config::Target;
