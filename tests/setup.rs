@@ -8,7 +8,7 @@
 //! reconnect before it checks Docker), works in a fresh state and backup dir under
 //! /var/lib/ctops-setup-*, and puts everything back at the end, also on failure ([`Guard`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::util::*;
 
@@ -127,11 +127,11 @@ impl Drop for Guard {
     }
 }
 
-fn setup(config: &PathBuf) -> Run {
+fn setup(config: &Path) -> Run {
     ctops(["--config", config.to_str().unwrap(), "setup", "--json"]).run()
 }
 
-fn deploy(config: &PathBuf, reference: &str) -> Run {
+fn deploy(config: &Path, reference: &str) -> Run {
     ctops([
         "--config",
         config.to_str().unwrap(),
