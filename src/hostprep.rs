@@ -57,7 +57,18 @@ pub async fn probe(remote: &Remote, t: &Target, with_remote: bool) -> Result<Fac
     ]
     .join("\n");
     let cmd = RemoteCommand::sh(&format!("{vars}\n{PROBE}"), t.compose.clone()).read_only();
-    let out = crate::ops::run_step(remote, &cmd, "reading what the host has").await?;
+    let out = remote.run(&cmd).await?;
+    if out.status != 0 {
+        // The step and the probe's last stderr lines, never its text.
+        let stderr = out.stderr_text();
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        return Err(Error::failed(format!(
+            "reading what {} has failed (exit {}): {}",
+            remote.host(),
+            out.status,
+            lines[lines.len().saturating_sub(3)..].join(" / ")
+        )));
+    }
     Ok(Facts::parse(&out.stdout_text()))
 }
 
