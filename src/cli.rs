@@ -116,6 +116,9 @@ pub enum Command {
     /// The host lock: who holds it, and releasing a stale one
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Prepare a fresh host once (through `sudo`): the shared state and backup dirs, the
+    /// login's group, the checkout shared with the group; checks Docker, compose v2, git access
+    Setup,
     /// Every fact the changing commands rely on, checked on the host read-only, as one table
     Doctor,
     /// Validate the config and print it resolved for the target
@@ -404,6 +407,7 @@ impl Command {
             Command::Env(EnvCommand::Edit { .. }) => "env edit",
             Command::Lock(LockCommand::Status) => "lock status",
             Command::Lock(LockCommand::Release) => "lock release",
+            Command::Setup => "setup",
             Command::Config(ConfigCommand::Check) => "config check",
             Command::Doctor => "doctor",
             Command::Completions { .. } => "completions",

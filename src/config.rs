@@ -290,6 +290,7 @@ struct RawTarget {
     backup_dir: Option<String>,
     local_dir: Option<String>,
     state_dir: Option<String>,
+    group: Option<String>,
     #[serde(default)]
     timeouts: Timeouts,
     #[serde(default)]
@@ -344,6 +345,10 @@ pub struct Target {
     /// ctops extension: the host folder for the lock, the journal of operations in flight,
     /// the release history and the audit log; outside git's reach, shared by every operator.
     pub state_dir: String,
+    /// ctops extension: the host group that shares `state_dir` and `backup_dir` (and the
+    /// checkout) among the operators' logins, set up by `ctops setup`. `docker` by default:
+    /// every account that runs compose is in it already, and it is root-equivalent anyway.
+    pub group: String,
     pub timeouts: Timeouts,
     pub deploy: Deploy,
     pub update: Update,
@@ -542,6 +547,7 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
             t.local_dir.as_deref().unwrap_or("~/calmtrader-backups"),
         ),
         state_dir: or(&t.state_dir, "/var/lib/ctops"),
+        group: or(&t.group, "docker"),
         timeouts: timeouts.with_defaults(),
         deploy: deploy.with_defaults(),
         update,

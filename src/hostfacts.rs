@@ -992,8 +992,8 @@ fn dir_fact(t: &Target, host: &HostSaid, name: &'static str, key: &str, lock_fil
 /// `state_dir` (the lock, the journal, the history) and `backup_dir` (the copy taken before
 /// a change) writable by this login. The rest it needs is checked already by the stack
 /// discovery (the services the config names, the database's facts) and by each command's
-/// own read of the host (the probe of the checkout, `.env`). A red fact is exit 2, with
-/// nothing changed.
+/// own read of the host (the probe of the checkout, `.env`). A red fact refuses (exit 4: a
+/// precondition on the host, which `ctops setup` settles), with nothing changed.
 pub async fn before_change(ctx: &Ctx, command: &str) -> Result<(), Error> {
     let t = &ctx.target;
     let remote = ctx.remote().await?;
@@ -1018,7 +1018,7 @@ pub async fn before_change(ctx: &Ctx, command: &str) -> Result<(), Error> {
         .iter()
         .map(|f| format!("`{}`: {}", f.name, f.detail))
         .collect();
-    Err(Error::usage(format!(
+    Err(Error::refused(format!(
         "{command} on {}: {}; nothing was changed",
         remote.host(),
         what.join("; ")

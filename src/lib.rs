@@ -10,7 +10,8 @@
 //! history), `catalog` (the backups and their manifests), `snapshots` (the MinIO store),
 //! `envchange` (the `.env` change transaction), `gate` (following a runner and its health
 //! gate), `release_checks` (runbook 2.3's checklist), `checks` and `report` (what reports
-//! share).
+//! share), `hostprep` (what a host needs before the first change: `setup`'s facts and the
+//! root commands that make them hold).
 
 pub mod catalog;
 pub mod checks;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod fault;
 pub mod gate;
 pub mod hostfacts;
+pub mod hostprep;
 pub mod lock;
 pub mod migrations;
 pub mod ops;

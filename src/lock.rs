@@ -72,6 +72,15 @@ pub const LOCK_RUN_NAME: &str = "ctops-lock-run";
 /// Exit statuses of the lock scripts.
 const HELD: i32 = 75;
 const UNKNOWN_VERSION: i32 = 78;
+/// The state dir is missing and cannot be created, or is not writable by this login.
+pub const NOT_WRITABLE: i32 = 77;
+
+/// The `help:` of a command that found the state dir missing or not writable.
+pub fn setup_help(host: &str) -> String {
+    format!(
+        "run `ctops setup`: it creates the state dir on {host} shared by the operators' group (config key `group`), or prints the commands to run as root"
+    )
+}
 
 /// Who holds (or held) the lock.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -264,10 +273,12 @@ fn held_by(host: &str, file: &str) -> Error {
 }
 
 /// A lock script that failed for another reason: the step and its last stderr lines.
+/// A state dir it cannot write is a refusal (exit 4, nothing changed) that points at
+/// `ctops setup`.
 fn lock_failed(remote: &Remote, step: &str, status: i32, stderr: &str) -> Error {
     let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Error::failed(format!(
+    let message = format!(
         "{step} on {} failed (exit {status}){}",
         remote.host(),
         if tail.is_empty() {
@@ -275,7 +286,11 @@ fn lock_failed(remote: &Remote, step: &str, status: i32, stderr: &str) -> Error 
         } else {
             format!(": {}", tail.join(" / "))
         }
-    ))
+    );
+    if status == NOT_WRITABLE {
+        return Error::refused(message).with_help(setup_help(remote.host()));
+    }
+    Error::failed(message)
 }
 
 impl HostLock {

@@ -123,6 +123,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Lock(LockCommand::Status) => ops::lock::status(ctx).await,
         Command::Doctor => ops::doctor::run(ctx).await,
         Command::Lock(LockCommand::Release) => ops::lock::release(ctx).await,
+        Command::Setup => ops::setup::run(ctx).await,
         Command::Config(_) | Command::Completions { .. } | Command::Man => {
             unreachable!("handled before connecting")
         }

@@ -270,6 +270,23 @@ fn indent(body: &str) -> String {
         .join("\n")
 }
 
+/// Starting the runner failed: the step and the script's last stderr lines, never its text.
+fn start_failed(remote: &Remote, out: &crate::remote::Captured) -> Error {
+    let stderr = out.stderr_text();
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    Error::failed(format!(
+        "starting the operation's runner on {} failed (exit {}){}",
+        remote.host(),
+        out.status,
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(": {tail}")
+        }
+    ))
+}
+
 /// Uploads the script over stdin (atomically), starts it detached, returns its pid. Refuses
 /// (exit 4) when the host's last journal has a format this ctops does not know.
 pub async fn start(
@@ -294,8 +311,11 @@ pub async fn start(
     if out.status == 65 {
         return Err(unknown_format(remote.host(), out.stdout_text().trim()));
     }
+    if out.status == crate::lock::NOT_WRITABLE {
+        return Err(start_failed(remote, &out).with_help(crate::lock::setup_help(remote.host())));
+    }
     if out.status != 0 {
-        return Err(remote.exited(&cmd, out.status, &out.stderr));
+        return Err(start_failed(remote, &out));
     }
     out.stdout_text().trim().parse().map_err(|_| {
         Error::failed(format!(
@@ -989,8 +1009,15 @@ mod tests {
         for private in ["ops/op1/gate.log", "ops/op1/output.log"] {
             assert_eq!(mode(private), 0o600, "{private}");
         }
-        for shared in ["ops/op1/journal", "audit.jsonl", "releases.jsonl", "last"] {
-            assert_eq!(mode(shared) & 0o060, 0o060, "{shared}: {:o}", mode(shared));
+        for shared in [
+            "ops/op1/journal",
+            "audit.jsonl",
+            "releases.jsonl",
+            "last",
+            "ops.flock",
+            ".mutex",
+        ] {
+            assert_eq!(mode(shared), 0o660, "{shared}: {:o}", mode(shared));
         }
     }
 

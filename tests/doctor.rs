@@ -447,7 +447,7 @@ fn deploy_with_a_missing_state_dir_refuses_before_its_first_change() {
     ])
     .env("CTOPS_CONFIG", &config)
     .run()
-    .expect(2);
+    .expect(4);
     let said = run.stderr();
     assert!(
         said.contains("`state_dir`: /srv/ctops sandbox/no-state does not exist"),
@@ -481,7 +481,7 @@ fn env_set_with_a_read_only_backup_dir_refuses_before_its_first_change() {
     let run = ctops(["env", "set", "LOG_LEVEL=debug", "--yes"])
         .env("CTOPS_CONFIG", &config)
         .run()
-        .expect(2);
+        .expect(4);
     assert!(
         run.stderr().contains("`backup_dir`: /usr/share"),
         "{}",

@@ -22,6 +22,7 @@ mod restore_kept;
 mod rotate;
 mod runner;
 mod service;
+mod setup;
 mod shape2;
 mod shape2_changes;
 mod status;

@@ -16,6 +16,7 @@ pub mod restore;
 pub mod rollback;
 pub mod rotate;
 pub mod service;
+pub mod setup;
 pub mod stats;
 pub mod status;
 pub mod switch;

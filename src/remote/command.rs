@@ -90,7 +90,9 @@ impl RemoteCommand {
         self.stop_on_disconnect
     }
 
-    /// A short name for messages: the program and its first words, unquoted.
+    /// A short name for messages: the program and its first words, unquoted. A script sent
+    /// as `sh -c SCRIPT` is named by the start of its sha256 (as `-v` names it), never
+    /// printed: a message shows the step and the script's stderr, not 30 lines of shell.
     pub fn label(&self) -> String {
         // The lock's pid-registering wrapper (`sh -c SCRIPT ctops-lock-run D TOKEN CMD...`)
         // is not what runs: name the command it wraps.
@@ -102,14 +104,22 @@ impl RemoteCommand {
             }
             _ => 0,
         };
-        let words: Vec<&str> = self
-            .argv
-            .iter()
-            .skip(skip)
-            .filter(|w| !w.starts_with('-'))
-            .take(3)
-            .map(String::as_str)
-            .collect();
+        let argv = &self.argv[skip.min(self.argv.len())..];
+        let mut words: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < argv.len() && words.len() < 3 {
+            let word = &argv[i];
+            if word == "sh" && argv.get(i + 1).is_some_and(|w| w == "-c") {
+                let script = argv.get(i + 2).map(String::as_str).unwrap_or_default();
+                words.push(format!("sh script:{}", script_id(script)));
+                // $0 and the values after the script are the script's, not more words.
+                break;
+            }
+            if !word.starts_with('-') {
+                words.push(one_line_word(word));
+            }
+            i += 1;
+        }
         words.join(" ")
     }
 
@@ -126,6 +136,24 @@ impl RemoteCommand {
             None => command,
         }
     }
+}
+
+/// The first 12 hex digits of a script's sha256: how messages and `-v` name it.
+pub fn script_id(script: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(script.as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A word for a one-line message: a word with a newline (shell text) or a very long one is
+/// cut, so that no message carries a script body.
+fn one_line_word(word: &str) -> String {
+    let first = word.lines().next().unwrap_or_default();
+    if first.len() == word.len() && word.chars().count() <= 80 {
+        return word.to_string();
+    }
+    let cut: String = first.chars().take(40).collect();
+    format!("{cut}...")
 }
 
 /// Quotes a word for a POSIX shell when it needs it (`shell-escape`'s rules).
@@ -250,6 +278,22 @@ mod tests {
             "children of the command survived: {}",
             String::from_utf8_lossy(&survivors())
         );
+    }
+
+    #[test]
+    fn a_script_sent_as_a_body_is_named_by_its_hash_never_printed() {
+        let script = "set -u\nD=$1\nmkdir -p \"$D\"\n# thirty lines of shell\nexit 77";
+        let c = RemoteCommand::sh(script, ["/var/lib/ctops", "acquire"]);
+        let label = c.label();
+        assert_eq!(label, format!("sh script:{}", script_id(script)));
+        assert!(!label.contains('\n') && !label.contains("mkdir"), "{label}");
+        let wrapped = c.wrapped(&["sudo".into(), "-n".into()]);
+        assert_eq!(
+            wrapped.label(),
+            format!("sudo sh script:{}", script_id(script))
+        );
+        let odd = RemoteCommand::new(["printf", "a\nb\nc"]);
+        assert!(!odd.label().contains('\n'), "{}", odd.label());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use openssh::{ForwardType, Session, Socket, Stdio};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
-pub use command::{assign, quote, RemoteCommand};
+pub use command::{assign, join_quoted, quote, RemoteCommand};
 pub use connect::probe_new_login;
 
 use crate::config::Target;
@@ -283,7 +283,7 @@ impl Remote {
             // Operations must not get here under --dry-run; this is the last line of defence.
             return Err(Error::failed(format!(
                 "refusing to run `{}` during --dry-run",
-                cmd.render()
+                cmd.label()
             )));
         }
         let rendered = cmd.render();

@@ -10,7 +10,8 @@ umask 027
 mkdir -p "$dir" || exit 1
 if [ -n "$flock" ]; then
     # Opened read-only (all flock needs), so any operator account can take it.
-    mkdir -p "${flock%/*}" && { [ -e "$flock" ] || : >>"$flock"; } && exec 9<"$flock" || exit 1
+    # Created 0660 (umask 027 would make it 0640): every operator's runner opens it too.
+    mkdir -p "${flock%/*}" && { [ -e "$flock" ] || { : >>"$flock" && chmod 0660 "$flock"; }; } && exec 9<"$flock" || exit 1
     flock -s -n 9 || { echo "waiting for the deploy or restore running on the host" >&2; flock -s 9; }
 fi
 cid=$(docker ps -q --filter "label=com.docker.compose.project.working_dir=$wd" --filter "label=com.docker.compose.service=$service" | head -n 1)

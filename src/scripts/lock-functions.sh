@@ -6,6 +6,10 @@
 # different ctops versions share a host: a file of another version is never changed.
 LOCK_VERSION=1
 lock_file() { printf '%s/lock' "$D"; }
+# A file every operator of the group appends to, locks or replaces (the lock, .mutex,
+# ops.flock, journals, *.jsonl): 0660 whatever the umask, so that `ctops setup`'s group
+# (the state dir is setgid) can share it. Files that may hold derived secrets stay private.
+shared_file() { [ -e "$1" ] || { ( umask 077 && : >> "$1" ) && chmod 0660 "$1"; } 2>/dev/null || true; }
 lock_now() { date -u +%s; }
 lock_field() { sed -n "s/^$1=//p" "$(lock_file)" 2>/dev/null | head -n 1; }
 # True when the lock file is of a format this ctops does not know (a file without a
@@ -37,7 +41,7 @@ lock_write() { # token lease user host pid command
     t=$(lock_file).tmp.$$
     { printf 'version=%s\ntoken=%s\nuser=%s\nhost=%s\npid=%s\ncommand=%s\n' "$LOCK_VERSION" "$1" "$3" "$4" "$5" "$6"
       printf 'since=%s\nexpires=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(( $(lock_now) + $2 ))"; } > "$t" &&
-    chmod 0664 "$t" && mv -f "$t" "$(lock_file)"
+    chmod 0660 "$t" && mv -f "$t" "$(lock_file)"
 }
 # Under the mutex (fd 9): takes the lock, or exits 75 (a live holder) or 78 (a lock file
 # of an unknown version), printing the file; a stale file taken over is printed too.
@@ -48,12 +52,15 @@ lock_take() { # token lease user host pid command
     lock_write "$@"
 }
 lock_renew() { # token lease
+    shared_file "$D/.mutex"
     ( flock -w 10 9 || exit 1
       lock_mine "$1" || exit 1
       t=$(lock_file).tmp.$$
-      sed "s/^expires=.*/expires=$(( $(lock_now) + $2 ))/" "$(lock_file)" > "$t" && mv -f "$t" "$(lock_file)"
+      sed "s/^expires=.*/expires=$(( $(lock_now) + $2 ))/" "$(lock_file)" > "$t" &&
+        chmod 0660 "$t" && mv -f "$t" "$(lock_file)"
     ) 9>>"$D/.mutex"
 }
 lock_release() { # token
+    shared_file "$D/.mutex"
     ( flock -w 10 9 || exit 1; if lock_mine "$1"; then rm -f "$(lock_file)"; fi ) 9>>"$D/.mutex"
 }

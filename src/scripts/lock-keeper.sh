@@ -8,6 +8,7 @@
 D=$1; T=$2; LEASE=$3; EVERY=$4; shift 4
 mkdir -p "$D" 2>/dev/null; chmod g+w "$D" 2>/dev/null || true
 if [ ! -w "$D" ]; then echo "state dir $D is not writable by $(id -un)" >&2; exit 77; fi
+shared_file "$D/.mutex"
 ( flock -w 10 9 || { echo "timed out waiting for $D/.mutex" >&2; exit 76; }
   : > "$(lock_pids "$T")"
   lock_take "$T" "$LEASE" "$@"

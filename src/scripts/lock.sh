@@ -7,6 +7,7 @@
 D=$1; action=$2; shift 2
 mkdir -p "$D" 2>/dev/null; chmod g+w "$D" 2>/dev/null || true
 if [ ! -w "$D" ]; then echo "state dir $D is not writable by $(id -un)" >&2; exit 77; fi
+shared_file "$D/.mutex"
 exec 9>>"$D/.mutex"
 flock -w 10 9 || { echo "timed out waiting for $D/.mutex" >&2; exit 76; }
 case $action in

@@ -7,8 +7,11 @@ if [ -f "$D/last" ]; then
     v=$(awk -F '\t' '$3 == "format" { print $4; exit }' "$D/ops/$(cat "$D/last")/journal" 2>/dev/null)
     if [ -n "$v" ] && [ "$v" != "$3" ]; then echo "$v"; exit 65; fi
 fi
-mkdir -p "$O" || exit 1
-chmod g+w "$O" 2>/dev/null
+mkdir -p "$O" 2>/dev/null || { echo "state dir $D is not writable by $(id -un)" >&2; exit 77; }
+# Shared with the state dir's group (setgid, from `ctops setup`): the next operator's runner
+# writes beside ours. ops/ is changed only by its owner (the first runner, or setup).
+chmod 2770 "$O" 2>/dev/null
+if [ -O "$D/ops" ]; then chmod 2770 "$D/ops" 2>/dev/null; fi
 # The script and the runner's own log may carry derived secrets: ours alone. (Only they: the
 # runner keeps the login's umask, for the lock file and whatever its steps create.)
 { ( umask 077 && cat > "$O/script.sh.tmp" ) && mv -f "$O/script.sh.tmp" "$O/script.sh"; } || exit 1

@@ -12,8 +12,7 @@ journal() {
 }
 json_escape() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr '\n\t' '  '; }
 
-# A file the other operators append to or read: group-writable, whatever our umask.
-shared_file() { [ -e "$1" ] || { : >> "$1" && chmod 0664 "$1" 2>/dev/null; } || true; }
+# shared_file (lock-functions.sh): a file the other operators append to, 0660.
 # A file that may hold derived secrets (a step's output): ours alone.
 private_file() { [ -e "$1" ] || ( umask 077 && : >> "$1" ); }
 
