@@ -539,6 +539,8 @@ struct Sweep {
     dir: tempfile::TempDir,
     ran: Vec<Ran>,
     secrets: Secrets,
+    /// `EDITOR` for `env edit`.
+    editor: Option<PathBuf>,
 }
 
 impl Sweep {
@@ -554,6 +556,7 @@ impl Sweep {
             .env("CTOPS_CONFIG", &self.config)
             .env("CTOPS_LOG", "ctops=trace")
             .current_dir(home.path())
+            .envs(self.editor.iter().map(|e| ("EDITOR", e)))
             .arg("-vvv")
             .args(args)
             .stdin(if stdin.is_some() {
@@ -584,7 +587,7 @@ impl Sweep {
         self.learn();
         eprintln!(
             "sweep: ctops -vvv {} -> {} in {:.1?}",
-            ran.args.join(" "),
+            self.secrets.redact(&ran.args.join(" ")),
             ran.code,
             ran.elapsed
         );
@@ -685,6 +688,7 @@ fn no_secret_reaches_any_output_log_argv_or_the_database_server() {
         config,
         dir,
         ran: Vec::new(),
+        editor: None,
         secrets: Secrets {
             public,
             ..Default::default()
@@ -799,8 +803,29 @@ fn no_secret_reaches_any_output_log_argv_or_the_database_server() {
         None,
         &[0],
     );
+    // `env edit` with an editor that appends a line kept in a file (`cat` has only the
+    // file's name on its command line).
+    let line = sweep.dir.path().join("edited-line");
+    let editor = sweep.dir.path().join("editor");
+    std::fs::write(
+        &editor,
+        format!("#!/bin/sh\ncat '{}' >> \"$1\"\n", line.display()),
+    )
+    .unwrap();
+    host(&format!("chmod +x '{}'", editor.display()));
+    sweep.editor = Some(editor);
+    for (key, json) in [("SWEEP_EDITED_1", None), ("SWEEP_EDITED_2", Some("--json"))] {
+        std::fs::write(&line, format!("{key}=Ed1t{}@e/d\n", random(18))).unwrap();
+        let mut args = vec!["env", "edit", "--restart", "api"];
+        args.extend(json);
+        sweep.run(&args, None, &[0]);
+    }
+    sweep.editor = None;
     // The dry runs print the plans: values and verifiers must not be in them.
-    let set3 = format!("SWEEP_API_TOKEN={}", random(24));
+    // A value only a dry run sees never reaches .env: it is looked for all the same.
+    let dry = random(24);
+    sweep.secrets.add("SWEEP_API_TOKEN (dry run)", &dry);
+    let set3 = format!("SWEEP_API_TOKEN={dry}");
     sweep.both(
         &["env", "set", &set3, "--restart", "api", "--dry-run"],
         &[0],
@@ -839,6 +864,8 @@ fn no_secret_reaches_any_output_log_argv_or_the_database_server() {
     sweep.both(&["backup", "list"], &[0]);
     sweep.both(&["backup", "verify", "latest"], &[0]);
     sweep.both(&["backup", "minio"], &[0]);
+    sweep.both(&["backup", "all"], &[0]);
+    sweep.both(&["lock", "release", "--yes"], &[0, 4]);
     sweep.both(&["preflight", "--repo", &repo_arg], &[0, 1, 4]);
     sweep.both(&["incident", "snapshot", "--out", &snapshots_arg], &[0]);
     sweep.both(&["restart", "bot"], &[0]);
