@@ -21,6 +21,7 @@ mod quoting;
 mod restore_kept;
 mod rotate;
 mod runner;
+mod secret_sweep;
 mod service;
 mod setup;
 mod shape2;

@@ -226,6 +226,27 @@ fn psql(ctx: &Ctx, database: &str, tuples_only: bool) -> Result<RemoteCommand, E
 
 const RUN_SQL: &str = include_str!("../scripts/rotate-sql.sh");
 
+/// Sent before `ALTER ROLE`: keeps the statement, and so the verifier, out of the server's
+/// log whatever its logging settings (`log_statement = all` logs it in full) and out of
+/// `pg_stat_activity`. Each setting is a superuser's (or needs `GRANT SET`): without the
+/// privilege the server's own settings apply and psql prints a warning into the step log;
+/// a setting an older server does not know is skipped.
+const QUIET_SESSION: &str = "DO $$
+DECLARE s text[];
+BEGIN
+  FOREACH s SLICE 1 IN ARRAY ARRAY[['log_statement', 'none'], ['log_min_duration_statement', '-1'],
+      ['log_min_duration_sample', '-1'], ['log_transaction_sample_rate', '0'],
+      ['log_min_error_statement', 'panic'], ['track_activities', 'off']] LOOP
+    BEGIN
+      PERFORM set_config(s[1], s[2], false);
+    EXCEPTION WHEN undefined_object THEN NULL;
+    END;
+  END LOOP;
+EXCEPTION WHEN insufficient_privilege THEN
+  RAISE WARNING 'ctops: cannot keep the password verifier out of the server log and pg_stat_activity: %', SQLERRM;
+END $$;
+";
+
 /// The command that sets `role`'s password to `password`'s SCRAM verifier, and the private
 /// file (path, SQL) it reads: the verifier is uploaded 0600 under the lock (see
 /// [`envchange::Change::private_files`]), never in the runner's script, a command line or the
@@ -237,7 +258,7 @@ fn alter_role(
     which: &str,
 ) -> Result<(RemoteCommand, (String, Vec<u8>)), Error> {
     let sql = format!(
-        "ALTER ROLE \"{}\" PASSWORD '{}';\n",
+        "{QUIET_SESSION}ALTER ROLE \"{}\" PASSWORD '{}';\n",
         role.replace('"', "\"\""),
         scram::verifier(password)
     );
