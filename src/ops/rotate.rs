@@ -187,10 +187,11 @@ pub fn replace_everywhere(
     let mut after = file.clone();
     let mut updated = Vec::new();
     for (key, value) in file.entries() {
-        let mut changed = value.replace(old, new);
-        if old_enc != old {
-            changed = changed.replace(&old_enc, &new_enc);
-        }
+        let changed = match replace_url_password(&value, old, new) {
+            Some(changed) => changed,
+            None if old_enc != old => value.replace(old, new).replace(&old_enc, &new_enc),
+            None => value.replace(old, new),
+        };
         if changed != value && !updated.contains(&key) {
             after
                 .set(&key, &changed)
@@ -199,6 +200,36 @@ pub fn replace_everywhere(
         }
     }
     Ok((after, updated))
+}
+
+/// What a URL's userinfo may hold unencoded (RFC 3986's unreserved characters).
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `value` with its URL's password replaced, when that password (decoded) is `old`, by `new`
+/// percent-encoded: an `old` that needs no encoding looks the same inside a URL as outside,
+/// so the plain replace would put a `new` with `@`, `/` or `:` into the URL unencoded.
+fn replace_url_password(value: &str, old: &str, new: &str) -> Option<String> {
+    let start = value.find("://")? + 3;
+    let authority_end = value[start..]
+        .find(['/', '?', '#'])
+        .map_or(value.len(), |i| start + i);
+    let at = start + value[start..authority_end].rfind('@')?;
+    let colon = start + value[start..at].find(':')? + 1;
+    let password = percent_encoding::percent_decode_str(&value[colon..at])
+        .decode_utf8()
+        .ok()?;
+    (password == old).then(|| {
+        format!(
+            "{}{}{}",
+            &value[..colon],
+            percent_encoding::utf8_percent_encode(new, USERINFO),
+            &value[at..]
+        )
+    })
 }
 
 /// psql as the configured user in the postgres service, reading its SQL from stdin.
@@ -385,6 +416,28 @@ fn conn_value(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_old_password_in_a_url_gets_an_encoded_new_one() {
+        let file = EnvFile::parse(
+            "POSTGRES_PASSWORD=Old1pass\nDATABASE_URL=postgresql://u:Old1pass@h:5432/db?x=1\n",
+        );
+        let (after, updated) = replace_everywhere(&file, "Old1pass", "n@w/p:s s%").unwrap();
+        assert_eq!(updated, ["POSTGRES_PASSWORD", "DATABASE_URL"]);
+        assert_eq!(
+            after.get("POSTGRES_PASSWORD").as_deref(),
+            Some("n@w/p:s s%")
+        );
+        assert_eq!(
+            after.get("DATABASE_URL").as_deref(),
+            Some("postgresql://u:n%40w%2Fp%3As%20s%25@h:5432/db?x=1")
+        );
+        // And back: the encoded password is found decoded.
+        let (back, _) = replace_everywhere(&after, "n@w/p:s s%", "Old1pass").unwrap();
+        for key in ["POSTGRES_PASSWORD", "DATABASE_URL"] {
+            assert_eq!(back.get(key), file.get(key), "{key}");
+        }
+    }
 
     #[test]
     fn the_old_value_is_replaced_plain_and_url_encoded() {
