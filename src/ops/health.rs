@@ -19,6 +19,7 @@ use crate::compose::{epoch_of, exec_in_service, uptime, Stack};
 use crate::config::Check;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
+use crate::probes::{parse_endpoint, probe, published_address, Endpoint, Kind, PgIdentity};
 use crate::remote::Remote;
 
 #[derive(Debug, Serialize)]
@@ -30,15 +31,54 @@ struct Report<'a> {
 }
 
 pub async fn run(ctx: &Ctx, args: &HealthArgs) -> Result<Exit> {
+    let natives = resolve_natives(ctx).await?;
     let Some(interval) = args.watch else {
-        let rows = round(ctx).await?;
+        let rows = round(ctx, &natives).await?;
         return show(ctx, &rows);
     };
     loop {
-        let rows = round(ctx).await?;
+        let rows = round(ctx, &natives).await?;
         show(ctx, &rows)?;
         tokio::time::sleep(interval.0).await;
     }
+}
+
+/// Where a native check connects, as the host sees it.
+#[derive(Debug, Clone)]
+struct Native {
+    kind: Kind,
+    host: String,
+    port: u16,
+}
+
+/// Every `postgres`/`redis` check's address, once per invocation; a check that names a
+/// compose service reads its published port from `compose config`, and one that cannot be
+/// told is refused (exit 2) before anything is asked.
+async fn resolve_natives(ctx: &Ctx) -> Result<BTreeMap<String, Native>, Error> {
+    let mut natives = BTreeMap::new();
+    for (name, check) in &ctx.target.checks {
+        let Some((kind, at)) = check.native() else {
+            continue;
+        };
+        let (host, port) = match parse_endpoint(at) {
+            Endpoint::Address { host, port } => (host, port),
+            Endpoint::Service(service) => {
+                let config = ctx.compose_config().await?;
+                published_address(config, &service, kind).map_err(|why| {
+                    Error::usage(format!(
+                        "health check `{name}`: cannot tell where {} listens: {why}",
+                        kind.name()
+                    ))
+                    .with_help(format!(
+                        "name the address as the host sees it: {name} = {{ {} = \"127.0.0.1:PORT\" }}",
+                        kind.name()
+                    ))
+                })?
+            }
+        };
+        natives.insert(name.clone(), Native { kind, host, port });
+    }
+    Ok(natives)
 }
 
 fn show(ctx: &Ctx, rows: &[Row]) -> Result<Exit> {
@@ -78,7 +118,7 @@ fn show(ctx: &Ctx, rows: &[Row]) -> Result<Exit> {
 }
 
 /// One pass over every check, all concurrent over the one connection.
-async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
+async fn round(ctx: &Ctx, natives: &BTreeMap<String, Native>) -> Result<Vec<Row>> {
     let timeout = ctx.target.timeouts.check();
     let api = timed("api", async {
         let url =
@@ -95,11 +135,10 @@ async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
                 .await
                 .map(|s| (s, started.elapsed()))
         };
-        let checks = ctx
-            .target
-            .checks
-            .iter()
-            .map(|(name, check)| host_check(ctx, remote, name, check, timeout));
+        let checks =
+            ctx.target.checks.iter().map(|(name, check)| {
+                host_check(ctx, remote, name, check, natives.get(name), timeout)
+            });
         let (state, mut rows, backup) =
             tokio::join!(state, join_all(checks), backup_row(ctx, remote));
         let (stack, ps_latency) = state?;
@@ -121,9 +160,13 @@ async fn host_check(
     remote: &Remote,
     name: &str,
     check: &Check,
+    native: Option<&Native>,
     timeout: Duration,
 ) -> Row {
     timed(name, async {
+        if let Some(native) = native {
+            return native_check(ctx, remote, native, timeout).await;
+        }
         match (&check.http, &check.service, &check.command) {
             (Some(url), _, _) => http_check(remote, url, check.expect_status, timeout).await,
             (None, Some(service), Some(argv)) => {
@@ -169,6 +212,31 @@ async fn command_check(
         }
         _ => Ok(said),
     }
+}
+
+/// Asks PostgreSQL or Redis itself through a forward of the one connection (no exec).
+async fn native_check(
+    ctx: &Ctx,
+    remote: &Remote,
+    native: &Native,
+    timeout: Duration,
+) -> Result<String, String> {
+    let local = remote
+        .forward(&native.host, native.port)
+        .await
+        .map_err(|e| e.message)?;
+    let db = &ctx.target.backup.db;
+    let user = db.user.clone().unwrap_or_else(|| "postgres".to_string());
+    let who = PgIdentity {
+        database: db.database.clone().unwrap_or_else(|| user.clone()),
+        user,
+    };
+    let shown = if native.host.contains(':') {
+        format!("[{}]:{}", native.host, native.port)
+    } else {
+        format!("{}:{}", native.host, native.port)
+    };
+    probe(native.kind, local, &shown, &who, timeout).await
 }
 
 async fn http_check(
@@ -349,7 +417,13 @@ fn service_rows(stack: &Stack, latency: Duration) -> Vec<Row> {
 /// container's state, rather than what `docker` said.
 fn explain_stopped_services(rows: &mut [Row], stack: &Stack, checks: &BTreeMap<String, Check>) {
     for row in rows.iter_mut().filter(|r| !r.ok) {
-        let service = checks.get(&row.name).and_then(|c| c.service.as_deref());
+        let service = checks.get(&row.name).and_then(|c| match c.native() {
+            Some((_, at)) => match parse_endpoint(at) {
+                Endpoint::Service(_) => Some(at),
+                Endpoint::Address { .. } => None,
+            },
+            None => c.service.as_deref(),
+        });
         if let Some(service) = service {
             if !stack.service(service).any(|c| c.running()) {
                 row.detail = not_running(stack, service);
