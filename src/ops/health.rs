@@ -2,7 +2,10 @@
 //! `[checks]` run on the host (HTTP ones fetched by ctops through the SSH connection), and
 //! every service's live state, all at once. Exit 0 all up, 1 API down, 5 degraded.
 
+mod watch;
+
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -36,6 +39,10 @@ pub async fn run(ctx: &Ctx, args: &HealthArgs) -> Result<Exit> {
         let rows = round(ctx, &natives).await?;
         return show(ctx, &rows);
     };
+    if !ctx.out.json && std::io::stdout().is_terminal() {
+        let title = format!("health of {}", ctx.target_label());
+        return watch::run(title, interval.0, || round(ctx, &natives)).await;
+    }
     loop {
         let rows = round(ctx, &natives).await?;
         show(ctx, &rows)?;
