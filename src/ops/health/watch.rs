@@ -171,7 +171,7 @@ pub fn draw(frame: &mut Frame, board: &Board) {
 fn checks_table(board: &Board, area: Rect) -> Table<'static> {
     // The sparkline gets what the fixed columns and a usable DETAIL leave, up to a minute
     // of one-second rounds.
-    let spark_width = (area.width as usize).saturating_sub(16 + 6 + 9 + 10 + 30 + 5);
+    let spark_width = (area.width as usize).saturating_sub(16 + 6 + 9 + 10 + 5 + 50);
     let spark_width = spark_width.clamp(10, 60);
     let rows = board.rows.iter().map(|row| {
         let track = board.tracks.get(&row.name);
