@@ -20,7 +20,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row as TableRow, Table};
 use ratatui::{Frame, Terminal};
 
-use super::{verdict, Row};
+use crate::checks::{verdict, Row};
 use crate::error::Exit;
 
 /// How far back the sparkline reaches.
