@@ -655,7 +655,10 @@ mod tests {
         assert_eq!(t.backup_dir, "/opt/backups");
         assert!(t.protected);
         assert_eq!(t.timeouts.connect(), Duration::from_secs(10));
-        assert_eq!(t.checks["redis"].expect.as_deref(), Some("PONG"));
+        assert_eq!(
+            t.checks["redis"].native(),
+            Some((crate::probes::Kind::Redis, "redis"))
+        );
         assert!(t.secrets["TELEGRAM_BOT_TOKEN"].revoked_on_rotate);
     }
 
