@@ -34,17 +34,16 @@ struct Report<'a> {
 }
 
 pub async fn run(ctx: &Ctx, args: &HealthArgs) -> Result<Exit> {
-    let natives = resolve_natives(ctx).await?;
     let Some(interval) = args.watch else {
-        let rows = round(ctx, &natives).await?;
+        let rows = round(ctx).await?;
         return show(ctx, &rows);
     };
     if !ctx.out.json && std::io::stdout().is_terminal() {
         let title = format!("health of {}", ctx.target_label());
-        return watch::run(title, interval.0, || round(ctx, &natives)).await;
+        return watch::run(title, interval.0, || round(ctx)).await;
     }
     loop {
-        let rows = round(ctx, &natives).await?;
+        let rows = round(ctx).await?;
         show(ctx, &rows)?;
         tokio::time::sleep(interval.0).await;
     }
@@ -58,9 +57,9 @@ struct Native {
     port: u16,
 }
 
-/// Every `postgres`/`redis` check's address, once per invocation; a check that names a
-/// compose service reads its published port from `compose config`, and one that cannot be
-/// told is refused (exit 2) before anything is asked.
+/// Every `postgres`/`redis` check's address; a check that names a compose service reads its
+/// published port from `compose config` (read once per invocation), and one that cannot be
+/// told is refused (exit 2).
 async fn resolve_natives(ctx: &Ctx) -> Result<BTreeMap<String, Native>, Error> {
     let mut natives = BTreeMap::new();
     for (name, check) in &ctx.target.checks {
@@ -125,7 +124,7 @@ fn show(ctx: &Ctx, rows: &[Row]) -> Result<Exit> {
 }
 
 /// One pass over every check, all concurrent over the one connection.
-async fn round(ctx: &Ctx, natives: &BTreeMap<String, Native>) -> Result<Vec<Row>> {
+async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
     let timeout = ctx.target.timeouts.check();
     let api = timed("api", async {
         let url =
@@ -142,12 +141,25 @@ async fn round(ctx: &Ctx, natives: &BTreeMap<String, Native>) -> Result<Vec<Row>
                 .await
                 .map(|s| (s, started.elapsed()))
         };
-        let checks =
-            ctx.target.checks.iter().map(|(name, check)| {
-                host_check(ctx, remote, name, check, natives.get(name), timeout)
-            });
-        let (state, mut rows, backup) =
-            tokio::join!(state, join_all(checks), backup_row(ctx, remote));
+        let commands = ctx
+            .target
+            .checks
+            .iter()
+            .filter(|(_, check)| check.native().is_none())
+            .map(|(name, check)| host_check(ctx, remote, name, check, timeout));
+        // Native checks wait only for their addresses: a SERVICE form's `compose config`
+        // (read once per invocation) runs beside the stack's state, not before the round.
+        let natives = async {
+            let natives = resolve_natives(ctx).await?;
+            let probes = natives
+                .iter()
+                .map(|(name, native)| timed(name, native_check(ctx, remote, native, timeout)));
+            Ok::<_, Error>(join_all(probes).await)
+        };
+        let (state, mut rows, natives, backup) =
+            tokio::join!(state, join_all(commands), natives, backup_row(ctx, remote));
+        rows.extend(natives?);
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
         let (stack, ps_latency) = state?;
         explain_stopped_services(&mut rows, &stack, &ctx.target.checks);
         rows.extend(service_rows(&stack, ps_latency));
@@ -167,13 +179,9 @@ async fn host_check(
     remote: &Remote,
     name: &str,
     check: &Check,
-    native: Option<&Native>,
     timeout: Duration,
 ) -> Row {
     timed(name, async {
-        if let Some(native) = native {
-            return native_check(ctx, remote, native, timeout).await;
-        }
         match (&check.http, &check.service, &check.command) {
             (Some(url), _, _) => http_check(remote, url, check.expect_status, timeout).await,
             (None, Some(service), Some(argv)) => {
