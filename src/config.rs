@@ -180,8 +180,9 @@ impl Update {
     }
 }
 
-/// One health check beside `health_url`: a command in a service, or an HTTP URL that ctops
-/// fetches through the SSH connection.
+/// One health check beside `health_url`: a command in a service, an HTTP URL that ctops
+/// fetches through the SSH connection, or a PostgreSQL or Redis server ctops asks itself
+/// over that connection (`ADDR` as the host sees it, or a compose service).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
@@ -197,6 +198,24 @@ pub struct Check {
     /// ctops extension: the HTTP status that means "up" (default: any 2xx).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<u16>,
+    /// ctops extension: `HOST:PORT` or a compose service, asked with a startup message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    /// ctops extension: `HOST:PORT` or a compose service, asked with `PING`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+}
+
+impl Check {
+    /// The native kind and where it connects, for a `postgres` or `redis` check.
+    pub fn native(&self) -> Option<(crate::probes::Kind, &str)> {
+        use crate::probes::Kind;
+        match (&self.postgres, &self.redis) {
+            (Some(at), None) => Some((Kind::Postgres, at.as_str())),
+            (None, Some(at)) => Some((Kind::Redis, at.as_str())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -559,12 +578,38 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
 }
 
 fn validate_check(name: &str, check: &Check) -> Result<(), String> {
+    let native = check.postgres.is_some() || check.redis.is_some();
+    if native {
+        let alone = Check {
+            postgres: check.postgres.clone(),
+            redis: check.redis.clone(),
+            ..Check::default()
+        };
+        return match check.native() {
+            Some((_, at)) if *check == alone => validate_endpoint(name, at),
+            _ => Err(format!(
+                "check `{name}`: `postgres = ADDR|SERVICE` and `redis = ADDR|SERVICE` stand alone (one of them, no other key)"
+            )),
+        };
+    }
     match (&check.http, &check.service, &check.command) {
         (Some(_), None, None) => Ok(()),
         (None, Some(_), Some(cmd)) if !cmd.is_empty() => Ok(()),
         _ => Err(format!(
-            "check `{name}` needs either `http = URL` or both `service` and a non-empty `command`"
+            "check `{name}` needs `http = URL`, both `service` and a non-empty `command`, `postgres = ADDR|SERVICE` or `redis = ADDR|SERVICE`"
         )),
+    }
+}
+
+/// `HOST:PORT`, or a compose service name.
+fn validate_endpoint(name: &str, at: &str) -> Result<(), String> {
+    match crate::probes::parse_endpoint(at) {
+        crate::probes::Endpoint::Address { .. } => Ok(()),
+        crate::probes::Endpoint::Service(service) => {
+            crate::compose::validate_service_name(&service).map_err(|_| {
+                format!("check `{name}`: {at:?} is neither HOST:PORT nor a compose service name")
+            })
+        }
     }
 }
 
@@ -610,7 +655,10 @@ mod tests {
         assert_eq!(t.backup_dir, "/opt/backups");
         assert!(t.protected);
         assert_eq!(t.timeouts.connect(), Duration::from_secs(10));
-        assert_eq!(t.checks["redis"].expect.as_deref(), Some("PONG"));
+        assert_eq!(
+            t.checks["redis"].native(),
+            Some((crate::probes::Kind::Redis, "redis"))
+        );
         assert!(t.secrets["TELEGRAM_BOT_TOKEN"].revoked_on_rotate);
     }
 
@@ -701,6 +749,34 @@ web = { http = "http://127.0.0.1:1/" }
         )
         .unwrap_err();
         assert!(err.message.contains("check `x`"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_native_check_names_an_address_or_a_service_and_nothing_else() {
+        let parse = |check: &str| {
+            parse_str(
+                &format!("[checks]\nx = {check}\n[targets.a]\nssh = \"h\"\n"),
+                None,
+            )
+        };
+        let t = parse(r#"{ postgres = "127.0.0.1:5432" }"#).unwrap().target;
+        assert_eq!(
+            t.checks["x"].native(),
+            Some((crate::probes::Kind::Postgres, "127.0.0.1:5432"))
+        );
+        let t = parse(r#"{ redis = "cache" }"#).unwrap().target;
+        assert_eq!(
+            t.checks["x"].native(),
+            Some((crate::probes::Kind::Redis, "cache"))
+        );
+        for bad in [
+            r#"{ redis = "cache", expect = "PONG" }"#,
+            r#"{ redis = "a:1", postgres = "b:2" }"#,
+            r#"{ redis = "no such/service" }"#,
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.message.contains("check `x`"), "{bad}: {}", err.message);
+        }
     }
 
     #[test]

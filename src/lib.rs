@@ -32,6 +32,7 @@ pub mod lock;
 pub mod migrations;
 pub mod ops;
 pub mod output;
+pub mod probes;
 pub mod release_checks;
 pub mod remote;
 pub mod report;

@@ -197,3 +197,117 @@ fn the_backup_row_judges_the_newest_backups_age() {
         "{stale}"
     );
 }
+
+/// The sandbox config with the database and redis asked natively (as the README's example
+/// config does), plus `closed`, a port nothing listens on.
+fn native_config(dir: &std::path::Path) -> std::path::PathBuf {
+    variant_config(dir, |text| {
+        text.lines()
+            .map(|line| {
+                if line.starts_with("postgres = {") {
+                    "postgres = { postgres = \"127.0.0.1:15432\" }".to_string()
+                } else if line.starts_with("redis = {") {
+                    "redis = { redis = \"127.0.0.1:16379\" }\nclosed = { redis = \"127.0.0.1:9\" }"
+                        .to_string()
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+fn native_health(config: &std::path::Path, code: i32) -> (Run, serde_json::Value) {
+    let run = ctops([
+        "--config",
+        config.to_str().unwrap(),
+        "-v",
+        "health",
+        "--json",
+    ])
+    .run()
+    .expect(code);
+    let doc = run.json();
+    assert_schema("health.json", &doc);
+    (run, doc)
+}
+
+/// Native checks answer in their own protocol over the one connection: green on a healthy
+/// sandbox, with no `docker exec` at all; a port nothing listens on is red although the
+/// forward's local end accepts the connection.
+#[test]
+fn native_checks_are_green_when_up_and_a_closed_port_is_red() {
+    let _lock = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (run, doc) = native_health(&native_config(dir.path()), 5);
+    let pg = row(&doc, "postgres");
+    assert_eq!(pg["ok"], true, "{}", run.describe());
+    assert_eq!(pg["detail"], "accepting connections", "{}", run.describe());
+    let redis = row(&doc, "redis");
+    assert_eq!(redis["ok"], true, "{}", run.describe());
+    assert_eq!(redis["detail"], "PONG", "{}", run.describe());
+    let closed = row(&doc, "closed");
+    assert_eq!(closed["ok"], false, "{}", run.describe());
+    assert!(
+        closed["detail"].as_str().unwrap().contains("127.0.0.1:9"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(doc["status"], "degraded");
+    assert!(
+        !run.stderr().contains("docker exec"),
+        "a native check ran a command in a container: {}",
+        run.describe()
+    );
+}
+
+/// With the database and redis containers stopped, their native checks are red (a forward
+/// whose far end is closed is not an answer), and green again once they are back.
+#[test]
+fn native_checks_are_red_with_the_database_and_redis_stopped() {
+    let _lock = exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let config = native_config(dir.path());
+    let (postgres, redis) = (container("postgres"), container("redis"));
+    host(&format!("docker stop -t 5 {postgres} {redis}"));
+    let restore = Restore(vec![format!("docker start {postgres} {redis}")]);
+    let (run, doc) = native_health(&config, 5);
+    for name in ["postgres", "redis"] {
+        let r = row(&doc, name);
+        assert_eq!(r["ok"], false, "{name}: {}", run.describe());
+        assert!(
+            r["detail"].as_str().unwrap().contains("no answer from"),
+            "{name}: {}",
+            run.describe()
+        );
+    }
+    drop(restore); // started again and healthy
+    let (run, doc) = native_health(&config, 5);
+    for name in ["postgres", "redis"] {
+        assert_eq!(row(&doc, name)["ok"], true, "{name}: {}", run.describe());
+    }
+}
+
+/// A native check that names a compose service whose port cannot be told (the sandbox's
+/// services use the host's network and publish none) is refused before anything is asked.
+#[test]
+fn a_native_check_on_a_service_without_a_published_port_is_refused() {
+    let _lock = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |text| {
+        text.replace(
+            "[checks]\n",
+            "[checks]\ndatabase = { postgres = \"postgres\" }\n",
+        )
+    });
+    let run = ctops(["--config", config.to_str().unwrap(), "health"])
+        .run()
+        .expect(2);
+    assert!(
+        run.stderr().contains("health check `database`")
+            && run.stderr().contains("publishes no port"),
+        "{}",
+        run.describe()
+    );
+}

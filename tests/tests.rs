@@ -13,6 +13,7 @@ mod discover;
 mod doctor;
 mod env;
 mod health;
+mod health_watch;
 mod incident;
 mod lock;
 mod logs;

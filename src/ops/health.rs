@@ -2,7 +2,10 @@
 //! `[checks]` run on the host (HTTP ones fetched by ctops through the SSH connection), and
 //! every service's live state, all at once. Exit 0 all up, 1 API down, 5 degraded.
 
+mod watch;
+
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ use crate::compose::{epoch_of, exec_in_service, uptime, Stack};
 use crate::config::Check;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
+use crate::probes::{parse_endpoint, probe, published_address, Endpoint, Kind, PgIdentity};
 use crate::remote::Remote;
 
 #[derive(Debug, Serialize)]
@@ -34,11 +38,53 @@ pub async fn run(ctx: &Ctx, args: &HealthArgs) -> Result<Exit> {
         let rows = round(ctx).await?;
         return show(ctx, &rows);
     };
+    if !ctx.out.json && std::io::stdout().is_terminal() {
+        let title = format!("health of {}", ctx.target_label());
+        return watch::run(title, interval.0, || round(ctx)).await;
+    }
     loop {
         let rows = round(ctx).await?;
         show(ctx, &rows)?;
         tokio::time::sleep(interval.0).await;
     }
+}
+
+/// Where a native check connects, as the host sees it.
+#[derive(Debug, Clone)]
+struct Native {
+    kind: Kind,
+    host: String,
+    port: u16,
+}
+
+/// Every `postgres`/`redis` check's address; a check that names a compose service reads its
+/// published port from `compose config` (read once per invocation), and one that cannot be
+/// told is refused (exit 2).
+async fn resolve_natives(ctx: &Ctx) -> Result<BTreeMap<String, Native>, Error> {
+    let mut natives = BTreeMap::new();
+    for (name, check) in &ctx.target.checks {
+        let Some((kind, at)) = check.native() else {
+            continue;
+        };
+        let (host, port) = match parse_endpoint(at) {
+            Endpoint::Address { host, port } => (host, port),
+            Endpoint::Service(service) => {
+                let config = ctx.compose_config().await?;
+                published_address(config, &service, kind).map_err(|why| {
+                    Error::usage(format!(
+                        "health check `{name}`: cannot tell where {} listens: {why}",
+                        kind.name()
+                    ))
+                    .with_help(format!(
+                        "name the address as the host sees it: {name} = {{ {} = \"127.0.0.1:PORT\" }}",
+                        kind.name()
+                    ))
+                })?
+            }
+        };
+        natives.insert(name.clone(), Native { kind, host, port });
+    }
+    Ok(natives)
 }
 
 fn show(ctx: &Ctx, rows: &[Row]) -> Result<Exit> {
@@ -95,13 +141,25 @@ async fn round(ctx: &Ctx) -> Result<Vec<Row>> {
                 .await
                 .map(|s| (s, started.elapsed()))
         };
-        let checks = ctx
+        let commands = ctx
             .target
             .checks
             .iter()
+            .filter(|(_, check)| check.native().is_none())
             .map(|(name, check)| host_check(ctx, remote, name, check, timeout));
-        let (state, mut rows, backup) =
-            tokio::join!(state, join_all(checks), backup_row(ctx, remote));
+        // Native checks wait only for their addresses: a SERVICE form's `compose config`
+        // (read once per invocation) runs beside the stack's state, not before the round.
+        let natives = async {
+            let natives = resolve_natives(ctx).await?;
+            let probes = natives
+                .iter()
+                .map(|(name, native)| timed(name, native_check(ctx, remote, native, timeout)));
+            Ok::<_, Error>(join_all(probes).await)
+        };
+        let (state, mut rows, natives, backup) =
+            tokio::join!(state, join_all(commands), natives, backup_row(ctx, remote));
+        rows.extend(natives?);
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
         let (stack, ps_latency) = state?;
         explain_stopped_services(&mut rows, &stack, &ctx.target.checks);
         rows.extend(service_rows(&stack, ps_latency));
@@ -169,6 +227,31 @@ async fn command_check(
         }
         _ => Ok(said),
     }
+}
+
+/// Asks PostgreSQL or Redis itself through a forward of the one connection (no exec).
+async fn native_check(
+    ctx: &Ctx,
+    remote: &Remote,
+    native: &Native,
+    timeout: Duration,
+) -> Result<String, String> {
+    let local = remote
+        .forward(&native.host, native.port)
+        .await
+        .map_err(|e| e.message)?;
+    let db = &ctx.target.backup.db;
+    let user = db.user.clone().unwrap_or_else(|| "postgres".to_string());
+    let who = PgIdentity {
+        database: db.database.clone().unwrap_or_else(|| user.clone()),
+        user,
+    };
+    let shown = if native.host.contains(':') {
+        format!("[{}]:{}", native.host, native.port)
+    } else {
+        format!("{}:{}", native.host, native.port)
+    };
+    probe(native.kind, local, &shown, &who, timeout).await
 }
 
 async fn http_check(
@@ -349,7 +432,13 @@ fn service_rows(stack: &Stack, latency: Duration) -> Vec<Row> {
 /// container's state, rather than what `docker` said.
 fn explain_stopped_services(rows: &mut [Row], stack: &Stack, checks: &BTreeMap<String, Check>) {
     for row in rows.iter_mut().filter(|r| !r.ok) {
-        let service = checks.get(&row.name).and_then(|c| c.service.as_deref());
+        let service = checks.get(&row.name).and_then(|c| match c.native() {
+            Some((_, at)) => match parse_endpoint(at) {
+                Endpoint::Service(_) => Some(at),
+                Endpoint::Address { .. } => None,
+            },
+            None => c.service.as_deref(),
+        });
         if let Some(service) = service {
             if !stack.service(service).any(|c| c.running()) {
                 row.detail = not_running(stack, service);
