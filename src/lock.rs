@@ -305,7 +305,7 @@ impl HostLock {
         let (user, host) = operator();
         let args = vec![
             token.clone(),
-            LEASE.as_secs().to_string(),
+            lease().as_secs().to_string(),
             user,
             host,
             std::process::id().to_string(),
