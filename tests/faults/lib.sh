@@ -55,10 +55,18 @@ psql2() { docker exec -i "$DBC" "$PSQL" -X -At -v ON_ERROR_STOP=1 -U calmadmin -
 # Every row of every table the app has, as one checksum (notes, and the ballast the backup
 # and restore runs add so that their dump takes long enough to be hit).
 rows_sum() {
-    psql2 "SELECT md5(coalesce((SELECT string_agg(row_to_json(n)::text, E'\n' ORDER BY id) FROM notes n), '')
-        || coalesce((SELECT string_agg(version_num, ',') FROM alembic_version), '')
-        || CASE WHEN to_regclass('ballast') IS NULL THEN '' ELSE (SELECT count(*)::text || md5(coalesce(string_agg(pad, '' ORDER BY id), '')) FROM ballast) END)" 2>/dev/null ||
-        echo unreadable
+    local i sum ballast
+    for i in $(seq 1 30); do
+        sum=$(psql2 "SELECT md5(coalesce((SELECT string_agg(row_to_json(n)::text, E'\n' ORDER BY id) FROM notes n), '')
+            || coalesce((SELECT string_agg(version_num, ',') FROM alembic_version), ''))") &&
+            ballast=$(psql2 "SELECT to_regclass('ballast') IS NOT NULL") &&
+            if [ "$ballast" = t ]; then
+                ballast=$(psql2 "SELECT count(*)::text || md5(string_agg(pad, '' ORDER BY id)) FROM ballast")
+            fi && [ -n "$sum" ] && { echo "$sum-$ballast"; return; }
+        sleep 1
+    done
+    # Unreadable is never equal to anything.
+    echo "unreadable-$RANDOM$RANDOM"
 }
 add_ballast() {
     psql2 "CREATE TABLE IF NOT EXISTS ballast (id serial PRIMARY KEY, pad text);
