@@ -22,7 +22,7 @@ LEASE=6
 BATCH_KIND=
 FILL="$BACKUPS2/zz-faults-fill"
 # How long the backup's dump step lasts here, about (with the ballast rows).
-BACKUP_STEP_MS=600
+BACKUP_STEP_MS=400
 
 seconds() { # 30m, 90s, 1h, 120 -> seconds
     case $1 in
@@ -161,9 +161,12 @@ teardown_batch() {
 # --- the faults ---------------------------------------------------------------------------
 
 children_of() { ps -e -o pid=,ppid= | awk -v p="$1" '$2 == p { print $1 }'; }
+# One look at the process table (a fault must land fast: a ps per level took long enough
+# for a short step to end meanwhile).
 descendants_of() {
-    local c
-    for c in $(children_of "$1"); do echo "$c"; descendants_of "$c"; done
+    ps -e -o pid=,ppid= | awk -v root="$1" '
+        { parent[$1] = $2 }
+        END { for (p in parent) { q = parent[p]; while (q != "" && q != 1 && q != 0) { if (q == root) { print p; break } q = parent[q] } } }'
 }
 sshd2() { cat "$SANDBOX2/sshd/sshd.pid"; }
 # sshd forks one process per connection: killing those cuts every connection ctops has.
@@ -435,6 +438,8 @@ trial() { # CMD KIND
     if [ "$cmd" = backup ] && compgen -G "$BACKUPS2/.tmp-*" >/dev/null; then mid_backup=1; fi
     fault_ms=$(now_ms)
     inject "$kind" "$cmd"
+    # The backup's step was still there once the fault was in (its files outlive a kill).
+    if [ -n "$mid_backup" ] && ! compgen -G "$BACKUPS2/.tmp-*" >/dev/null; then mid_backup=; fi
     INJECTED=$((INJECTED + 1))
     for i in $(seq 1 360); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$cpid" 2>/dev/null && { kill "$cpid"; sleep 1; }
