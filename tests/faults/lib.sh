@@ -368,6 +368,7 @@ lock_freed() { # SINCE
 check() { # CMD EXIT OP KIND
     local class state status_json status_state status_commit sc
     class=$(host_class "$1")
+    ROWS_NOW=$(rows_sum)
     CLASS=$class
     if [ "$3" != none ]; then
         state=$(journal_end "$3"); [ -n "$state" ] || state=interrupted
@@ -409,6 +410,13 @@ check() { # CMD EXIT OP KIND
                     echo "the host is neither as before nor fully changed, and ctops exited $2, not 6" ;;
             *) echo "the host is neither as before nor fully changed" ;;
         esac
+    fi
+    # Rows: no command but restore changes one, whatever state it ended in; restore swaps
+    # the whole database in one transaction, so its rows are the old or the backup's.
+    if [ "$1" = restore ]; then
+        case $ROWS_NOW in "$BEFORE_ROWS" | "$AFTER_ROWS") ;; *) echo "rows neither as before nor as in the backup" ;; esac
+    else
+        [ "$ROWS_NOW" = "$BEFORE_ROWS" ] || echo "rows changed"
     fi
     local p
     p=$(partial_backups)
