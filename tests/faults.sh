@@ -69,6 +69,8 @@ wanted() { # engine|other -> "cmd kind" lines, the least landed first
     for c in "${CMDS[@]}"; do for k in "${KS[@]}"; do
         if [ "$1" = engine ] && [ "$k" != engine ]; then continue; fi
         if [ "$1" != engine ] && [ "$k" = engine ]; then continue; fi
+        # A pair that keeps missing its steps (MIN * 4 tries) is given up: the summary shows it.
+        [ "${TRIED[$c/$k]:-0}" -lt $(( MIN * 4 )) ] || continue
         printf '%s %s %s\n' "${LANDED[$c/$k]:-0}" "$c" "$k"
     done; done | sort -n -s -k1,1 | awk -v min="$MIN" -v total="$LANDED_ALL" -v want="$WANT_LANDED" \
         '$1 < min || total < want { print $2, $3 }'
@@ -108,4 +110,7 @@ while [ "$(date +%s)" -lt $(( DEADLINE - 60 )) ]; do
     sleep 5
 done
 summary
-[ "$VIOLATED" = 0 ] && [ "$PLANTED_CAUGHT" != no ] && [ -z "$(wanted other)$(wanted engine)" ]
+short=$(for c in "${CMDS[@]}"; do for k in "${KS[@]}"; do [ "${LANDED[$c/$k]:-0}" -ge "$MIN" ] || printf ' %s/%s' "$c" "$k"; done; done)
+[ -z "$short" ] || log "fewer than $MIN landed mid-step:$short"
+[ "$LANDED_ALL" -ge "$WANT_LANDED" ] || log "fewer than $WANT_LANDED landed mid-step in all"
+[ "$VIOLATED" = 0 ] && [ "$PLANTED_CAUGHT" != no ] && [ -z "$short" ] && [ "$LANDED_ALL" -ge "$WANT_LANDED" ]
