@@ -63,9 +63,15 @@ pub struct EnvFile {
 
 impl EnvFile {
     pub fn parse(text: &str) -> Self {
-        EnvFile {
-            lines: text.lines().map(str::to_string).collect(),
-        }
+        // Split at `\n` only: `lines()` would drop the `\r` of a CRLF file, and any change
+        // would then rewrite every line ending in it.
+        let body = text.strip_suffix('\n').unwrap_or(text);
+        let lines = if text.is_empty() {
+            Vec::new()
+        } else {
+            body.split('\n').map(str::to_string).collect()
+        };
+        EnvFile { lines }
     }
 
     /// Every assignment in file order (a key assigned twice appears twice).
@@ -96,7 +102,12 @@ impl EnvFile {
                 } else {
                     ""
                 };
-                self.lines[i] = format!("{export}{key}={encoded}");
+                let cr = if self.lines[i].ends_with('\r') {
+                    "\r"
+                } else {
+                    ""
+                };
+                self.lines[i] = format!("{export}{key}={encoded}{cr}");
             }
             None => self.lines.push(format!("{key}={encoded}")),
         }
@@ -135,6 +146,12 @@ pub fn validate(text: &str) -> Result<(), String> {
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
+        if line.contains('\0') {
+            return Err(format!(
+                "line {}: a NUL byte (no service can see it)",
+                n + 1
+            ));
+        }
         match assignment(line) {
             Some((key, _)) if valid_key(key) => {}
             Some((key, _)) => return Err(format!("line {}: invalid key {key:?}", n + 1)),
@@ -153,6 +170,11 @@ pub fn encode(value: &str) -> Result<String, String> {
         .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+,=~^".contains(c));
     if value.contains('\n') || value.contains('\r') {
         return Err("a value cannot hold a line break".into());
+    }
+    // A process's environment is NUL-terminated strings: the services would see the value
+    // cut at the NUL, not the value.
+    if value.contains('\0') {
+        return Err("a value cannot hold a NUL byte".into());
     }
     if bare {
         Ok(value.to_string())
@@ -247,6 +269,25 @@ mod tests {
         }
     }
 
+    /// Found by `properties::a_file_renders_as_it_was_read` (`"\r\n"`).
+    #[test]
+    fn a_crlf_env_file_keeps_its_line_endings_through_a_change() {
+        let mut f = EnvFile::parse("# top\r\nA=1\r\nB=2\r\n");
+        f.set("A", "3").unwrap();
+        assert_eq!(f.render(), "# top\r\nA=3\r\nB=2\r\n");
+        assert_eq!(f.get("B").as_deref(), Some("2"));
+        assert_eq!(EnvFile::parse("\r\n").render(), "\r\n");
+    }
+
+    /// Found by `properties::an_accepted_value_reads_back_byte_for_byte`: a NUL was written
+    /// single-quoted, and every service would have seen the value cut at it.
+    #[test]
+    fn a_value_with_a_nul_byte_is_refused() {
+        let err = EnvFile::parse("").set("K", "a\0b").unwrap_err();
+        assert!(err.contains("NUL"), "{err}");
+        assert!(validate("A=x\0y\n").unwrap_err().contains("line 1"));
+    }
+
     #[test]
     fn diff_names_keys_only() {
         let old = EnvFile::parse("A=1\nB=2\nC=3\n");
@@ -263,5 +304,91 @@ mod tests {
         assert!(validate("A=1\nnot an assignment\n").is_err());
         assert!(validate("1A=1\n").is_err());
         assert_eq!(mask("secret"), "•••• (6 chars)");
+    }
+}
+
+/// Property tests: whatever `encode` accepts reads back byte for byte, and a file's other
+/// lines survive a change untouched. Failing cases proptest found are kept in
+/// `proptest-regressions/envfile.txt` and as named tests above.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Values as hostile as a `.env` line can carry: quotes, `$`, backslashes, `#`,
+    /// whitespace at either end, control characters, non-ASCII.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof!["[ -~]{0,40}", "[a-z'\"$\\\\# =`\t]{0,20}", any::<String>(),]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        "[A-Za-z_][A-Za-z0-9_]{0,12}"
+    }
+
+    /// A `.env` text: comments, blank lines, assignments in every form the reader takes.
+    fn file_text() -> impl Strategy<Value = String> {
+        let line = prop_oneof![
+            "#[ -~]{0,20}",
+            Just(String::new()),
+            (key(), "[ -~]{0,20}").prop_map(|(k, v)| format!("{k}={v}")),
+            (key(), "[ -~]{0,20}").prop_map(|(k, v)| format!("export {k}={v}")),
+            (key(), "[^'\n]{0,10}").prop_map(|(k, v)| format!("{k}='{v}'")),
+            "[^\n]{0,30}",
+        ];
+        proptest::collection::vec(line, 0..8).prop_map(|lines| {
+            let mut text = lines.join("\n");
+            text.push('\n');
+            text
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_value_reads_back_byte_for_byte(text in file_text(), k in key(), v in value()) {
+            let mut file = EnvFile::parse(&text);
+            match file.set(&k, &v) {
+                Ok(()) => {
+                    prop_assert_eq!(file.get(&k), Some(v.clone()), "{}", file.render());
+                    // And again after the file is written and read back.
+                    let again = EnvFile::parse(&file.render());
+                    prop_assert_eq!(again.get(&k), Some(v.clone()));
+                }
+                // Refused only for what compose cannot carry as it is.
+                Err(_) => prop_assert!(
+                    v.contains(['\n', '\r', '\0']) || (v.contains('\'') && v.contains('$')),
+                    "{v:?} refused"
+                ),
+            }
+            // ... and that is always refused: never written as something else.
+            if v.contains(['\n', '\r', '\0']) || (v.contains('\'') && v.contains('$')) {
+                prop_assert!(EnvFile::parse("").set(&k, &v).is_err(), "{v:?} accepted");
+            }
+        }
+
+        #[test]
+        fn setting_a_key_leaves_every_other_key_as_it_was(text in file_text(), k in key(), v in value()) {
+            let before = EnvFile::parse(&text);
+            let mut after = before.clone();
+            if after.set(&k, &v).is_ok() {
+                for (other, _) in before.entries() {
+                    if other != k {
+                        prop_assert_eq!(after.get(&other), before.get(&other), "{}", other);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_file_renders_as_it_was_read(text in file_text()) {
+            prop_assert_eq!(EnvFile::parse(&text).render(), text);
+        }
+
+        #[test]
+        fn the_reader_never_panics(text in any::<String>(), k in key()) {
+            let file = EnvFile::parse(&text);
+            let _ = file.get(&k);
+            let _ = file.entries();
+            let _ = validate(&text);
+        }
     }
 }
