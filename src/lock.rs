@@ -101,10 +101,18 @@ pub struct Holder {
 impl Holder {
     /// Parses the lock file; `now` (host clock) decides staleness.
     pub fn parse(text: &str, now: Option<i64>) -> Option<Holder> {
-        let fields: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        // The first line of a key counts, as the lock scripts read it (`lock_field`), so
+        // that ctops and the host judge the same file alike; a hand-edited file with two
+        // `expires=` lines must not be live for one and stale for the other.
+        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+        for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
+            fields.entry(k).or_insert(v);
+        }
         let get = |k: &str| fields.get(k).map(|v| v.to_string()).unwrap_or_default();
         let expires: i64 = get("expires").parse().ok()?;
-        let now = now.or_else(|| get("now").parse().ok());
+        // `now=` is the line `show` appends after the file: the last one is the host's.
+        let appended_now = text.lines().rev().find_map(|l| l.strip_prefix("now="));
+        let now = now.or_else(|| appended_now.and_then(|n| n.parse().ok()));
         Some(Holder {
             user: get("user"),
             host: get("host"),
@@ -117,10 +125,27 @@ impl Holder {
         })
     }
 
+    /// The holder as one line of text. The file is host data: a control character in it
+    /// (a terminal escape planted in `user=`) is written out, never sent to the terminal.
     pub fn describe(&self) -> String {
+        let p = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        };
         format!(
             "{}@{} (pid {}) running `{}` since {}",
-            self.user, self.host, self.pid, self.command, self.since
+            p(&self.user),
+            p(&self.host),
+            p(&self.pid),
+            p(&self.command),
+            p(&self.since)
         )
     }
 }
@@ -700,6 +725,28 @@ mod tests {
 
     const FILE: &str = "token=ab\nuser=alice\nhost=laptop\npid=42\ncommand=deploy\nsince=2026-11-26T20:00:00Z\nexpires=1000\n";
 
+    /// Found by `properties::a_field_twice_reads_as_the_scripts_read_it`.
+    #[test]
+    fn a_lock_file_with_two_expires_lines_is_judged_by_the_first_as_the_host_does() {
+        let file = format!("{FILE}expires=9999999999\n");
+        assert_eq!(Holder::parse(&file, Some(2000)).unwrap().expires, 1000);
+        assert!(Holder::parse(&file, Some(2000)).unwrap().stale);
+        // `show` appends the host's clock after the file: a planted `now=` does not count.
+        let shown = format!("now=1\n{FILE}now=2000\n");
+        assert!(Holder::parse(&shown, None).unwrap().stale);
+    }
+
+    /// Found by `properties::a_holder_is_described_on_one_printable_line`.
+    #[test]
+    fn a_terminal_escape_in_a_lock_file_is_shown_not_sent() {
+        let file = FILE.replace("user=alice", "user=al\u{1b}[2Jice\u{7}");
+        let described = Holder::parse(&file, Some(1)).unwrap().describe();
+        assert!(
+            described.starts_with("al\\u{1b}[2Jice\\u{7}@laptop"),
+            "{described}"
+        );
+    }
+
     #[test]
     fn a_lock_file_names_its_holder_and_lapses() {
         let live = Holder::parse(FILE, Some(999)).unwrap();
@@ -973,5 +1020,66 @@ mod tests {
         let cmd = held.wrap(RemoteCommand::new(["docker", "compose", "restart"]));
         assert_eq!(cmd.label(), "docker compose restart");
         assert!(cmd.render().contains(LOCK_RUN_NAME));
+    }
+}
+
+/// Property tests of the lock file parser against the format `lock_write` writes.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 8] = [
+        "version", "token", "user", "host", "pid", "command", "since", "expires",
+    ];
+
+    proptest! {
+        /// What ctops writes (each value through `one_line`) reads back field for field.
+        #[test]
+        fn a_written_lock_file_reads_back(values in proptest::collection::vec(any::<String>(), 6), expires in any::<i64>()) {
+            let v: Vec<String> = values.iter().map(|s| one_line(s)).collect();
+            let text = format!(
+                "version=1\ntoken={}\nuser={}\nhost={}\npid={}\ncommand={}\nsince={}\nexpires={expires}\n",
+                v[0], v[1], v[2], v[3], v[4], v[5]
+            );
+            let h = Holder::parse(&text, Some(0)).unwrap();
+            prop_assert_eq!(
+                (&h.user, &h.host, &h.pid, &h.command, &h.since, h.expires),
+                (&v[1], &v[2], &v[3], &v[4], &v[5], expires)
+            );
+            prop_assert_eq!(h.stale, expires <= 0);
+        }
+
+        /// Host data in any shape: no panic, and the first line of a key counts (`lock_field`
+        /// reads `sed -n s/^KEY=//p | head -n 1`).
+        #[test]
+        fn a_field_twice_reads_as_the_scripts_read_it(
+            lines in proptest::collection::vec((proptest::sample::select(KEYS.to_vec()), "[0-9]{1,6}|[ -~]{0,12}"), 0..12)
+        ) {
+            let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            let first = |key: &str| lines.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+            match Holder::parse(&text, Some(0)) {
+                Some(h) => {
+                    prop_assert_eq!(Some(h.expires.to_string()), first("expires").map(|e| e.parse::<i64>().unwrap().to_string()));
+                    prop_assert_eq!(Some(h.user), first("user").or(Some(String::new())));
+                }
+                None => prop_assert!(first("expires").is_none_or(|e| e.parse::<i64>().is_err())),
+            }
+        }
+
+        #[test]
+        fn a_holder_is_described_on_one_printable_line(
+            text in prop_oneof![
+                any::<String>(),
+                proptest::collection::vec((proptest::sample::select(KEYS.to_vec()), "[\\x00-\\x7f]{0,10}"), 0..10)
+                    .prop_map(|l| l.iter().map(|(k, v)| format!("{k}={v}\n")).collect::<String>()),
+            ],
+            now in any::<Option<i64>>()
+        ) {
+            if let Some(h) = Holder::parse(&text, now) {
+                let d = h.describe();
+                prop_assert!(!d.chars().any(char::is_control), "{d:?}");
+            }
+        }
     }
 }
