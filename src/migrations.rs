@@ -69,9 +69,14 @@ impl Graph {
             .collect()
     }
 
-    /// The single head, or `None` when there are no migrations; an error with several.
+    /// The single head, or `None` when there are no migrations; an error with several, and
+    /// with none among scripts that exist (a cycle: no answer is never "no migrations").
     pub fn head(&self) -> Result<Option<String>, String> {
         match self.heads().as_slice() {
+            [] if !self.is_empty() => Err(format!(
+                "the migration scripts form a cycle (no revision is a head): {}",
+                self.down.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
             [] => Ok(None),
             [one] => Ok(Some(one.clone())),
             many => Err(format!("several migration heads: {}", many.join(", "))),
@@ -301,6 +306,15 @@ abc:migrations/versions/0003_c.py:down_revision = \"0002\"
         assert_eq!(g.lineage("m").len(), 3);
     }
 
+    /// Found by `properties::a_graph_with_scripts_never_reads_as_no_migrations`.
+    #[test]
+    fn scripts_that_form_a_cycle_have_no_head_and_say_so() {
+        let g = Graph::parse_grep(
+            "c:p/a.py:revision = 'a'\nc:p/a.py:down_revision = 'b'\nc:p/b.py:revision = 'b'\nc:p/b.py:down_revision = 'a'\n",
+        );
+        assert!(g.head().unwrap_err().contains("cycle"));
+    }
+
     #[test]
     fn two_heads_are_an_error() {
         let g = Graph::parse_grep("c:p/a.py:revision = 'a'\nc:p/b.py:revision = 'b'\n");
@@ -342,6 +356,157 @@ abc:migrations/versions/0003_c.py:down_revision = \"0002\"
             "[other]\nscript_location = m\n",
         ] {
             assert!(versions_dirs("a/alembic.ini", ini).is_err(), "{ini}");
+        }
+    }
+}
+
+/// Property tests on random DAGs written as `git grep` prints revision scripts.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Revision `i`'s parents, each an earlier revision (so the graph is a DAG).
+    fn dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
+        (1usize..12).prop_flat_map(|n| {
+            (0..n)
+                .map(|i| {
+                    if i == 0 {
+                        Just(Vec::new()).boxed()
+                    } else {
+                        proptest::collection::btree_set(0..i, 0..=2)
+                            .prop_map(|s| s.into_iter().collect())
+                            .boxed()
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+    }
+
+    /// Revision ids as alembic writes them, and hostile ones (quotes of the other kind,
+    /// colons, spaces, `=`).
+    fn ids(n: usize) -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::btree_set("[0-9a-f]{4,12}|[a-z0-9 :=\"_-]{1,10}", n)
+            .prop_map(|s| s.into_iter().collect())
+    }
+
+    /// The `git grep` lines for the graph, in one of the ways scripts spell it.
+    fn grep(ids: &[String], parents: &[Vec<usize>], style: usize) -> String {
+        let q = |id: &str| {
+            if id.contains('\'') {
+                format!("\"{id}\"")
+            } else {
+                format!("'{id}'")
+            }
+        };
+        let mut out = String::new();
+        for (i, ps) in parents.iter().enumerate() {
+            let path = format!("migrations/versions/{i:04}_x.py");
+            let (rev, down) = match style % 2 {
+                0 => ("revision = ", "down_revision = "),
+                _ => (
+                    "revision: str = ",
+                    "down_revision: Union[str, Sequence[str], None] = ",
+                ),
+            };
+            out.push_str(&format!("abc123:{path}:{rev}{}\n", q(&ids[i])));
+            let value = match ps.as_slice() {
+                [] => "None".to_string(),
+                [one] => q(&ids[*one]),
+                many => format!(
+                    "({})",
+                    many.iter()
+                        .map(|p| q(&ids[*p]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            out.push_str(&format!("abc123:{path}:{down}{value}\n"));
+        }
+        out
+    }
+
+    /// Revision `i` and everything it comes after, by brute force.
+    fn ancestors(parents: &[Vec<usize>], i: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::from([i]);
+        let mut todo = vec![i];
+        while let Some(r) = todo.pop() {
+            for p in &parents[r] {
+                if seen.insert(*p) {
+                    todo.push(*p);
+                }
+            }
+        }
+        seen
+    }
+
+    proptest! {
+        #[test]
+        fn heads_knows_and_lineage_match_the_dag(
+            (parents, ids, style) in dag().prop_flat_map(|p| { let n = p.len(); (Just(p), ids(n), 0usize..2) })
+        ) {
+            let g = Graph::parse_grep(&grep(&ids, &parents, style));
+            for id in &ids {
+                prop_assert!(g.knows(id), "{id:?}");
+            }
+            let referenced: BTreeSet<usize> = parents.iter().flatten().copied().collect();
+            let heads: BTreeSet<String> = (0..ids.len()).filter(|i| !referenced.contains(i)).map(|i| ids[i].clone()).collect();
+            prop_assert_eq!(g.heads().into_iter().collect::<BTreeSet<_>>(), heads.clone());
+            match heads.len() {
+                1 => prop_assert_eq!(g.head(), Ok(heads.into_iter().next())),
+                _ => prop_assert!(g.head().is_err()),
+            }
+            for i in 0..ids.len() {
+                let want: BTreeSet<String> = ancestors(&parents, i).into_iter().map(|a| ids[a].clone()).collect();
+                prop_assert_eq!(g.lineage(&ids[i]), want);
+            }
+        }
+
+        #[test]
+        fn the_path_between_two_revisions_is_judged_from_the_dag(
+            (parents, ids, a, b) in dag().prop_flat_map(|p| { let n = p.len(); (Just(p), ids(n), 0..n, 0..n) })
+        ) {
+            let g = Graph::parse_grep(&grep(&ids, &parents, 0));
+            let want = if a == b {
+                Direction::None
+            } else if ancestors(&parents, b).contains(&a) {
+                Direction::Upgrade
+            } else if ancestors(&parents, a).contains(&b) {
+                Direction::Downgrade
+            } else {
+                Direction::Diverged
+            };
+            prop_assert_eq!(direction(&g, Some(&ids[a]), Some(&ids[b])), want);
+            prop_assert_eq!(direction(&g, None, Some(&ids[b])), Direction::Upgrade);
+            prop_assert_eq!(direction(&g, Some(&ids[a]), None), Direction::Downgrade);
+            prop_assert_eq!(direction(&g, Some("not-a-revision"), None), Direction::Diverged);
+        }
+
+        /// Scripts exist, so the answer is a head or an error, never "no migrations" (extra
+        /// edges may close cycles).
+        #[test]
+        fn a_graph_with_scripts_never_reads_as_no_migrations(
+            (parents, ids, extra) in dag().prop_flat_map(|p| {
+                let n = p.len();
+                (Just(p), ids(n), proptest::collection::vec((0..n, 0..n), 0..4))
+            })
+        ) {
+            let mut parents = parents;
+            for (from, to) in extra {
+                parents[from].push(to);
+            }
+            let g = Graph::parse_grep(&grep(&ids, &parents, 0));
+            prop_assert_ne!(g.head(), Ok(None));
+        }
+
+        #[test]
+        fn any_text_parses_without_panicking(text in any::<String>()) {
+            let g = Graph::parse_grep(&text);
+            let _ = g.head();
+            for h in g.heads() {
+                let _ = g.lineage(&h);
+            }
+            let _ = versions_dirs("a/alembic.ini", &text);
         }
     }
 }
