@@ -786,3 +786,175 @@ web = { http = "http://127.0.0.1:1/" }
         assert!(err.message.contains("default_target"));
     }
 }
+
+/// Property tests: any config text loads or is refused with a message that names the key
+/// (or shows the line that holds it); the loader never panics.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Sections and the keys they take (`*` for a free name: a check, a secret).
+    const SECTIONS: &[(&str, &[&str])] = &[
+        ("", &["default_target"]),
+        (
+            "targets.t",
+            &[
+                "ssh",
+                "ssh_config",
+                "sudo",
+                "protected",
+                "dir",
+                "compose_file",
+                "compose",
+                "compose_project",
+                "branch",
+                "health_url",
+                "env_file",
+                "backup_dir",
+                "local_dir",
+                "state_dir",
+            ],
+        ),
+        (
+            "timeouts",
+            &["connect", "command", "build", "migrate", "backup", "check"],
+        ),
+        ("targets.t.timeouts", &["connect", "command"]),
+        (
+            "deploy",
+            &[
+                "health_timeout",
+                "health_interval",
+                "stable_for",
+                "keep_releases",
+                "notify_url",
+                "notify_command",
+            ],
+        ),
+        (
+            "deploy.migrate",
+            &[
+                "service",
+                "upgrade",
+                "current",
+                "downgrade",
+                "heads",
+                "versions",
+            ],
+        ),
+        ("deploy.preflight", &["commit_pattern", "test_command"]),
+        ("update", &["apt_config"]),
+        (
+            "checks.x",
+            &["service", "command", "expect", "http", "expect_status"],
+        ),
+        (
+            "backup.db",
+            &[
+                "service",
+                "user",
+                "database",
+                "keep_days",
+                "max_age",
+                "writers",
+                "host",
+                "port",
+            ],
+        ),
+        (
+            "backup.minio",
+            &[
+                "endpoint",
+                "access_key_var",
+                "secret_key_var",
+                "buckets",
+                "keep_days",
+            ],
+        ),
+        (
+            "secrets.K",
+            &["restart", "revoked_on_rotate", "postgres_role"],
+        ),
+    ];
+
+    /// TOML values of every type, hostile strings among them.
+    fn value() -> impl Strategy<Value = String> {
+        let text = prop_oneof![
+            "[ -~]{0,20}",
+            Just("5s".to_string()),
+            Just("584942417355years".to_string()),
+            Just("../../etc/passwd".to_string()),
+            Just("$(touch /tmp/x)".to_string()),
+            any::<String>(),
+        ];
+        prop_oneof![
+            text.clone().prop_map(|s| toml_string(&s)),
+            any::<i64>().prop_map(|i| i.to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            proptest::collection::vec(text, 0..3).prop_map(|v| format!(
+                "[{}]",
+                v.iter()
+                    .map(|s| toml_string(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Just("{ a = 1 }".to_string()),
+            Just("1979-05-27T07:32:00Z".to_string()),
+        ]
+    }
+
+    fn toml_string(s: &str) -> String {
+        serde_json::to_string(s).expect("a string")
+    }
+
+    /// One `key = value` placed in a section of an otherwise valid config; the key known
+    /// there or not.
+    fn config() -> impl Strategy<Value = (String, String)> {
+        (
+            0..SECTIONS.len(),
+            any::<prop::sample::Index>(),
+            "[a-z_]{1,10}",
+            any::<bool>(),
+            value(),
+        )
+            .prop_map(|(section, pick, unknown, known, value)| {
+                let (name, keys) = SECTIONS[section];
+                let key = if known {
+                    pick.get(keys).to_string()
+                } else {
+                    unknown
+                };
+                let base = "[targets.t]\nssh = \"h\"\n";
+                let line = format!("{key} = {value}\n");
+                let text = match name {
+                    "" => format!("{line}{base}"),
+                    "targets.t" => format!("{base}{line}"),
+                    // A check needs a service and a command (or http) to be whole.
+                    "checks.x" => format!("{base}[{name}]\nhttp = \"http://127.0.0.1/\"\n{line}"),
+                    _ => format!("{base}[{name}]\n{line}"),
+                };
+                (text, key)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn a_refused_config_names_the_key(config in config()) {
+            let (text, key) = config;
+            if let Err(e) = parse(&text, Path::new("c.toml"), Path::new("/cfg"), None) {
+                let said = format!("{} {}", e.message, e.help.unwrap_or_default());
+                prop_assert!(
+                    said.contains(&key) || said.contains("check `x`"),
+                    "{key:?} not named in {said:?} for\n{text}"
+                );
+                prop_assert_eq!(e.exit, crate::error::Exit::Usage);
+            }
+        }
+
+        #[test]
+        fn any_text_loads_or_is_refused_without_panicking(text in any::<String>()) {
+            let _ = parse(&text, Path::new("c.toml"), Path::new("/cfg"), None);
+        }
+    }
+}

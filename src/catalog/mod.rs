@@ -296,8 +296,16 @@ pub async fn inspect(
     }
     let text = out.stdout_text();
     let mut lines = text.lines();
+    // Host data: a manifest ctops cannot read refuses the command (exit 4), as one with an
+    // invalid field does; nothing was changed.
     let manifest: Manifest = serde_json::from_str(lines.next().unwrap_or_default())
-        .map_err(|e| Error::failed(format!("unreadable manifest for {name}: {e}")))?;
+        .map_err(|e| {
+            Error::refused(format!(
+                "the manifest of backup {name} on {} is unreadable: {e}; nothing was changed",
+                remote.host()
+            ))
+            .with_help("the manifest was changed by hand or is damaged: restore another backup (`ctops backup list`)")
+        })?;
     // Its name becomes file names, the lock's command and the runner's describe.
     if !manifest_name_ok(&manifest.name, name) {
         return Err(invalid_manifest(
@@ -495,5 +503,100 @@ mod tests {
         assert!(!manifest_name_ok("db-2.dump", "db-1.dump"));
         assert!(!manifest_name_ok("db-x\ntouch /tmp/p", "latest"));
         assert!(!manifest_name_ok("latest", "latest"));
+    }
+}
+
+/// Property tests of the manifest parser: JSON from the host in any shape is parsed or
+/// refused without a panic, and only a sound manifest's name reaches a path or a command.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A field's JSON: sound, hostile, of the wrong type, or missing (`None`).
+    fn field(sound: &'static str) -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            3 => Just(Some(sound.to_string())),
+            1 => Just(None),
+            1 => Just(Some("null".to_string())),
+            1 => Just(Some("12".to_string())),
+            1 => Just(Some("-1".to_string())),
+            2 => prop_oneof![
+                Just("../../etc/passwd"),
+                Just("db-../../etc/passwd"),
+                Just("db-x\ntouch /tmp/p"),
+                Just("db-x\u{0}.dump"),
+                Just("db-$(id).dump"),
+                Just("latest"),
+                Just("db-\u{1b}[2J.dump"),
+                Just("custom"),
+                Just("SQL"),
+            ]
+            .prop_map(|s| Some(serde_json::to_string(s).unwrap())),
+            1 => any::<String>().prop_map(|s| Some(serde_json::to_string(&s).unwrap())),
+        ]
+    }
+
+    fn manifest_json() -> impl Strategy<Value = String> {
+        let sha = "\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"";
+        (
+            field("\"db\""),
+            field("\"db-20261126T200000Z.dump\""),
+            field("\"custom\""),
+            prop_oneof![field(sha), Just(Some(sha.to_uppercase()))],
+            field("10"),
+            field("\"2026-11-26T20:00:00Z\""),
+            field("\"trader_psy\""),
+            field("\"0002\""),
+            field("{\"public.users\": 3}"),
+        )
+            .prop_map(
+                |(kind, name, format, sha256, size, created, database, revision, tables)| {
+                    let fields = [
+                        ("kind", kind),
+                        ("name", name),
+                        ("format", format),
+                        ("sha256", sha256),
+                        ("size", size),
+                        ("created", created),
+                        ("database", database),
+                        ("revision", revision),
+                        ("tables", tables),
+                    ];
+                    let body: Vec<String> = fields
+                        .iter()
+                        .filter_map(|(k, v)| v.as_ref().map(|v| format!("\"{k}\":{v}")))
+                        .collect();
+                    format!("{{{}}}", body.join(","))
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn only_a_sound_manifest_passes(json in manifest_json()) {
+            if let Ok(m) = serde_json::from_str::<Manifest>(&json) {
+                if m.problem().is_none() {
+                    prop_assert!(m.name.starts_with("db-") && !m.name.contains(['/', '\n', '\0']), "{}", m.name);
+                    prop_assert!(validate_name(&m.name).is_ok());
+                    prop_assert!(is_sha256(&m.sha256));
+                    prop_assert!(m.format == "custom" || m.format == "sql");
+                }
+                // Whatever it holds, a listing shows it on one line without escapes.
+                let listed = Listed::from_manifest(&m, "host", true);
+                for text in [&listed.name, &listed.created] {
+                    prop_assert!(!text.chars().any(char::is_control), "{text:?}");
+                }
+                prop_assert!(!listed.verified || m.problem().is_none());
+            }
+        }
+
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in any::<String>()) {
+            if let Ok(m) = serde_json::from_str::<Manifest>(&text) {
+                let _ = m.problem();
+            }
+            let _ = is_qualified_table(&text);
+        }
     }
 }

@@ -38,8 +38,8 @@ const SWAP_WAIT_SECONDS: u64 = 30;
 /// What a restore takes from a manifest (read from the host) besides its name, checked
 /// before it reaches the runner.
 fn validate_for_restore(manifest: &Manifest, host: &str) -> Result<(), Error> {
-    let hex = |s: &str| s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit());
-    if !hex(&manifest.sha256) {
+    // The same test as `backup list` and `backup verify` (lowercase, as sha256sum prints).
+    if !crate::catalog::is_sha256(&manifest.sha256) {
         return Err(invalid_manifest(
             &manifest.name,
             host,
@@ -688,6 +688,23 @@ async fn drop_kept(ctx: &Ctx, name: &str) -> Result<Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found building the corpus (`manifest/sha256-uppercase.json`): restore took a checksum that
+    /// `backup list` and `backup verify` refuse, then blamed the file for the mismatch.
+    #[test]
+    fn restore_takes_only_a_manifest_that_backup_list_counts() {
+        let json = |sha: &str| {
+            format!(
+                r#"{{"kind":"db","name":"db-1.dump","format":"custom","sha256":"{sha}","size":1,"created":"x","database":"d","revision":null,"tables":{{}}}}"#
+            )
+        };
+        let upper: Manifest = serde_json::from_str(&json(&"AB".repeat(32))).unwrap();
+        assert!(upper.problem().is_some());
+        let err = validate_for_restore(&upper, "h").unwrap_err();
+        assert!(err.message.contains("sha256"), "{}", err.message);
+        let lower: Manifest = serde_json::from_str(&json(&"ab".repeat(32))).unwrap();
+        validate_for_restore(&lower, "h").unwrap();
+    }
 
     #[test]
     fn only_copies_a_restore_kept_can_be_dropped() {

@@ -8,5 +8,6 @@ if [ "$name" = latest ]; then
     name=$(basename "$m" .manifest.json)
 fi
 [ -f "$dir/$name.manifest.json" ] || { echo "no backup $name in $dir (or it has no manifest: it never completed)" >&2; exit 66; }
-cat "$dir/$name.manifest.json"
+# One line however it was written (as backup-list.sh reads it), the checksum on the next.
+tr -d '\n' < "$dir/$name.manifest.json"; echo
 sha256sum "$dir/$name" | cut -d' ' -f1
