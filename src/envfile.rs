@@ -55,6 +55,10 @@ fn unquote(raw: &str) -> String {
     }
 }
 
+/// Linux's `MAX_ARG_STRLEN`: the longest string, its NUL included, that one argument or
+/// environment entry of a new process may be (32 pages).
+pub const MAX_ENV_STRING: usize = 128 * 1024;
+
 /// A `.env` file as lines, so that changes keep comments, order and everything else as it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvFile {
@@ -90,6 +94,16 @@ impl EnvFile {
 
     /// Replaces the last assignment of `key` in place (keeping an `export `), or appends one.
     pub fn set(&mut self, key: &str, raw_value: &str) -> Result<(), String> {
+        // `KEY=VALUE` and its NUL must fit the kernel's limit for one environment string, or
+        // no service reading the file could start (execve fails with E2BIG).
+        let size = key.len() + raw_value.len() + 2;
+        if size > MAX_ENV_STRING {
+            return Err(format!(
+                "the value is {} bytes: Linux passes at most {} bytes per environment string (KEY=VALUE), so no service could start with it",
+                raw_value.len(),
+                MAX_ENV_STRING - key.len() - 2
+            ));
+        }
         let encoded = encode(raw_value)?;
         let last = self
             .lines
@@ -153,6 +167,12 @@ pub fn validate(text: &str) -> Result<(), String> {
             ));
         }
         match assignment(line) {
+            Some((key, value)) if key.len() + value.len() + 2 > MAX_ENV_STRING => {
+                return Err(format!(
+                    "line {}: {key} is longer than the {MAX_ENV_STRING} bytes Linux passes per environment string",
+                    n + 1
+                ))
+            }
             Some((key, _)) if valid_key(key) => {}
             Some((key, _)) => return Err(format!("line {}: invalid key {key:?}", n + 1)),
             None => return Err(format!("line {}: not KEY=VALUE", n + 1)),
@@ -288,6 +308,20 @@ mod tests {
         assert!(validate("A=x\0y\n").unwrap_err().contains("line 1"));
     }
 
+    /// Found with the corpus (1 MiB through `rotate --from-stdin`): it was written, and every
+    /// service recreated with it failed to start (E2BIG), to be undone after a health gate.
+    #[test]
+    fn a_value_no_process_could_start_with_is_refused() {
+        let mut f = EnvFile::parse("");
+        let fits = "x".repeat(MAX_ENV_STRING - 3);
+        f.set("K", &fits).unwrap();
+        let err = f.set("K", &format!("{fits}x")).unwrap_err();
+        assert!(err.contains("at most 131069 bytes"), "{err}");
+        assert!(f.set("K", &"y".repeat(1 << 20)).is_err());
+        assert!(validate(&format!("K={}\n", "y".repeat(1 << 20))).is_err());
+        assert_eq!(f.get("K").map(|v| v.len()), Some(MAX_ENV_STRING - 3));
+    }
+
     #[test]
     fn diff_names_keys_only() {
         let old = EnvFile::parse("A=1\nB=2\nC=3\n");
@@ -355,7 +389,8 @@ mod properties {
                 }
                 // Refused only for what compose cannot carry as it is.
                 Err(_) => prop_assert!(
-                    v.contains(['\n', '\r', '\0']) || (v.contains('\'') && v.contains('$')),
+                    v.contains(['\n', '\r', '\0']) || (v.contains('\'') && v.contains('$'))
+                        || v.len() + k.len() + 2 > MAX_ENV_STRING,
                     "{v:?} refused"
                 ),
             }
