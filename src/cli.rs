@@ -491,11 +491,7 @@ impl Command {
 impl clap::builder::ValueParserFactory for HumanDuration {
     type Parser = clap::builder::ValueParser;
     fn value_parser() -> Self::Parser {
-        clap::builder::ValueParser::new(|s: &str| {
-            humantime::parse_duration(s)
-                .map(HumanDuration)
-                .map_err(|e| format!("invalid duration `{s}`: {e}"))
-        })
+        clap::builder::ValueParser::new(|s: &str| HumanDuration::parse(s))
     }
 }
 

@@ -29,12 +29,29 @@ pub enum Origin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// The longest duration ctops takes: far beyond any timeout or age anyone means, and far
+/// below what makes `Instant + duration` overflow (a panic, exit 101).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl HumanDuration {
+    /// Parses `30s`, `5m`, `1h 30m`; refuses what humantime refuses and anything over
+    /// [`MAX_DURATION`].
+    pub fn parse(text: &str) -> Result<HumanDuration, String> {
+        match humantime::parse_duration(text) {
+            Ok(d) if d <= MAX_DURATION => Ok(HumanDuration(d)),
+            Ok(_) => Err(format!(
+                "invalid duration `{text}`: longer than {}",
+                humantime::format_duration(MAX_DURATION)
+            )),
+            Err(e) => Err(format!("invalid duration `{text}`: {e}")),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))
+        HumanDuration::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -463,6 +480,15 @@ pub fn parse(text: &str, path: &Path, base: &Path, target: Option<&str>) -> Resu
             e.to_string().trim_end()
         ))
     })?;
+    if let Some(key) = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|table| key_with_nul(&toml::Value::Table(table)))
+    {
+        return Err(Error::usage(format!(
+            "invalid config `{}`: `{key}` holds a NUL byte (\\u0000), which no path, command or name can carry",
+            path.display()
+        )));
+    }
     let name = match target {
         Some(name) => name.to_string(),
         None => match (&raw.default_target, raw.targets.len()) {
@@ -613,6 +639,34 @@ fn validate_endpoint(name: &str, at: &str) -> Result<(), String> {
     }
 }
 
+/// The dotted key of the first string (or key) that holds a NUL: TOML escapes allow one
+/// (`\u0000`), and every string of the config ends up in a path, an argv or a file name.
+fn key_with_nul(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) if s.contains('\0') => Some(String::new()),
+        toml::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| key_with_nul(v).map(|rest| format!("[{i}]{}", dotted("", &rest)))),
+        toml::Value::Table(table) => table.iter().find_map(|(k, v)| {
+            let name = k.replace('\0', "\\u0000");
+            if k.contains('\0') {
+                return Some(name);
+            }
+            key_with_nul(v).map(|rest| dotted(&name, &rest))
+        }),
+        _ => None,
+    }
+}
+
+fn dotted(key: &str, rest: &str) -> String {
+    match (key.is_empty(), rest.is_empty() || rest.starts_with('[')) {
+        (_, true) => format!("{key}{rest}"),
+        (true, false) => rest.to_string(),
+        (false, false) => format!("{key}.{rest}"),
+    }
+}
+
 /// A local path from the config: `~` is the home directory, relative is relative to the
 /// config file's folder.
 fn local_path(base: &Path, p: &str) -> PathBuf {
@@ -751,6 +805,43 @@ web = { http = "http://127.0.0.1:1/" }
         assert!(err.message.contains("check `x`"), "{}", err.message);
     }
 
+    /// Found with the corpus (`config/duration-overflow.toml`): `connect =
+    /// "18446744073709551615s"` loaded, and the first command panicked (exit 101) adding it
+    /// to the clock.
+    #[test]
+    fn a_duration_too_long_to_add_to_the_clock_is_refused_naming_the_key() {
+        let err = parse_str(
+            "[targets.a]\nssh = \"h\"\n[targets.a.timeouts]\nconnect = \"18446744073709551615s\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("connect"), "{}", err.message);
+        assert!(err.message.contains("longer than"), "{}", err.message);
+        parse_str(
+            "[timeouts]\nbackup = \"99years\"\n[targets.a]\nssh = \"h\"\n",
+            None,
+        )
+        .unwrap();
+    }
+
+    /// Found with the corpus (`config/dir-nul.toml`): a `\u0000` in `dir` loaded, and every
+    /// command failed as a lost connection (exit 3).
+    #[test]
+    fn a_nul_in_any_string_is_refused_naming_the_key() {
+        for (text, key) in [
+            ("[targets.a]\nssh = \"h\"\ndir = \"/srv\\u0000x\"\n", "`targets.a.dir`"),
+            (
+                "[checks]\nx = { service = \"r\", command = [\"a\", \"b\\u0000\"] }\n[targets.a]\nssh = \"h\"\n",
+                "`checks.x.command[1]`",
+            ),
+            ("[secrets]\n\"K\\u0000\" = {}\n[targets.a]\nssh = \"h\"\n", "`secrets.K\\u0000`"),
+        ] {
+            let err = parse_str(text, None).unwrap_err();
+            assert!(err.message.contains(key), "{key}: {}", err.message);
+            assert_eq!(err.exit, crate::error::Exit::Usage);
+        }
+    }
+
     #[test]
     fn a_native_check_names_an_address_or_a_service_and_nothing_else() {
         let parse = |check: &str| {
@@ -886,6 +977,8 @@ mod properties {
             Just("584942417355years".to_string()),
             Just("../../etc/passwd".to_string()),
             Just("$(touch /tmp/x)".to_string()),
+            Just("a\0b".to_string()),
+            Just("18446744073709551615s".to_string()),
             any::<String>(),
         ];
         prop_oneof![
