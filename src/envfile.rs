@@ -196,6 +196,14 @@ pub fn encode(value: &str) -> Result<String, String> {
     if value.contains('\0') {
         return Err("a value cannot hold a NUL byte".into());
     }
+    // compose reads `\'` and `\"` as a quote inside the value in either kind of quotes, so
+    // a quoted value ending with a backslash never ends: the whole file would be unreadable.
+    if value.ends_with('\\') && !bare {
+        return Err(
+            "a value cannot end with a backslash (compose would read past its closing quote)"
+                .into(),
+        );
+    }
     if bare {
         Ok(value.to_string())
     } else if !value.contains('\'') {
@@ -308,6 +316,19 @@ mod tests {
         assert!(validate("A=x\0y\n").unwrap_err().contains("line 1"));
     }
 
+    /// Found by `sampled_env_values_read_back_through_docker_compose_config` (`bw\`): written
+    /// as `'bw\'`, which compose reads as an unterminated quote, failing the whole file.
+    #[test]
+    fn a_value_ending_with_a_backslash_is_refused() {
+        let mut f = EnvFile::parse("");
+        for v in ["bw\\", "a b\\", "it's\\", "\\"] {
+            let err = f.set("K", v).unwrap_err();
+            assert!(err.contains("backslash"), "{v:?}: {err}");
+        }
+        f.set("K", "a\\b").unwrap();
+        assert_eq!(f.render(), "K='a\\b'\n");
+    }
+
     /// Found with the corpus (1 MiB through `rotate --from-stdin`): it was written, and every
     /// service recreated with it failed to start (E2BIG), to be undone after a health gate.
     #[test]
@@ -390,6 +411,7 @@ mod properties {
                 // Refused only for what compose cannot carry as it is.
                 Err(_) => prop_assert!(
                     v.contains(['\n', '\r', '\0']) || (v.contains('\'') && v.contains('$'))
+                        || v.ends_with('\\')
                         || v.len() + k.len() + 2 > MAX_ENV_STRING,
                     "{v:?} refused"
                 ),

@@ -8,6 +8,7 @@ mod access;
 mod backup;
 mod cli;
 mod connection;
+mod corpus;
 mod deploy;
 mod discover;
 mod doctor;

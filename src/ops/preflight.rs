@@ -11,6 +11,10 @@ use crate::release_checks::{report, run_checks};
 
 /// `ctops preflight`: the checklist alone, against what `deploy` would deploy now.
 pub async fn run(ctx: &Ctx, args: &PreflightArgs) -> Result<Exit> {
+    // As deploy checks it: the ref reaches git on the host (`--upload-pack=...`, `a..b`).
+    if let Some(reference) = &args.r#ref {
+        super::switch::validate_ref(reference)?;
+    }
     let repo = args.repo.clone().unwrap_or_else(|| ".".into());
     let remote = ctx.remote().await?;
     let probe = Probe::read(ctx, remote, args.r#ref.as_deref()).await?;
