@@ -13,7 +13,7 @@ use crate::release_checks::{report, run_checks};
 pub async fn run(ctx: &Ctx, args: &PreflightArgs) -> Result<Exit> {
     // As deploy checks it: the ref reaches git on the host (`--upload-pack=...`, `a..b`).
     if let Some(reference) = &args.r#ref {
-        super::switch::validate_ref(reference)?;
+        crate::deployed::validate_ref(reference)?;
     }
     let repo = args.repo.clone().unwrap_or_else(|| ".".into());
     let remote = ctx.remote().await?;
