@@ -478,6 +478,17 @@ impl Command {
         )
     }
 
+    /// The git ref the command names (`deploy --ref`, `rollback --to`, `preflight --ref`):
+    /// checked before connecting, since it reaches git on the host.
+    pub fn reference(&self) -> Option<&str> {
+        match self {
+            Command::Deploy(a) => a.r#ref.as_deref(),
+            Command::Rollback(a) => a.to.as_deref(),
+            Command::Preflight(a) => a.r#ref.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Commands that run until Ctrl-C, for which Ctrl-C is the normal way to end (exit 0).
     pub fn runs_until_interrupted(&self) -> bool {
         matches!(

@@ -73,6 +73,10 @@ async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> an
         cli.global.dry_run,
         cli.global.yes,
     );
+    // A hostile ref (`--upload-pack=...`) is refused before anything is read from the host.
+    if let Some(reference) = cli.command.reference() {
+        ctops::deployed::validate_ref(reference)?;
+    }
     if cli.command.needs_stack_facts() {
         ctx.discover_stack().await?;
     }

@@ -33,14 +33,22 @@ pub async fn run(ctx: &Ctx, command: &EnvCommand) -> Result<Exit> {
             assignments,
             restart,
         } => {
-            let read = read_for_change(ctx).await?;
-            let mut file = read.file.clone();
-            let mut keys = Vec::new();
+            // Every assignment is checked, on an empty file, before the host is read.
+            let mut pairs = Vec::new();
             for a in assignments {
                 let (key, value) = a
                     .split_once('=')
                     .ok_or_else(|| Error::usage(format!("{:?} is not KEY=VALUE", redact(a))))?;
                 check_key(key)?;
+                EnvFile::parse("")
+                    .set(key, value)
+                    .map_err(|e| Error::usage(format!("{key}: {e}")))?;
+                pairs.push((key, value));
+            }
+            let read = read_for_change(ctx).await?;
+            let mut file = read.file.clone();
+            let mut keys = Vec::new();
+            for (key, value) in pairs {
                 file.set(key, value)
                     .map_err(|e| Error::usage(format!("{key}: {e}")))?;
                 keys.push(key.to_string());
