@@ -298,10 +298,14 @@ pub async fn inspect(
     let mut lines = text.lines();
     // Host data: a manifest ctops cannot read refuses the command (exit 4), as one with an
     // invalid field does; nothing was changed.
-    let manifest: Manifest = serde_json::from_str(lines.next().unwrap_or_default())
+    let first = lines.next().unwrap_or_default();
+    let manifest: Manifest = serde_json::from_str(first)
         .map_err(|e| {
+            let field = bad_field(first)
+                .map(|f| format!("`{f}` is missing or of the wrong type ({e})"))
+                .unwrap_or_else(|| e.to_string());
             Error::refused(format!(
-                "the manifest of backup {name} on {} is unreadable: {e}; nothing was changed",
+                "the manifest of backup {name} on {} is unreadable: {field}; nothing was changed",
                 remote.host()
             ))
             .with_help("the manifest was changed by hand or is damaged: restore another backup (`ctops backup list`)")
@@ -350,6 +354,58 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
 
 /// `dir name`: the path of env backup NAME (or the newest for `latest`).
 pub const FIND_ENV: &str = include_str!("../scripts/restore-find-env.sh");
+
+/// Runs a lookup by backup name (such as [`FIND_ENV`]): its exit 66, no such backup, is a
+/// usage error that says so (exit 2, as an unknown ref is); anything else as `run_ok`.
+pub async fn run_lookup(
+    remote: &Remote,
+    cmd: &RemoteCommand,
+) -> Result<crate::remote::Captured, Error> {
+    let out = remote.run(cmd).await?;
+    match out.status {
+        0 => Ok(out),
+        66 => {
+            Err(Error::usage(out.stderr_text().trim().to_string())
+                .with_help("see `ctops backup list`"))
+        }
+        status => Err(remote.exited(cmd, status, &out.stderr)),
+    }
+}
+
+/// The manifest field that is missing or of the wrong type, for a message that names it
+/// (serde_json's says only "invalid type: integer `12`, expected a string").
+fn bad_field(text: &str) -> Option<&'static str> {
+    let doc: serde_json::Value = serde_json::from_str(text).ok()?;
+    let text_field = |v: Option<&serde_json::Value>| v.is_some_and(serde_json::Value::is_string);
+    let fields: [(&'static str, bool); 10] = [
+        ("kind", text_field(doc.get("kind"))),
+        ("name", text_field(doc.get("name"))),
+        ("format", text_field(doc.get("format"))),
+        ("sha256", text_field(doc.get("sha256"))),
+        (
+            "size",
+            doc.get("size").is_some_and(serde_json::Value::is_u64),
+        ),
+        ("created", text_field(doc.get("created"))),
+        ("database", text_field(doc.get("database"))),
+        (
+            "revision",
+            doc.get("revision")
+                .is_none_or(|v| v.is_null() || v.is_string()),
+        ),
+        (
+            "label",
+            doc.get("label").is_none_or(serde_json::Value::is_string),
+        ),
+        (
+            "tables",
+            doc.get("tables")
+                .and_then(serde_json::Value::as_object)
+                .is_some_and(|t| t.values().all(serde_json::Value::is_u64)),
+        ),
+    ];
+    fields.iter().find(|(_, ok)| !ok).map(|(name, _)| *name)
+}
 
 #[cfg(test)]
 mod tests {
@@ -487,6 +543,23 @@ mod tests {
         let m: Manifest = serde_json::from_str(r#"{"kind":"db","name":"db-20261126T200000Z.dump","format":"custom","sha256":"ab","size":10,"created":"2026-11-26T20:00:00Z","database":"trader_psy","revision":"0002","label":"","tables":{"public.users":3}}"#).unwrap();
         assert_eq!(m.tables["public.users"], 3);
         assert_eq!(m.revision.as_deref(), Some("0002"));
+    }
+
+    /// Found with the corpus (`manifest/name-number.json`, `size-negative.json`): the
+    /// refusal said "invalid type: integer `12`, expected a string", naming no field.
+    #[test]
+    fn an_unreadable_manifest_names_the_field() {
+        let sound = r#"{"kind":"db","name":"db-1.dump","format":"custom","sha256":"ab","size":1,"created":"x","database":"d","revision":null,"tables":{"public.t":1}}"#;
+        assert_eq!(bad_field(sound), None);
+        for (from, to, field) in [
+            (r#""name":"db-1.dump""#, r#""name":12"#, "name"),
+            (r#""size":1"#, r#""size":-1"#, "size"),
+            (r#""size":1"#, r#""size":"big""#, "size"),
+            (r#","tables":{"public.t":1}"#, "", "tables"),
+            (r#""revision":null"#, r#""revision":2"#, "revision"),
+        ] {
+            assert_eq!(bad_field(&sound.replace(from, to)), Some(field), "{to}");
+        }
     }
 
     #[test]

@@ -151,7 +151,10 @@ async fn diff(ctx: &Ctx, backup: &str) -> Result<Exit> {
         [t.backup_dir.as_str(), backup],
     )
     .read_only();
-    let (copy, current) = tokio::join!(remote.run_ok(&find_and_read), read(ctx));
+    let (copy, current) = tokio::join!(
+        crate::catalog::run_lookup(remote, &find_and_read),
+        read(ctx)
+    );
     let copy = copy?.stdout_text();
     let (path, old) = copy.split_once('\n').unwrap_or((copy.as_str(), ""));
     let changes = envfile::diff(&EnvFile::parse(old), &current?);

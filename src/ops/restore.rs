@@ -370,10 +370,12 @@ async fn restore_env(ctx: &Ctx, name: &str) -> Result<Exit> {
     validate_name(name)?;
     let t = &ctx.target;
     let remote = ctx.remote().await?;
-    let found = remote
-        .run_ok(&RemoteCommand::sh(FIND_ENV, [t.backup_dir.as_str(), name]).read_only())
-        .await?
-        .stdout_text();
+    let found = crate::catalog::run_lookup(
+        remote,
+        &RemoteCommand::sh(FIND_ENV, [t.backup_dir.as_str(), name]).read_only(),
+    )
+    .await?
+    .stdout_text();
     let source = found.trim().to_string();
     let chosen = source.rsplit('/').next().unwrap_or(name).to_string();
     if !ctx.dry_run {
