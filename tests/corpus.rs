@@ -61,7 +61,8 @@ fn host_snapshot() -> String {
     host(&format!(
         "cd '{BASE}' && git -c safe.directory='*' -C trader-psy rev-parse HEAD && \
          sha256sum trader-psy/infrastructure/.env && ls -A backups backups/env state 2>/dev/null; \
-         cat state/lock 2>/dev/null; docker ps -q --no-trunc | sort; true"
+         cat state/lock 2>/dev/null; docker ps -q --no-trunc --filter \
+         'label=com.docker.compose.project.working_dir={CHECKOUT}/infrastructure' | sort; true"
     ))
 }
 
