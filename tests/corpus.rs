@@ -142,17 +142,22 @@ fn corpus_arguments_are_refused_with_exit_2_naming_the_field_and_change_nothing(
     let _guard = exclusive();
     let before = host_snapshot();
     let mut checked = 0;
-    // Refused before connecting (the sshd counts connections), but for the commands that
-    // read the stack's facts first (`backup verify`, `restore db`, `rotate`) and names of the right
-    // form, which only the host can tell are absent.
+    // Refused before connecting (the sshd counts connections) by the commands that check
+    // their argument first; the others read the stack's facts or check the host's state
+    // first (`crate::hostfacts`), and only the host can tell that a name is absent.
     let mut refused = |args: Vec<String>, word: &str| {
         let connections = ssh_connections();
         let run = sandbox_ctops(&args).run();
         assert_refused(&run, 2, word);
-        let reads_first = args[0] == "rotate"
-            || ["verify", "db"].contains(&args[1].as_str())
-            || !word.contains("invalid");
-        if !reads_first {
+        let checks_first = word.contains("invalid")
+            && matches!(
+                (args[0].as_str(), args[1].as_str()),
+                (
+                    "logs" | "restart" | "up" | "deploy" | "rollback" | "preflight",
+                    _
+                ) | ("env", "get" | "diff")
+            );
+        if checks_first {
             assert_eq!(
                 ssh_connections(),
                 connections,
