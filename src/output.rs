@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use comfy_table::{presets, Cell, ContentArrangement, Table};
+use comfy_table::{presets, Attribute, Cell, Color, ContentArrangement, Table};
 use owo_colors::OwoColorize;
 use serde::Serialize;
 
@@ -105,15 +105,40 @@ impl Output {
         }
     }
 
-    /// A borderless table with a header row.
-    pub fn table(&self, header: &[&str], rows: Vec<Vec<String>>) -> String {
+    /// A mark for a good or bad row, as a table cell.
+    pub fn mark_cell(&self, ok: bool) -> Styled {
+        match (ok, self.color) {
+            (true, true) => Styled::good("✓"),
+            (false, true) => Styled::bad("✗"),
+            (true, false) => Styled::good("ok"),
+            (false, false) => Styled::bad("FAIL"),
+        }
+    }
+
+    /// A borderless table with a header row. Cells are plain text with a [`Tone`]: comfy-table
+    /// lays the columns out from the text and styles it afterwards, so the widths are the
+    /// visible widths (escape codes inside a cell would count as columns and skew them).
+    pub fn table<C: Into<Styled>>(&self, header: &[&str], rows: Vec<Vec<C>>) -> String {
         let mut table = Table::new();
         table
             .load_preset(presets::NOTHING)
             .set_content_arrangement(ContentArrangement::Disabled);
-        table.set_header(header.iter().map(|h| Cell::new(self.bold(h))));
+        // Styling follows this Output's choice (TTY, NO_COLOR, --no-color), not comfy-table's
+        // own look at stdout; only the text is styled, so the padding stays plain and
+        // trimmable.
+        if self.color {
+            table.enforce_styling();
+        } else {
+            table.force_no_tty();
+        }
+        table.style_text_only();
+        table.set_header(
+            header
+                .iter()
+                .map(|h| Cell::new(h).add_attribute(Attribute::Bold)),
+        );
         for row in rows {
-            table.add_row(row);
+            table.add_row(row.into_iter().map(|c| c.into().cell()));
         }
         // comfy-table pads the first column with a leading space; trim it for a flush left edge.
         table
@@ -121,5 +146,152 @@ impl Output {
             .map(|l| l.strip_prefix(' ').unwrap_or(&l).trim_end().to_string())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// How a table cell reads at a glance; shown as a colour only where colour is on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tone {
+    #[default]
+    Plain,
+    Good,
+    Warn,
+    Bad,
+}
+
+/// A table cell: plain text and its tone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Styled {
+    pub text: String,
+    pub tone: Tone,
+}
+
+impl Styled {
+    pub fn new(text: impl Into<String>, tone: Tone) -> Self {
+        let text = text.into();
+        debug_assert!(
+            !text.contains('\u{1b}'),
+            "a table cell is plain text, styled by the table: {text:?}"
+        );
+        Styled { text, tone }
+    }
+
+    pub fn good(text: impl Into<String>) -> Self {
+        Styled::new(text, Tone::Good)
+    }
+
+    pub fn warn(text: impl Into<String>) -> Self {
+        Styled::new(text, Tone::Warn)
+    }
+
+    pub fn bad(text: impl Into<String>) -> Self {
+        Styled::new(text, Tone::Bad)
+    }
+
+    fn cell(self) -> Cell {
+        let cell = Cell::new(self.text);
+        match self.tone {
+            Tone::Plain => cell,
+            Tone::Good => cell.fg(Color::Green),
+            Tone::Warn => cell.fg(Color::Yellow),
+            Tone::Bad => cell.fg(Color::Red).add_attribute(Attribute::Bold),
+        }
+    }
+}
+
+impl From<String> for Styled {
+    fn from(text: String) -> Self {
+        Styled::new(text, Tone::Plain)
+    }
+}
+
+impl From<&str> for Styled {
+    fn from(text: &str) -> Self {
+        Styled::new(text, Tone::Plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coloured() -> Output {
+        let mut out = Output::new(false, false, 0, true);
+        out.color = true;
+        out
+    }
+
+    /// Drops SGR sequences (`ESC [ ... m`), leaving what a terminal shows.
+    fn visible(line: &str) -> String {
+        let mut out = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Where each column starts: the char offset of every cell after a run of 2+ spaces.
+    fn starts(line: &str) -> Vec<usize> {
+        let chars: Vec<char> = line.chars().collect();
+        let mut starts = vec![0];
+        for i in 2..chars.len() {
+            if chars[i] != ' ' && chars[i - 1] == ' ' && chars[i - 2] == ' ' {
+                starts.push(i);
+            }
+        }
+        starts
+    }
+
+    /// The misalignment seen on a terminal: bold headers and coloured cells laid out with
+    /// their escape codes counted.
+    #[test]
+    fn coloured_table_columns_line_up_on_the_visible_text() {
+        let out = coloured();
+        let text = out.table(
+            &["SERVICE", "STATE", "HEALTH", "RESTARTS"],
+            vec![
+                vec![
+                    Styled::from("api"),
+                    Styled::good("running"),
+                    Styled::good("healthy"),
+                    "0".into(),
+                ],
+                vec![
+                    Styled::from("worker"),
+                    Styled::bad("exited"),
+                    "-".into(),
+                    "12".into(),
+                ],
+                vec![
+                    Styled::from("db"),
+                    out.mark_cell(false),
+                    Styled::warn("starting"),
+                    "3".into(),
+                ],
+            ],
+        );
+        assert!(text.contains("\u{1b}["), "styled: {text:?}");
+        let lines: Vec<String> = text.lines().map(visible).collect();
+        let header = starts(&lines[0]);
+        assert_eq!(header.len(), 4, "{lines:#?}");
+        for line in &lines[1..] {
+            assert_eq!(starts(line), header, "{lines:#?}");
+        }
+    }
+
+    #[test]
+    fn plain_table_has_no_escape_codes() {
+        let out = Output::new(false, false, 0, true);
+        let text = out.table(&["A", "B"], vec![vec![Styled::bad("x"), "y".into()]]);
+        assert_eq!(text, "A  B\nx  y");
     }
 }
