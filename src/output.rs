@@ -1,11 +1,15 @@
 //! Where things are printed: data (or the `--json` document) to stdout, status, warnings and
 //! `-v` echoes to stderr. Colour only on a TTY, never with `NO_COLOR` or `--no-color`.
 
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 
 use comfy_table::{presets, Attribute, Cell, Color, ContentArrangement, Table};
 use owo_colors::OwoColorize;
 use serde::Serialize;
+
+use crate::remote::Script;
 
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -13,6 +17,8 @@ pub struct Output {
     pub quiet: bool,
     pub verbose: u8,
     color: bool,
+    /// The sha256 of every script (and script part) `-v` has shown in this invocation.
+    shown: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Output {
@@ -25,6 +31,7 @@ impl Output {
             quiet,
             verbose,
             color,
+            shown: Arc::default(),
         }
     }
 
@@ -44,16 +51,79 @@ impl Output {
         eprintln!("{label} {}", msg.as_ref());
     }
 
-    /// `-v`: a remote command exactly as sent.
-    pub fn echo_remote(&self, host: &str, rendered: &str) {
-        if self.verbose > 0 {
-            let prompt = format!("[{host}]$");
-            let prompt = if self.color {
-                prompt.dimmed().to_string()
+    /// `-v`: a remote command as sent, on one line: each script body in it is named by its
+    /// sha256 (`<script SHORT>`), introduced once per invocation by [`Output::echo_script`].
+    pub fn echo_remote(&self, host: &str, line: &str, scripts: &[Script]) {
+        if self.verbose == 0 {
+            return;
+        }
+        for script in scripts {
+            self.echo_script(host, script, None);
+        }
+        eprintln!("{} {line}", self.dim(&format!("[{host}]$")));
+    }
+
+    /// `-v`: a script the first time this invocation sends it: its name (the host scripts it
+    /// is made of), size and sha256; `-vv` adds the text, each host script in it printed only
+    /// the first time (the lock functions are in the lock script, the keeper and the runner).
+    /// `how` says how it travels when not as a `sh -c` body ("on stdin").
+    pub fn echo_script(&self, host: &str, script: &Script, how: Option<&str>) {
+        if self.verbose == 0 || !self.first_time(&script.sha256) {
+            return;
+        }
+        let how = how.map(|h| format!(", {h}")).unwrap_or_default();
+        eprintln!(
+            "{} script {} = {}: {} bytes, sha256 {}{how}",
+            self.dim(&format!("[{host}]")),
+            script.short(),
+            script.name(),
+            script.body.len(),
+            script.sha256
+        );
+        if self.verbose < 2 {
+            return;
+        }
+        for part in &script.parts {
+            let name = part.name.unwrap_or("inline text");
+            if self.first_time(&part.sha256) {
+                eprintln!(
+                    "{}",
+                    self.dim(&format!(
+                        "---- {name} ({} bytes, sha256 {})",
+                        part.text.len(),
+                        part.sha256
+                    ))
+                );
+                eprintln!("{}", part.text.trim_end_matches('\n'));
             } else {
-                prompt
-            };
-            eprintln!("{prompt} {rendered}");
+                eprintln!(
+                    "{}",
+                    self.dim(&format!(
+                        "---- {name}: shown above (sha256 {})",
+                        part.sha256
+                    ))
+                );
+            }
+        }
+        eprintln!(
+            "{}",
+            self.dim(&format!("---- end of script {}", script.short()))
+        );
+    }
+
+    /// Whether `sha256` is shown for the first time (and from now on, not).
+    fn first_time(&self, sha256: &str) -> bool {
+        self.shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha256.to_string())
+    }
+
+    fn dim(&self, text: &str) -> String {
+        if self.color {
+            text.dimmed().to_string()
+        } else {
+            text.to_string()
         }
     }
 

@@ -100,3 +100,141 @@ fn tables_line_up_on_a_terminal_with_colour() {
         assert_eq!(shown.join("\n"), screen, "{args:?}: raw and plain captures");
     }
 }
+
+/// Every host script under `src/scripts/` with its longest line found in no other script:
+/// counting that line in `-vv`'s output counts how often the script's text was printed.
+fn distinctive_lines() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/scripts");
+    let scripts: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    scripts
+        .iter()
+        .filter_map(|(name, text)| {
+            let unique = text
+                .lines()
+                .filter(|l| l.trim().len() >= 20 && !l.trim_start().starts_with('#'))
+                .filter(|l| {
+                    scripts
+                        .iter()
+                        .all(|(other, t)| other == name || !t.contains(*l))
+                })
+                .max_by_key(|l| l.len())?;
+            Some((name.clone(), unique.to_string()))
+        })
+        .collect()
+}
+
+/// The host scripts `-v` named (`[host] script SHORT = a.sh + b.sh: ...`), and how many
+/// distinct scripts it introduced.
+fn named_scripts(stderr: &str) -> (Vec<String>, usize) {
+    let mut names = Vec::new();
+    let mut count = 0;
+    for line in stderr.lines() {
+        if let Some((_, rest)) = line.split_once("] script ") {
+            count += 1;
+            let list = rest.split_once(" = ").map_or("", |x| x.1);
+            let list = list.split(':').next().unwrap_or_default();
+            names.extend(
+                list.split(" + ")
+                    .map(|n| n.split(" (").next().unwrap().trim().to_string()),
+            );
+        }
+    }
+    (names, count)
+}
+
+/// Every `<script SHORT>` a call line names was introduced above it.
+fn assert_every_script_introduced(stderr: &str) {
+    let mut introduced = std::collections::HashSet::new();
+    for line in stderr.lines() {
+        if let Some((_, rest)) = line.split_once("] script ") {
+            introduced.insert(rest.split(' ').next().unwrap().to_string());
+        }
+        for (i, _) in line.match_indices("<script ") {
+            let short = &line[i + 8..i + 20];
+            assert!(
+                introduced.contains(short),
+                "{short} named before it was introduced:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// `restart bot -v` used to print the 30-line lock script twice (90 lines): now each call is
+/// one line, each script one line naming its size and sha256, no script text.
+#[test]
+fn restart_verbose_names_scripts_by_hash_in_a_few_lines() {
+    let _lock = exclusive();
+    let run = sandbox_ctops(["restart", "bot", "-v"]).run().expect(0);
+    let stderr = run.stderr();
+    let lines = stderr.lines().count();
+    assert!(lines <= 20, "{lines} lines: {}", run.describe());
+    for (name, line) in distinctive_lines() {
+        assert!(
+            !stderr.contains(&line),
+            "the text of {name} at -v: {}",
+            run.describe()
+        );
+    }
+    let (names, count) = named_scripts(&stderr);
+    assert!(
+        names.iter().any(|n| n == "lock.sh") && names.iter().any(|n| n == "lock-keeper.sh"),
+        "the lock's scripts named: {}",
+        run.describe()
+    );
+    assert!(count >= 2, "{}", run.describe());
+    assert_every_script_introduced(&stderr);
+    assert!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("]$ "))
+            .any(|l| l.contains("restart") && l.contains("bot")),
+        "the compose call, with its arguments: {}",
+        run.describe()
+    );
+    wait_healthy();
+}
+
+/// `rotate -vv` (runner, lock, keeper, SQL: the lock functions are in three of them) prints
+/// the text of every host script it sends exactly once.
+#[test]
+fn rotate_very_verbose_prints_each_script_once() {
+    let _lock = exclusive();
+    reset_host();
+    let run = sandbox_ctops(["rotate", "POSTGRES_PASSWORD", "--generate", "--yes", "-vv"])
+        .run()
+        .expect(0);
+    let stderr = run.stderr();
+    let (names, _) = named_scripts(&stderr);
+    assert!(
+        names.iter().filter(|n| *n == "lock-functions.sh").count() >= 2,
+        "the lock functions sent in more than one script: {}",
+        run.describe()
+    );
+    for expected in ["runner.sh", "runner-main.sh", "lock-keeper.sh"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not named: {}",
+            run.describe()
+        );
+    }
+    for (name, line) in distinctive_lines() {
+        // A script sent inside another's text (a runner step) is printed with it: once too.
+        let printed = stderr.lines().filter(|l| l.contains(&line)).count();
+        let named = names.contains(&name);
+        assert!(
+            printed <= 1 && (printed == 1 || !named),
+            "{name}'s line {line:?} printed {printed} times: {}",
+            run.describe()
+        );
+    }
+    assert_every_script_introduced(&stderr);
+    reset_host();
+}
