@@ -238,3 +238,106 @@ fn rotate_very_verbose_prints_each_script_once() {
     assert_every_script_introduced(&stderr);
     reset_host();
 }
+
+/// What a refused confirmation must leave as it was: the checkout's commit, the schema's
+/// revision, the `.env` file's sha256.
+fn host_state() -> (String, String, String) {
+    let revision = host(&format!(
+        "docker exec {} psql -U trader -d trader_psy -tAc 'SELECT version_num FROM alembic_version'",
+        container("postgres")
+    ));
+    let env = host(&format!(
+        "sha256sum '{CHECKOUT}/infrastructure/.env' | cut -d' ' -f1"
+    ));
+    (
+        head_commit(),
+        revision.trim().to_string(),
+        env.trim().to_string(),
+    )
+}
+
+/// Runs `args` in a pane, waits for its prompt, checks the plan above it, answers `no`.
+fn refuse_at_the_prompt(args: &[&str], word: &str, plan: &[&str]) {
+    let before = host_state();
+    let pane = Pane::sandbox_ctops(args);
+    let prompt = format!("type `{word}` to go on:");
+    let screen = pane.wait_for("the confirmation", Duration::from_secs(60), |s| {
+        s.contains(&prompt)
+    });
+    let above = &screen[..screen.find(&prompt).unwrap()];
+    for expected in plan {
+        assert!(
+            above.contains(expected),
+            "{args:?}: {expected:?} not shown above the prompt:\n{screen}"
+        );
+    }
+    pane.type_line("no");
+    assert_eq!(
+        pane.wait_exit(Duration::from_secs(30)),
+        4,
+        "{}",
+        pane.screen()
+    );
+    assert_eq!(
+        host_state(),
+        before,
+        "{args:?}: the host changed after `no`"
+    );
+    assert!(!lock_held(), "{args:?}: the lock is left held");
+}
+
+/// `rollback` and `deploy` on a protected target show the plan at the real prompt (from →
+/// to with who deployed when, the schema's move, the backup, the restarts); `no` changes
+/// nothing on the host.
+#[test]
+fn switch_confirmations_show_the_plan_at_the_prompt() {
+    let _lock = exclusive();
+    reset_host();
+    sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "terminal test",
+    ])
+    .run()
+    .expect(0);
+    refuse_at_the_prompt(
+        &["rollback"],
+        "yes",
+        &[
+            "rollback sandbox (trader-psy-sandbox):",
+            "from     v1.27.0, version 1.27.0",
+            ", deployed 20",
+            "to       ",
+            "version 1.26.0",
+            "schema   0003 → 0002: downgrade",
+            "backup   backup db before the downgrade",
+            "restart  compose up -d",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |t| {
+        t.replace("protected = false", "protected = true")
+    });
+    refuse_at_the_prompt(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "deploy",
+            "--ref",
+            "v1.26.0",
+            "--skip-preflight",
+            "--reason",
+            "terminal test",
+        ],
+        "sandbox",
+        &[
+            "deploy sandbox (trader-psy-sandbox):",
+            "from     v1.27.0",
+            "to       v1.26.0",
+            "schema   0003 → 0002: downgrade",
+        ],
+    );
+}
