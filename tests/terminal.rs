@@ -286,11 +286,11 @@ fn refuse_at_the_prompt(args: &[&str], word: &str, plan: &[&str]) {
     assert!(!lock_held(), "{args:?}: the lock is left held");
 }
 
-/// `rollback` and `deploy` on a protected target show the plan at the real prompt (from →
-/// to with who deployed when, the schema's move, the backup, the restarts); `no` changes
-/// nothing on the host.
+/// `rollback`, `deploy` on a protected target, `restore db` and `rotate` show the plan at the
+/// real prompt (from → to with who deployed when, the schema's move, the backup, the
+/// restarts); `no` changes nothing on the host.
 #[test]
-fn switch_confirmations_show_the_plan_at_the_prompt() {
+fn confirmations_show_the_plan_at_the_prompt() {
     let _lock = exclusive();
     reset_host();
     sandbox_ctops([
@@ -338,6 +338,39 @@ fn switch_confirmations_show_the_plan_at_the_prompt() {
             "from     v1.27.0",
             "to       v1.26.0",
             "schema   0003 → 0002: downgrade",
+        ],
+    );
+    let backups = sandbox_ctops(["backup", "list", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    let name = backups["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "db" && b["place"] == "host")
+        .and_then(|b| b["name"].as_str())
+        .expect("the pre-deploy backup")
+        .to_string();
+    refuse_at_the_prompt(
+        &["restore", "db", &name, "--migrate"],
+        "trader_psy",
+        &[
+            "restore db sandbox (trader-psy-sandbox):",
+            &format!("from     {name}, taken "),
+            "into     database `trader_psy`",
+            "schema   0002 → 0003: upgrade",
+            "restart  stops the writers",
+        ],
+    );
+    refuse_at_the_prompt(
+        &["rotate", "POSTGRES_PASSWORD", "--generate"],
+        "yes",
+        &[
+            "rotate sandbox (trader-psy-sandbox):",
+            "updates  POSTGRES_PASSWORD, DATABASE_URL",
+            "role     PostgreSQL role trader",
+            "restart  api, bot",
         ],
     );
 }
