@@ -62,7 +62,7 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
             format!(
                 "{} in {} (sha256 {} now)",
                 updated.join(", "),
-                env::env_path(ctx),
+                envchange::env_path(ctx),
                 &read.sha256[..12.min(read.sha256.len())]
             ),
         );
