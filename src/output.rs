@@ -68,7 +68,9 @@ impl Output {
     /// the first time (the lock functions are in the lock script, the keeper and the runner).
     /// `how` says how it travels when not as a `sh -c` body ("on stdin").
     pub fn echo_script(&self, host: &str, script: &Script, how: Option<&str>) {
-        if self.verbose == 0 || !self.first_time(&script.sha256) {
+        // Scripts and their parts are remembered apart: a script that is one host script
+        // has that script's hash, and its text must still be printed the first time.
+        if self.verbose == 0 || !self.first_time(&format!("script {}", script.sha256)) {
             return;
         }
         let how = how.map(|h| format!(", {h}")).unwrap_or_default();
@@ -85,7 +87,7 @@ impl Output {
         }
         for part in &script.parts {
             let name = part.name.unwrap_or("inline text");
-            if self.first_time(&part.sha256) {
+            if self.first_time(&format!("part {}", part.sha256)) {
                 eprintln!(
                     "{}",
                     self.dim(&format!(
@@ -137,6 +139,22 @@ impl Output {
             };
             eprintln!("{prompt} {what}");
         }
+    }
+
+    /// A spinner with the elapsed time under a long step, on stderr: only when stderr is a
+    /// terminal, and not with `-q` or `-v` (whose streamed step output would tear it).
+    pub fn spinner(&self, msg: impl Into<String>) -> Spinner {
+        if self.quiet || self.verbose > 0 || !std::io::stderr().is_terminal() {
+            return Spinner(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template("  {spinner} {msg} {elapsed}") {
+            bar.set_style(style);
+        }
+        bar.set_message(msg.into());
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        Spinner(Some(bar))
     }
 
     /// One JSON document on stdout.
@@ -216,6 +234,32 @@ impl Output {
             .map(|l| l.strip_prefix(' ').unwrap_or(&l).trim_end().to_string())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// A running spinner (see [`Output::spinner`]); cleared when finished or dropped.
+#[derive(Debug, Default)]
+pub struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    /// Runs `f` (which prints a line) with the spinner hidden, then draws it again below.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.0 {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

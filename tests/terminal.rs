@@ -58,6 +58,32 @@ fn assert_aligned(rows: &[&str], screen: &str) {
     );
 }
 
+/// indicatif's spinner frames (braille).
+fn is_spinner_char(c: char) -> bool {
+    ('\u{2800}'..='\u{28ff}').contains(&c)
+}
+
+/// `  ⠂ gate 3s`: a spinner frame, the step, its elapsed time.
+fn is_spinner_line(line: &str) -> bool {
+    let line = line.trim();
+    line.starts_with(is_spinner_char)
+        && line
+            .rsplit(' ')
+            .next()
+            .is_some_and(|t| t.ends_with('s') && t[..t.len() - 1].parse::<u32>().is_ok())
+}
+
+/// Off a terminal (a pipe), no spinner: no frames, no carriage returns, no escape codes.
+fn assert_no_spinner(run: &Run) {
+    for (place, text) in [("stdout", run.stdout()), ("stderr", run.stderr())] {
+        assert!(
+            !text.contains(is_spinner_char) && !text.contains('\r') && !text.contains('\u{1b}'),
+            "a spinner in {place} through a pipe: {}",
+            run.describe()
+        );
+    }
+}
+
 /// `health`, `status`, `backup list` and `releases` in a 140-column tmux pane, `TERM` set and
 /// `NO_COLOR` unset: styled, and aligned on what the terminal shows.
 #[test]
@@ -65,16 +91,31 @@ fn tables_line_up_on_a_terminal_with_colour() {
     let _lock = exclusive();
     reset_host();
     // A release history (found + deployed) and a pre-deploy backup, so every table has rows.
-    sandbox_ctops([
+    // On the terminal, each step has a spinner with its elapsed time while it runs.
+    let deploy = Pane::sandbox_ctops(&[
         "deploy",
         "--ref",
         "v1.27.0",
         "--skip-preflight",
         "--reason",
         "terminal test",
-    ])
-    .run()
-    .expect(0);
+    ]);
+    deploy.wait_for(
+        "a spinner with the elapsed time under a step",
+        Duration::from_secs(90),
+        |s| s.lines().any(is_spinner_line),
+    );
+    assert_eq!(
+        deploy.wait_exit(Duration::from_secs(180)),
+        0,
+        "{}",
+        deploy.screen()
+    );
+    assert!(
+        !deploy.screen().lines().any(is_spinner_line),
+        "the spinner is cleared at the end:\n{}",
+        deploy.screen()
+    );
     for (args, first_header, min_rows) in [
         (&["health"][..], "CHECK", 5),
         (&["status"][..], "SERVICE", 5),
@@ -218,7 +259,7 @@ fn rotate_very_verbose_prints_each_script_once() {
         "the lock functions sent in more than one script: {}",
         run.describe()
     );
-    for expected in ["runner.sh", "runner-main.sh", "lock-keeper.sh"] {
+    for expected in ["runner.sh", "runner-main.sh", "lock.sh"] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} not named: {}",
@@ -286,14 +327,13 @@ fn refuse_at_the_prompt(args: &[&str], word: &str, plan: &[&str]) {
     assert!(!lock_held(), "{args:?}: the lock is left held");
 }
 
-/// `rollback`, `deploy` on a protected target, `restore db` and `rotate` show the plan at the
-/// real prompt (from → to with who deployed when, the schema's move, the backup, the
+/// `rollback`, `deploy` on a protected target and `rotate` show the plan at the real prompt (from → to with who deployed when, the schema's move, the backup, the
 /// restarts); `no` changes nothing on the host.
 #[test]
 fn confirmations_show_the_plan_at_the_prompt() {
     let _lock = exclusive();
     reset_host();
-    sandbox_ctops([
+    let run = sandbox_ctops([
         "deploy",
         "--ref",
         "v1.27.0",
@@ -303,6 +343,7 @@ fn confirmations_show_the_plan_at_the_prompt() {
     ])
     .run()
     .expect(0);
+    assert_no_spinner(&run);
     refuse_at_the_prompt(
         &["rollback"],
         "yes",
@@ -340,6 +381,34 @@ fn confirmations_show_the_plan_at_the_prompt() {
             "schema   0003 → 0002: downgrade",
         ],
     );
+    refuse_at_the_prompt(
+        &["rotate", "POSTGRES_PASSWORD", "--generate"],
+        "yes",
+        &[
+            "rotate sandbox (trader-psy-sandbox):",
+            "updates  POSTGRES_PASSWORD, DATABASE_URL",
+            "role     PostgreSQL role trader",
+            "restart  api, bot",
+        ],
+    );
+}
+
+/// `restore db` shows the backup, the database, the schema's move and the restarts at the
+/// real prompt; `no` changes nothing.
+#[test]
+fn restore_confirmation_shows_the_plan_at_the_prompt() {
+    let _lock = exclusive();
+    reset_host();
+    sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "terminal test",
+    ])
+    .run()
+    .expect(0);
     let backups = sandbox_ctops(["backup", "list", "--json"])
         .run()
         .expect(0)
@@ -361,16 +430,6 @@ fn confirmations_show_the_plan_at_the_prompt() {
             "into     database `trader_psy`",
             "schema   0002 → 0003: upgrade",
             "restart  stops the writers",
-        ],
-    );
-    refuse_at_the_prompt(
-        &["rotate", "POSTGRES_PASSWORD", "--generate"],
-        "yes",
-        &[
-            "rotate sandbox (trader-psy-sandbox):",
-            "updates  POSTGRES_PASSWORD, DATABASE_URL",
-            "role     PostgreSQL role trader",
-            "restart  api, bot",
         ],
     );
 }

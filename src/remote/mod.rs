@@ -296,13 +296,13 @@ impl Remote {
             )));
         }
         let rendered = cmd.render();
-        if self.out.verbose > 0 {
+        if self.out.verbose > 0 || tracing::enabled!(tracing::Level::DEBUG) {
             let (line, scripts) = cmd.verbose_view();
             self.out.echo_remote(&self.host, &line, &scripts);
+            // The one-line view, not the text: `-vv` shows each script once, above.
+            tracing::debug!(host = %self.host, command = %line, "spawn");
         }
         self.pace().await;
-        // The label, not the text: `-vv` shows each script once, above.
-        tracing::debug!(host = %self.host, command = %cmd.label(), "spawn");
         self.session
             .raw_command(&rendered)
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
