@@ -182,14 +182,25 @@ fn summary(
     plan: &runner::Plan,
     history: &[crate::deployed::Record],
 ) -> crate::summary::Summary {
-    let side = |release: &Release| crate::summary::Side {
-        reference: release.reference.clone(),
-        version: release.version.clone(),
-        commit: release.commit.clone(),
-        deployed: history
-            .iter()
-            .find(|r| r.commit == release.commit && (r.result == "deployed" || r.result == "found"))
-            .map(|r| (r.result.clone(), r.at.clone(), r.by.clone())),
+    let side = |release: &Release| {
+        let record = history.iter().find(|r| {
+            r.commit == release.commit && (r.result == "deployed" || r.result == "found")
+        });
+        // A rollback names its target by commit: the history knows the ref it was deployed as.
+        let reference = match record {
+            Some(r)
+                if release.commit.starts_with(&release.reference) && !r.reference.is_empty() =>
+            {
+                r.reference.clone()
+            }
+            _ => release.reference.clone(),
+        };
+        crate::summary::Side {
+            reference,
+            version: release.version.clone(),
+            commit: release.commit.clone(),
+            deployed: record.map(|r| (r.result.clone(), r.at.clone(), r.by.clone())),
+        }
     };
     let db = probe.db_revision.clone().ok().flatten();
     let schema = match probe.direction() {
