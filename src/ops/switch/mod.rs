@@ -156,9 +156,10 @@ async fn plan_and_run(
     // Asked with the lock held: what the summary shows is what will run.
     match kind {
         Kind::Rollback => ctx.confirm(&format!(
-            "roll {} back to {}",
+            "roll {} back to version {} ({})",
             ctx.target_label(),
-            probe.target.reference
+            probe.target.version,
+            short(&probe.target.commit)
         ))?,
         Kind::Deploy if t.protected => ctx.confirm(&format!("deploy to {}", ctx.target_label()))?,
         Kind::Deploy => {}
