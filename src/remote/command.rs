@@ -204,6 +204,11 @@ const HOST_SCRIPTS: &[(&str, &str)] = &[
         include_str!("../scripts/backup-verify.sh"),
     ),
     ("disk.sh", include_str!("../scripts/disk.sh")),
+    ("doctor-dirs.sh", include_str!("../scripts/doctor-dirs.sh")),
+    (
+        "doctor-facts.sh",
+        include_str!("../scripts/doctor-facts.sh"),
+    ),
     ("env-check.sh", include_str!("../scripts/env-check.sh")),
     (
         "env-put-back.sh",
@@ -549,7 +554,10 @@ mod tests {
             .filter(|n| n.ends_with(".sh"))
             .collect();
         known.sort();
-        assert_eq!(known, files);
+        assert_eq!(
+            known, files,
+            "HOST_SCRIPTS in src/remote/command.rs must list every src/scripts/*.sh (for -v's names)"
+        );
     }
 
     #[test]
