@@ -271,6 +271,7 @@ const HOST_SCRIPTS: &[(&str, &str)] = &[
         include_str!("../scripts/runner-start.sh"),
     ),
     ("runner.sh", include_str!("../scripts/runner.sh")),
+    ("setup-probe.sh", include_str!("../scripts/setup-probe.sh")),
     (
         "stack-inspect.sh",
         include_str!("../scripts/stack-inspect.sh"),
