@@ -55,16 +55,21 @@ pub async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid
     let wall = Instant::now();
     let fault = std::env::var("CTOPS_FAULT").ok();
     let (fault_tx, mut fault_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // On a terminal, a spinner with the step's elapsed time under its `…` line.
+    let mut spinner = crate::output::Spinner::default();
     let print = |e: &Event| {
         match e.kind.as_str() {
             "start" => {
+                spinner.finish();
                 started.insert(e.step.clone(), e.millis);
                 ctx.out.status(format!("  … {}", e.detail));
+                spinner = ctx.out.spinner(e.step.clone());
                 if fault.as_deref() == Some(&format!("disconnect-at:{}", e.step)) {
                     let _ = fault_tx.send(());
                 }
             }
             "ok" | "fail" => {
+                spinner.finish();
                 let took = started
                     .get(&e.step)
                     .map(|s| e.millis.saturating_sub(*s))
@@ -81,8 +86,10 @@ pub async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid
                     took as f64 / 1000.0
                 ));
             }
-            "note" if e.step.starts_with("notification failed") => ctx.out.warn(&e.step),
-            "note" => ctx.out.status(format!("  note: {}", e.step)),
+            "note" if e.step.starts_with("notification failed") => {
+                spinner.suspend(|| ctx.out.warn(&e.step))
+            }
+            "note" => spinner.suspend(|| ctx.out.status(format!("  note: {}", e.step))),
             _ => {}
         }
         steps.push(e.clone());

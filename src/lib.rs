@@ -41,3 +41,4 @@ pub mod s3;
 pub mod scram;
 pub mod signals;
 pub mod snapshots;
+pub mod summary;

@@ -307,6 +307,7 @@ pub async fn start(
         .collect();
     let format = JOURNAL_FORMAT.to_string();
     let cmd = RemoteCommand::sh(&format!("{hooks}{START}"), [state_dir, op_id, &format]);
+    remote.echo_input_script(script, "the runner, sent on stdin");
     let out = remote.run_with_input(&cmd, Some(script.as_bytes())).await?;
     if out.status == 65 {
         return Err(unknown_format(remote.host(), out.stdout_text().trim()));

@@ -12,6 +12,12 @@ command -v shellcheck >/dev/null 2>&1 || {
 }
 shellcheck -s sh src/scripts/*.sh
 
+# The terminal tests (tests/terminal.rs, tests/pty.rs) run ctops in tmux panes: what a user
+# sees in a real terminal, colour and redraws included.
+command -v tmux >/dev/null 2>&1 || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+}
+
 # reset-host does all `up` does (install, start, wait for health), then puts the host back
 # to its initial state, whatever an earlier run left.
 tests/sandbox/sandbox.sh reset-host

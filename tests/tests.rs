@@ -1,6 +1,7 @@
 //! Integration tests: the built `ctops` binary against the sandbox host
 //! (`tests/sandbox/sandbox.sh up`), checking outcomes on the host, not just exit codes.
 
+mod pty;
 mod util;
 mod util2;
 
@@ -29,4 +30,5 @@ mod setup;
 mod shape2;
 mod shape2_changes;
 mod status;
+mod terminal;
 mod update;

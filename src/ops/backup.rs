@@ -25,6 +25,7 @@ use crate::cli::{BackupCommand, BackupFormat};
 use crate::compose::working_dir;
 use crate::context::Ctx;
 use crate::error::{Error, Exit};
+use crate::output::Styled;
 use crate::remote::{Remote, RemoteCommand};
 
 /// Exit status of the backup script when the backup dir lacks space.
@@ -344,7 +345,13 @@ async fn verify(ctx: &Ctx, name: &str) -> Result<Exit> {
         ));
         let rows = checks
             .iter()
-            .map(|c| vec![c.name.clone(), ctx.out.mark(c.ok), c.detail.clone()])
+            .map(|c| {
+                vec![
+                    c.name.as_str().into(),
+                    ctx.out.mark_cell(c.ok),
+                    c.detail.as_str().into(),
+                ]
+            })
             .collect();
         ctx.out
             .print(&ctx.out.table(&["CHECK", "STATUS", "DETAIL"], rows))?;
@@ -611,16 +618,16 @@ async fn list(ctx: &Ctx) -> Result<Exit> {
         .iter()
         .map(|b| {
             vec![
-                b.kind.clone(),
-                b.name.clone(),
-                b.place.clone(),
-                b.size.to_string(),
-                b.created.clone(),
+                b.kind.as_str().into(),
+                b.name.as_str().into(),
+                b.place.as_str().into(),
+                b.size.to_string().into(),
+                b.created.as_str().into(),
                 match b.sha256.as_deref() {
-                    None if b.made_by.is_some() => "runbook (unverified)".to_string(),
-                    None => "-".to_string(),
-                    Some(s) if is_sha256(s) => s[..12].to_string(),
-                    Some(_) => "damaged".to_string(),
+                    None if b.made_by.is_some() => Styled::warn("runbook (unverified)"),
+                    None => "-".into(),
+                    Some(s) if is_sha256(s) => s[..12].into(),
+                    Some(_) => Styled::bad("damaged"),
                 },
             ]
         })

@@ -19,9 +19,7 @@ pub async fn run(ctx: &Ctx, args: &DeployArgs) -> Result<Exit> {
     } else {
         Some(args.repo.clone().unwrap_or_else(|| ".".into()))
     };
-    if ctx.target.protected && !ctx.dry_run {
-        ctx.confirm(&format!("deploy to {}", ctx.target_label()))?;
-    }
+    // On a protected target, `switch` asks once it can show the plan (from, to, schema).
     let request = Request {
         kind: Kind::Deploy,
         reference: args.r#ref.clone(),

@@ -104,14 +104,14 @@ fn show(ctx: &Ctx, rows: &[Row]) -> Result<Exit> {
     } else {
         ctx.out
             .status(format!("health of {}: {status}", ctx.target_label()));
-        let table: Vec<Vec<String>> = rows
+        let table: Vec<Vec<crate::output::Styled>> = rows
             .iter()
             .map(|r| {
                 vec![
-                    r.name.clone(),
-                    ctx.out.mark(r.ok),
-                    format!("{} ms", r.latency_ms),
-                    r.detail.clone(),
+                    r.name.as_str().into(),
+                    ctx.out.mark_cell(r.ok),
+                    format!("{} ms", r.latency_ms).into(),
+                    r.detail.as_str().into(),
                 ]
             })
             .collect();

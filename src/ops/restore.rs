@@ -166,6 +166,48 @@ async fn restore_db(ctx: &Ctx, name: &str, migrate: bool, unverified: bool) -> R
         .into());
     }
     check_space(ctx, remote, &service, &user, &database).await?;
+    let writers = t.backup.db.writers.clone().unwrap_or_default();
+    let schema = match (&manifest.revision, &code_head, migrate) {
+        (dump, code, _) if dump == code => format!(
+            "{}: the dump's revision is the one the running code expects",
+            dump.as_deref().unwrap_or("base")
+        ),
+        (dump, code, _) => format!(
+            "{} → {}: upgrade (--migrate) after the restore",
+            dump.as_deref().unwrap_or("base"),
+            code.as_deref().unwrap_or("base")
+        ),
+    };
+    ctx.out.status(
+        crate::summary::Summary::new(format!("restore db {}", ctx.target_label()))
+            .row(
+                "from",
+                format!(
+                    "{}, taken {}, {} bytes, sha256 {}",
+                    manifest.name,
+                    manifest.created,
+                    manifest.size,
+                    manifest.sha256.get(..12).unwrap_or("unknown (unverified)")
+                ),
+            )
+            .row(
+                "into",
+                format!("database `{database}` (service {service}), swapped in whole"),
+            )
+            .row("schema", schema)
+            .row(
+                "backup",
+                "the current database is kept, renamed, until you drop it",
+            )
+            .row(
+                "restart",
+                format!(
+                    "stops the writers ({}) during the swap, starts them, then the health gate",
+                    writers.join(", ")
+                ),
+            )
+            .render(),
+    );
     if !ctx.dry_run {
         ctx.confirm_word(
             &format!(

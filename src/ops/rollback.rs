@@ -27,9 +27,7 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
             })?
         }
     };
-    if !ctx.dry_run {
-        ctx.confirm(&format!("roll {} back to {target}", ctx.target_label()))?;
-    }
+    // `switch` asks once it can show the plan (from, to, schema, backup).
     let command_line = match &args.to {
         Some(r) => format!("rollback --to {r}"),
         None => format!("rollback --steps {}", args.steps),

@@ -45,6 +45,52 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
     }
     let (after, updated) = replace_everywhere(&before, &old, &new)?;
     let services = config.restart.clone();
+    let mut summary = crate::summary::Summary::new(format!("rotate {}", ctx.target_label()))
+        .row(
+            "secret",
+            format!(
+                "{key} (the value is never shown){}",
+                if config.revoked_on_rotate {
+                    "; the old one is revoked by its issuer, so it is not put back on failure"
+                } else {
+                    ""
+                }
+            ),
+        )
+        .row(
+            "updates",
+            format!(
+                "{} in {} (sha256 {} now)",
+                updated.join(", "),
+                envchange::env_path(ctx),
+                &read.sha256[..12.min(read.sha256.len())]
+            ),
+        );
+    if let Some(role) = &config.postgres_role {
+        summary = summary.row(
+            "role",
+            format!("PostgreSQL role {role}: new password set first (SCRAM verifier), the old one put back if the gate fails"),
+        );
+    }
+    ctx.out.status(
+        summary
+            .row(
+                "backup",
+                "the current file is copied first, put back on failure",
+            )
+            .row(
+                "restart",
+                format!(
+                    "{}, then the health gate",
+                    if services.is_empty() {
+                        "the services whose configuration changed".to_string()
+                    } else {
+                        services.join(", ")
+                    }
+                ),
+            )
+            .render(),
+    );
     if !ctx.dry_run {
         ctx.confirm(&format!(
             "rotate {key} on {} (updates {}; recreates {})",

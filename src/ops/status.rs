@@ -9,6 +9,7 @@ use crate::compose::{uptime, Stack};
 use crate::context::Ctx;
 use crate::error::Exit;
 use crate::lock::Holder;
+use crate::output::{Styled, Tone};
 use crate::remote::{Remote, RemoteCommand};
 use crate::runner::{last_operation, LastOperation};
 
@@ -76,6 +77,24 @@ pub async fn read_checkout(remote: &Remote, dir: &str) -> Result<Checkout, crate
     })
 }
 
+/// A container's state as `docker inspect` names it: only `running` is good.
+fn state_cell(state: &str) -> Styled {
+    match state {
+        "running" => Styled::good(state),
+        "created" | "paused" | "restarting" => Styled::warn(state),
+        _ => Styled::bad(state),
+    }
+}
+
+/// A container's health: `starting` is not yet a verdict.
+fn health_cell(health: &str) -> Styled {
+    match health {
+        "healthy" => Styled::good(health),
+        "starting" => Styled::warn(health),
+        _ => Styled::bad(health),
+    }
+}
+
 pub async fn run(ctx: &Ctx) -> Result<Exit> {
     let remote = ctx.remote().await?;
     let (stack, checkout, operation, lock) = tokio::join!(
@@ -124,12 +143,15 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
         .iter()
         .map(|s| {
             vec![
-                s.service.clone(),
-                s.state.clone(),
-                s.health.clone().unwrap_or_else(|| "-".into()),
-                s.restarts.to_string() + if s.oom_killed { " (OOM)" } else { "" },
-                s.uptime.clone().unwrap_or_else(|| "-".into()),
-                s.image.clone(),
+                s.service.as_str().into(),
+                state_cell(&s.state),
+                s.health.as_deref().map_or("-".into(), health_cell),
+                Styled::new(
+                    s.restarts.to_string() + if s.oom_killed { " (OOM)" } else { "" },
+                    if s.oom_killed { Tone::Bad } else { Tone::Plain },
+                ),
+                s.uptime.as_deref().unwrap_or("-").into(),
+                s.image.as_str().into(),
             ]
         })
         .collect();

@@ -123,6 +123,39 @@ impl RemoteCommand {
         words.join(" ")
     }
 
+    /// What `-v` prints for this command: [`RemoteCommand::render`] with each script body
+    /// replaced by `<script SHORT-SHA256>`, and those scripts, so a call is one line and a
+    /// script is shown once however often it runs.
+    pub fn verbose_view(&self) -> (String, Vec<Script>) {
+        let mut scripts = Vec::new();
+        let mut words: Vec<String> = Vec::with_capacity(self.argv.len() + 4);
+        if self.stop_on_disconnect {
+            let watcher = Script::new(STOP_ON_DISCONNECT);
+            words.extend([
+                "sh".into(),
+                "-c".into(),
+                placeholder(&watcher),
+                "ctops".into(),
+            ]);
+            scripts.push(watcher);
+        }
+        for (i, word) in self.argv.iter().enumerate() {
+            if is_shell_body(&self.argv, i) && is_script_body(word) {
+                let script = Script::new(word);
+                words.push(placeholder(&script));
+                scripts.push(script);
+            } else {
+                words.push(quote(word).into_owned());
+            }
+        }
+        let command = words.join(" ");
+        let line = match &self.cwd {
+            Some(dir) => format!("cd {} && {command}", quote(dir)),
+            None => command,
+        };
+        (line, scripts)
+    }
+
     /// The exact text sent to the host's shell.
     pub fn render(&self) -> String {
         let command = join_quoted(&self.argv);
@@ -156,9 +189,220 @@ fn one_line_word(word: &str) -> String {
     format!("{cut}...")
 }
 
+/// Every host script under `src/scripts/`, by file name: `-v` names a script body by the ones
+/// it is made of (a test keeps this list and the folder the same).
+const HOST_SCRIPTS: &[(&str, &str)] = &[
+    ("backup-db.sh", include_str!("../scripts/backup-db.sh")),
+    ("backup-env.sh", include_str!("../scripts/backup-env.sh")),
+    ("backup-list.sh", include_str!("../scripts/backup-list.sh")),
+    (
+        "backup-prune.sh",
+        include_str!("../scripts/backup-prune.sh"),
+    ),
+    (
+        "backup-verify.sh",
+        include_str!("../scripts/backup-verify.sh"),
+    ),
+    ("disk.sh", include_str!("../scripts/disk.sh")),
+    ("doctor-dirs.sh", include_str!("../scripts/doctor-dirs.sh")),
+    (
+        "doctor-facts.sh",
+        include_str!("../scripts/doctor-facts.sh"),
+    ),
+    ("env-check.sh", include_str!("../scripts/env-check.sh")),
+    (
+        "env-put-back.sh",
+        include_str!("../scripts/env-put-back.sh"),
+    ),
+    ("env-replace.sh", include_str!("../scripts/env-replace.sh")),
+    ("env-tidy.sh", include_str!("../scripts/env-tidy.sh")),
+    ("env-upload.sh", include_str!("../scripts/env-upload.sh")),
+    ("git-probe.sh", include_str!("../scripts/git-probe.sh")),
+    (
+        "has-alembic-ini.sh",
+        include_str!("../scripts/has-alembic-ini.sh"),
+    ),
+    ("lock-detach.sh", include_str!("../scripts/lock-detach.sh")),
+    ("lock-follow.sh", include_str!("../scripts/lock-follow.sh")),
+    (
+        "lock-functions.sh",
+        include_str!("../scripts/lock-functions.sh"),
+    ),
+    ("lock-keeper.sh", include_str!("../scripts/lock-keeper.sh")),
+    ("lock-run.sh", include_str!("../scripts/lock-run.sh")),
+    ("lock.sh", include_str!("../scripts/lock.sh")),
+    ("migrations.sh", include_str!("../scripts/migrations.sh")),
+    ("notify.sh", include_str!("../scripts/notify.sh")),
+    ("prune.sh", include_str!("../scripts/prune.sh")),
+    (
+        "restore-drop-fresh.sh",
+        include_str!("../scripts/restore-drop-fresh.sh"),
+    ),
+    (
+        "restore-find-env.sh",
+        include_str!("../scripts/restore-find-env.sh"),
+    ),
+    (
+        "restore-inspect-runbook.sh",
+        include_str!("../scripts/restore-inspect-runbook.sh"),
+    ),
+    (
+        "restore-inspect.sh",
+        include_str!("../scripts/restore-inspect.sh"),
+    ),
+    (
+        "restore-load.sh",
+        include_str!("../scripts/restore-load.sh"),
+    ),
+    (
+        "restore-space.sh",
+        include_str!("../scripts/restore-space.sh"),
+    ),
+    (
+        "restore-swap.sh",
+        include_str!("../scripts/restore-swap.sh"),
+    ),
+    ("revisions.sh", include_str!("../scripts/revisions.sh")),
+    ("rotate-sql.sh", include_str!("../scripts/rotate-sql.sh")),
+    ("runner-last.sh", include_str!("../scripts/runner-last.sh")),
+    ("runner-main.sh", include_str!("../scripts/runner-main.sh")),
+    (
+        "runner-start.sh",
+        include_str!("../scripts/runner-start.sh"),
+    ),
+    ("runner.sh", include_str!("../scripts/runner.sh")),
+    ("setup-probe.sh", include_str!("../scripts/setup-probe.sh")),
+    (
+        "stack-inspect.sh",
+        include_str!("../scripts/stack-inspect.sh"),
+    ),
+    (
+        "update-no-stdin.sh",
+        include_str!("../scripts/update-no-stdin.sh"),
+    ),
+    (
+        "update-reboot-required.sh",
+        include_str!("../scripts/update-reboot-required.sh"),
+    ),
+    (
+        "update-root-probe.sh",
+        include_str!("../scripts/update-root-probe.sh"),
+    ),
+    ("stop-on-disconnect", STOP_ON_DISCONNECT),
+];
+
+/// A body at most this long and on one line stays inline in `-v`'s line: naming it by a
+/// hash would hide more than it saves.
+const INLINE_BODY_MAX: usize = 80;
+
+/// A script body sent to the host (the word after `sh -c`, or a runner on stdin), as `-v`
+/// names it: its sha256 and the host scripts it is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    pub body: String,
+    pub sha256: String,
+    /// The body cut into the host scripts it contains and the text around them, in order.
+    pub parts: Vec<Part>,
+}
+
+/// A piece of a [`Script`]: a whole host script (named) or ctops's glue around them
+/// (variable assignments, a runner's steps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub name: Option<&'static str>,
+    pub text: String,
+    pub sha256: String,
+}
+
+impl Script {
+    pub fn new(body: &str) -> Script {
+        Script {
+            body: body.to_string(),
+            sha256: sha256_hex(body),
+            parts: split_known(body),
+        }
+    }
+
+    /// The first 12 hex digits of the sha256, as call lines name the script.
+    pub fn short(&self) -> &str {
+        &self.sha256[..12]
+    }
+
+    /// `lock-functions.sh + lock.sh`; `inline` for text that is none of the host scripts.
+    pub fn name(&self) -> String {
+        let names: Vec<&str> = self.parts.iter().filter_map(|p| p.name).collect();
+        match (
+            names.is_empty(),
+            self.parts.iter().any(|p| p.name.is_none()),
+        ) {
+            (true, _) => "inline".to_string(),
+            (false, false) => names.join(" + "),
+            (false, true) => format!("{} (with inline text)", names.join(" + ")),
+        }
+    }
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Cuts `body` into the host scripts it contains (leftmost first, the longest at a place) and
+/// the text between them.
+fn split_known(body: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut rest = body;
+    let other = |text: &str, parts: &mut Vec<Part>| {
+        if !text.trim().is_empty() {
+            parts.push(Part {
+                name: None,
+                text: text.to_string(),
+                sha256: sha256_hex(text),
+            });
+        }
+    };
+    loop {
+        let next = HOST_SCRIPTS
+            .iter()
+            .filter_map(|(name, text)| rest.find(text).map(|at| (at, *name, *text)))
+            .min_by_key(|(at, _, text)| (*at, std::cmp::Reverse(text.len())));
+        let Some((at, name, text)) = next else {
+            other(rest, &mut parts);
+            return parts;
+        };
+        other(&rest[..at], &mut parts);
+        parts.push(Part {
+            name: Some(name),
+            text: text.to_string(),
+            sha256: sha256_hex(text),
+        });
+        rest = &rest[at + text.len()..];
+    }
+}
+
+/// Whether `word` is a body to name by its hash rather than print in the call's line.
+fn is_script_body(word: &str) -> bool {
+    word.contains('\n') || word.len() > INLINE_BODY_MAX
+}
+
+/// The word after `sh -c` (or `bash -c`): a shell's program text.
+fn is_shell_body(argv: &[String], i: usize) -> bool {
+    i >= 2
+        && argv[i - 1] == "-c"
+        && matches!(argv[i - 2].rsplit('/').next(), Some("sh" | "bash" | "dash"))
+}
+
 /// Quotes a word for a POSIX shell when it needs it (`shell-escape`'s rules).
 pub fn quote(word: &str) -> Cow<'_, str> {
     shell_escape::unix::escape(Cow::Borrowed(word))
+}
+
+/// How a call line names a script body: not shell syntax, so never mistaken for what is sent.
+fn placeholder(script: &Script) -> String {
+    format!("<script {}>", script.short())
 }
 
 /// `NAME='value'`: the one way a value becomes a shell variable in a rendered script (the
@@ -294,6 +538,69 @@ mod tests {
         );
         let odd = RemoteCommand::new(["printf", "a\nb\nc"]);
         assert!(!odd.label().contains('\n'), "{}", odd.label());
+    }
+
+    #[test]
+    fn every_host_script_is_known_by_name() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/scripts");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sh"))
+            .collect();
+        files.sort();
+        let mut known: Vec<String> = HOST_SCRIPTS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .filter(|n| n.ends_with(".sh"))
+            .collect();
+        known.sort();
+        assert_eq!(
+            known, files,
+            "HOST_SCRIPTS in src/remote/command.rs must list every src/scripts/*.sh (for -v's names)"
+        );
+    }
+
+    #[test]
+    fn verbose_view_names_each_script_by_hash_and_keeps_the_arguments() {
+        let lock = format!("{}\n{}", HOST_SCRIPTS[0].1, HOST_SCRIPTS[1].1);
+        let inner = RemoteCommand::sh("echo \"$1\"", ["a b"]);
+        let cmd = RemoteCommand::sh(&lock, ["/srv/state dir", "acquire"])
+            .in_dir("/srv")
+            .stop_on_disconnect();
+        let (line, scripts) = cmd.verbose_view();
+        assert_eq!(scripts.len(), 2, "the watcher and the lock script");
+        let (watcher, script) = (&scripts[0], &scripts[1]);
+        assert_eq!(watcher.name(), "stop-on-disconnect");
+        assert_eq!(
+            script.name(),
+            format!("{} + {}", HOST_SCRIPTS[0].0, HOST_SCRIPTS[1].0)
+        );
+        assert_eq!(script.sha256, sha256_hex(&lock));
+        assert_eq!(
+            line,
+            format!(
+                "cd /srv && sh -c <script {}> ctops sh -c <script {}> ctops '/srv/state dir' acquire",
+                watcher.short(),
+                script.short()
+            )
+        );
+        assert!(!line.contains('\n'));
+        // A one-line body stays in the line, quoted as sent.
+        let (line, scripts) = inner.verbose_view();
+        assert!(scripts.is_empty());
+        assert_eq!(line, inner.render());
+    }
+
+    #[test]
+    fn glue_around_host_scripts_is_its_own_part() {
+        let body = format!("X='1'\n{}tail\n", HOST_SCRIPTS[2].1);
+        let script = Script::new(&body);
+        let names: Vec<Option<&str>> = script.parts.iter().map(|p| p.name).collect();
+        assert_eq!(names, [None, Some(HOST_SCRIPTS[2].0), None]);
+        let joined: String = script.parts.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(joined, body);
+        assert_eq!(Script::new("echo hi\necho there").name(), "inline");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use openssh::{ForwardType, Session, Socket, Stdio};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
-pub use command::{assign, join_quoted, quote, RemoteCommand};
+pub use command::{assign, join_quoted, quote, sha256_hex, RemoteCommand, Script};
 pub use connect::probe_new_login;
 
 use crate::config::Target;
@@ -128,6 +128,15 @@ impl Remote {
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// `-v`: a script that goes to the host as data (a runner over stdin), named once like
+    /// the scripts sent as command bodies.
+    pub fn echo_input_script(&self, body: &str, how: &str) {
+        if self.out.verbose > 0 {
+            self.out
+                .echo_script(&self.host, &Script::new(body), Some(how));
+        }
     }
 
     /// Runs a command and captures its output; a non-zero exit is not an error here.
@@ -287,9 +296,13 @@ impl Remote {
             )));
         }
         let rendered = cmd.render();
-        self.out.echo_remote(&self.host, &rendered);
+        if self.out.verbose > 0 || tracing::enabled!(tracing::Level::DEBUG) {
+            let (line, scripts) = cmd.verbose_view();
+            self.out.echo_remote(&self.host, &line, &scripts);
+            // The one-line view, not the text: `-vv` shows each script once, above.
+            tracing::debug!(host = %self.host, command = %line, "spawn");
+        }
         self.pace().await;
-        tracing::debug!(host = %self.host, command = %rendered, "spawn");
         self.session
             .raw_command(&rendered)
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })

@@ -145,9 +145,25 @@ async fn plan_and_run(
         probe.target.version,
         short(&probe.target.commit)
     ));
+    let history = crate::deployed::read_history(remote, &t.state_dir)
+        .await
+        .unwrap_or_default();
+    ctx.out
+        .status(summary(ctx, &probe, kind, &plan, &history).render());
     let Some(lock) = lock else {
         return super::print_dry_run(ctx, &plan);
     };
+    // Asked with the lock held: what the summary shows is what will run.
+    match kind {
+        Kind::Rollback => ctx.confirm(&format!(
+            "roll {} back to version {} ({})",
+            ctx.target_label(),
+            probe.target.version,
+            short(&probe.target.commit)
+        ))?,
+        Kind::Deploy if t.protected => ctx.confirm(&format!("deploy to {}", ctx.target_label()))?,
+        Kind::Deploy => {}
+    }
     let script = plan.render(&t.state_dir, &lock.token);
     let pid = runner::start(remote, &t.state_dir, &op_id, &script).await?;
     let outcome = follow_with_interrupts(ctx, remote, &op_id, pid).await;
@@ -155,6 +171,68 @@ async fn plan_and_run(
         let _ = runner::mark_seen(remote, &t.state_dir, &op_id).await;
     }
     report(ctx, &probe, kind, &op_id, outcome)
+}
+
+/// The plan in a few lines, for the confirmation and `--dry-run`: both releases as the
+/// history knows them, the schema's move, the backup taken first, what is rebuilt and
+/// restarted.
+fn summary(
+    ctx: &Ctx,
+    probe: &Probe,
+    kind: Kind,
+    plan: &runner::Plan,
+    history: &[crate::deployed::Record],
+) -> crate::summary::Summary {
+    let side = |release: &Release| {
+        let record = history.iter().find(|r| {
+            r.commit == release.commit && (r.result == "deployed" || r.result == "found")
+        });
+        // A rollback names its target by commit: the history knows the ref it was deployed as.
+        let reference = match record {
+            Some(r)
+                if release.commit.starts_with(&release.reference) && !r.reference.is_empty() =>
+            {
+                r.reference.clone()
+            }
+            _ => release.reference.clone(),
+        };
+        crate::summary::Side {
+            reference,
+            version: release.version.clone(),
+            commit: release.commit.clone(),
+            deployed: record.map(|r| (r.result.clone(), r.at.clone(), r.by.clone())),
+        }
+    };
+    let db = probe.db_revision.clone().ok().flatten();
+    let schema = match probe.direction() {
+        Ok(direction) => {
+            crate::summary::schema_move(direction, db.as_deref(), probe.target.migration.as_deref())
+        }
+        Err(e) => e.to_string(),
+    };
+    let backup = match plan.forward.iter().find(|s| s.id == "backup") {
+        Some(step) => format!("{} (in {})", step.title, ctx.target.backup_dir),
+        None => "none: the schema does not move".to_string(),
+    };
+    let built: Vec<&str> = probe.built.iter().map(|(s, _)| s.as_str()).collect();
+    let restart = if plan.forward.iter().any(|s| s.id == "up") {
+        format!(
+            "compose up -d recreates what changed{}, then the health gate",
+            if built.is_empty() {
+                String::new()
+            } else {
+                format!(" (built from the checkout: {})", built.join(", "))
+            }
+        )
+    } else {
+        "nothing: the release already runs, health check only".to_string()
+    };
+    crate::summary::Summary::new(format!("{} {}", kind.name(), ctx.target_label()))
+        .row("from", side(&probe.current).describe())
+        .row("to", side(&probe.target).describe())
+        .row("schema", schema)
+        .row("backup", backup)
+        .row("restart", restart)
 }
 
 fn report(ctx: &Ctx, probe: &Probe, kind: Kind, op_id: &str, followed: Followed) -> Result<Exit> {

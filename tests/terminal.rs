@@ -1,0 +1,436 @@
+//! What the on-call engineer sees on a real terminal (a tmux pane, colour on): tables whose
+//! columns line up on the visible text, confirmations that show the plan at the prompt.
+
+use std::time::Duration;
+
+use crate::pty::*;
+use crate::util::*;
+
+/// The table under the line starting with `first_header`, up to the first blank line.
+fn table<'a>(screen: &'a str, first_header: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with(first_header))
+        .unwrap_or_else(|| panic!("no table headed {first_header}:\n{screen}"));
+    lines[start..]
+        .iter()
+        .take_while(|l| !l.trim().is_empty())
+        .copied()
+        .collect()
+}
+
+/// Where each cell starts (in characters, as the terminal places them): the first column,
+/// and every non-blank after a run of two or more blanks (cells hold single spaces at most).
+fn cell_starts(line: &str) -> Vec<usize> {
+    let chars: Vec<char> = line.chars().collect();
+    let mut starts = vec![0];
+    for i in 2..chars.len() {
+        if chars[i] != ' ' && chars[i - 1] == ' ' && chars[i - 2] == ' ' {
+            starts.push(i);
+        }
+    }
+    starts
+}
+
+/// Every row's cells start where the header's do, and some cell is narrower than its header
+/// (the case escape codes in the header skewed).
+fn assert_aligned(rows: &[&str], screen: &str) {
+    let header = cell_starts(rows[0]);
+    let names: Vec<&str> = rows[0].split("  ").filter(|s| !s.is_empty()).collect();
+    assert_eq!(header.len(), names.len(), "header cells:\n{screen}");
+    let mut narrower = false;
+    for row in &rows[1..] {
+        assert_eq!(
+            cell_starts(row),
+            header,
+            "a column starts elsewhere than its header in {row:?}:\n{screen}"
+        );
+        let cells: Vec<&str> = row.split("  ").filter(|s| !s.is_empty()).collect();
+        narrower |= cells
+            .iter()
+            .zip(&names)
+            .any(|(c, n)| c.trim().chars().count() < n.trim().chars().count());
+    }
+    assert!(
+        narrower,
+        "no cell narrower than its header, the case to test:\n{screen}"
+    );
+}
+
+/// indicatif's spinner frames (braille).
+fn is_spinner_char(c: char) -> bool {
+    ('\u{2800}'..='\u{28ff}').contains(&c)
+}
+
+/// `  ⠂ gate 3s`: a spinner frame, the step, its elapsed time.
+fn is_spinner_line(line: &str) -> bool {
+    let line = line.trim();
+    line.starts_with(is_spinner_char)
+        && line
+            .rsplit(' ')
+            .next()
+            .is_some_and(|t| t.ends_with('s') && t[..t.len() - 1].parse::<u32>().is_ok())
+}
+
+/// Off a terminal (a pipe), no spinner: no frames, no carriage returns, no escape codes.
+fn assert_no_spinner(run: &Run) {
+    for (place, text) in [("stdout", run.stdout()), ("stderr", run.stderr())] {
+        assert!(
+            !text.contains(is_spinner_char) && !text.contains('\r') && !text.contains('\u{1b}'),
+            "a spinner in {place} through a pipe: {}",
+            run.describe()
+        );
+    }
+}
+
+/// `health`, `status`, `backup list` and `releases` in a 140-column tmux pane, `TERM` set and
+/// `NO_COLOR` unset: styled, and aligned on what the terminal shows.
+#[test]
+fn tables_line_up_on_a_terminal_with_colour() {
+    let _lock = exclusive();
+    reset_host();
+    // A release history (found + deployed) and a pre-deploy backup, so every table has rows.
+    // On the terminal, each step has a spinner with its elapsed time while it runs.
+    let deploy = Pane::sandbox_ctops(&[
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "terminal test",
+    ]);
+    deploy.wait_for(
+        "a spinner with the elapsed time under a step",
+        Duration::from_secs(90),
+        |s| s.lines().any(is_spinner_line),
+    );
+    assert_eq!(
+        deploy.wait_exit(Duration::from_secs(180)),
+        0,
+        "{}",
+        deploy.screen()
+    );
+    assert!(
+        !deploy.screen().lines().any(is_spinner_line),
+        "the spinner is cleared at the end:\n{}",
+        deploy.screen()
+    );
+    for (args, first_header, min_rows) in [
+        (&["health"][..], "CHECK", 5),
+        (&["status"][..], "SERVICE", 5),
+        (&["backup", "list"][..], "KIND", 1),
+        (&["releases"][..], "REF", 2),
+    ] {
+        let pane = Pane::sandbox_ctops(args);
+        let code = pane.wait_exit(Duration::from_secs(60));
+        let screen = pane.screen();
+        assert_eq!(code, 0, "{args:?}:\n{screen}");
+        let rows = table(&screen, first_header);
+        assert!(rows.len() > min_rows, "{args:?}: too few rows:\n{screen}");
+        assert_aligned(&rows, &screen);
+        let raw = pane.raw_screen();
+        assert!(
+            has_colour_codes(&raw),
+            "{args:?}: no colour on a terminal:\n{raw:?}"
+        );
+        let shown: Vec<String> = visible(&raw)
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .collect();
+        assert_eq!(shown.join("\n"), screen, "{args:?}: raw and plain captures");
+    }
+}
+
+/// Every host script under `src/scripts/` with its longest line found in no other script:
+/// counting that line in `-vv`'s output counts how often the script's text was printed.
+fn distinctive_lines() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/scripts");
+    let scripts: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    scripts
+        .iter()
+        .filter_map(|(name, text)| {
+            let unique = text
+                .lines()
+                .filter(|l| l.trim().len() >= 20 && !l.trim_start().starts_with('#'))
+                .filter(|l| {
+                    scripts
+                        .iter()
+                        .all(|(other, t)| other == name || !t.contains(*l))
+                })
+                .max_by_key(|l| l.len())?;
+            Some((name.clone(), unique.to_string()))
+        })
+        .collect()
+}
+
+/// The host scripts `-v` named (`[host] script SHORT = a.sh + b.sh: ...`), and how many
+/// distinct scripts it introduced.
+fn named_scripts(stderr: &str) -> (Vec<String>, usize) {
+    let mut names = Vec::new();
+    let mut count = 0;
+    for line in stderr.lines() {
+        if let Some((_, rest)) = line.split_once("] script ") {
+            count += 1;
+            let list = rest.split_once(" = ").map_or("", |x| x.1);
+            let list = list.split(':').next().unwrap_or_default();
+            names.extend(
+                list.split(" + ")
+                    .map(|n| n.split(" (").next().unwrap().trim().to_string()),
+            );
+        }
+    }
+    (names, count)
+}
+
+/// Every `<script SHORT>` a call line names was introduced above it.
+fn assert_every_script_introduced(stderr: &str) {
+    let mut introduced = std::collections::HashSet::new();
+    for line in stderr.lines() {
+        if let Some((_, rest)) = line.split_once("] script ") {
+            introduced.insert(rest.split(' ').next().unwrap().to_string());
+        }
+        for (i, _) in line.match_indices("<script ") {
+            let short = &line[i + 8..i + 20];
+            assert!(
+                introduced.contains(short),
+                "{short} named before it was introduced:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// `restart bot -v` used to print the 30-line lock script twice (90 lines): now each call is
+/// one line, each script one line naming its size and sha256, no script text.
+#[test]
+fn restart_verbose_names_scripts_by_hash_in_a_few_lines() {
+    let _lock = exclusive();
+    let run = sandbox_ctops(["restart", "bot", "-v"]).run().expect(0);
+    let stderr = run.stderr();
+    let lines = stderr.lines().count();
+    assert!(lines <= 20, "{lines} lines: {}", run.describe());
+    for (name, line) in distinctive_lines() {
+        assert!(
+            !stderr.contains(&line),
+            "the text of {name} at -v: {}",
+            run.describe()
+        );
+    }
+    let (names, count) = named_scripts(&stderr);
+    assert!(
+        names.iter().any(|n| n == "lock.sh") && names.iter().any(|n| n == "lock-keeper.sh"),
+        "the lock's scripts named: {}",
+        run.describe()
+    );
+    assert!(count >= 2, "{}", run.describe());
+    assert_every_script_introduced(&stderr);
+    assert!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("]$ "))
+            .any(|l| l.contains("restart") && l.contains("bot")),
+        "the compose call, with its arguments: {}",
+        run.describe()
+    );
+    wait_healthy();
+}
+
+/// `rotate -vv` (runner, lock, keeper, SQL: the lock functions are in three of them) prints
+/// the text of every host script it sends exactly once.
+#[test]
+fn rotate_very_verbose_prints_each_script_once() {
+    let _lock = exclusive();
+    reset_host();
+    let run = sandbox_ctops(["rotate", "POSTGRES_PASSWORD", "--generate", "--yes", "-vv"])
+        .run()
+        .expect(0);
+    let stderr = run.stderr();
+    let (names, _) = named_scripts(&stderr);
+    assert!(
+        names.iter().filter(|n| *n == "lock-functions.sh").count() >= 2,
+        "the lock functions sent in more than one script: {}",
+        run.describe()
+    );
+    for expected in ["runner.sh", "runner-main.sh", "lock.sh"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not named: {}",
+            run.describe()
+        );
+    }
+    for (name, line) in distinctive_lines() {
+        // Lines as the script has them (a runner's steps embed rendered commands indented,
+        // as part of the runner's own text, printed once with it).
+        let printed = stderr.lines().filter(|l| *l == line).count();
+        let named = names.contains(&name);
+        assert!(
+            printed == usize::from(named),
+            "{name}'s line {line:?} printed {printed} times: {}",
+            run.describe()
+        );
+    }
+    assert_every_script_introduced(&stderr);
+    reset_host();
+}
+
+/// What a refused confirmation must leave as it was: the checkout's commit, the schema's
+/// revision, the `.env` file's sha256.
+fn host_state() -> (String, String, String) {
+    let revision = host(&format!(
+        "docker exec {} psql -U trader -d trader_psy -tAc 'SELECT version_num FROM alembic_version'",
+        container("postgres")
+    ));
+    let env = host(&format!(
+        "sha256sum '{CHECKOUT}/infrastructure/.env' | cut -d' ' -f1"
+    ));
+    (
+        head_commit(),
+        revision.trim().to_string(),
+        env.trim().to_string(),
+    )
+}
+
+/// Runs `args` in a pane, waits for its prompt, checks the plan above it, answers `no`.
+fn refuse_at_the_prompt(args: &[&str], word: &str, plan: &[&str]) {
+    let before = host_state();
+    let pane = Pane::sandbox_ctops(args);
+    let prompt = format!("type `{word}` to go on:");
+    let screen = pane.wait_for("the confirmation", Duration::from_secs(60), |s| {
+        s.contains(&prompt)
+    });
+    let above = &screen[..screen.find(&prompt).unwrap()];
+    for expected in plan {
+        assert!(
+            above.contains(expected),
+            "{args:?}: {expected:?} not shown above the prompt:\n{screen}"
+        );
+    }
+    pane.type_line("no");
+    assert_eq!(
+        pane.wait_exit(Duration::from_secs(30)),
+        4,
+        "{}",
+        pane.screen()
+    );
+    assert_eq!(
+        host_state(),
+        before,
+        "{args:?}: the host changed after `no`"
+    );
+    assert!(!lock_held(), "{args:?}: the lock is left held");
+}
+
+/// `rollback`, `deploy` on a protected target and `rotate` show the plan at the real prompt (from → to with who deployed when, the schema's move, the backup, the
+/// restarts); `no` changes nothing on the host.
+#[test]
+fn confirmations_show_the_plan_at_the_prompt() {
+    let _lock = exclusive();
+    reset_host();
+    let run = sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "terminal test",
+    ])
+    .run()
+    .expect(0);
+    assert_no_spinner(&run);
+    refuse_at_the_prompt(
+        &["rollback"],
+        "yes",
+        &[
+            "rollback sandbox (trader-psy-sandbox):",
+            "from     v1.27.0, version 1.27.0",
+            ", deployed 20",
+            "to       ",
+            "version 1.26.0",
+            "schema   0003 → 0002: downgrade",
+            "backup   backup db before the downgrade",
+            "restart  compose up -d",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = variant_config(dir.path(), |t| {
+        t.replace("protected = false", "protected = true")
+    });
+    refuse_at_the_prompt(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "deploy",
+            "--ref",
+            "v1.26.0",
+            "--skip-preflight",
+            "--reason",
+            "terminal test",
+        ],
+        "sandbox",
+        &[
+            "deploy sandbox (trader-psy-sandbox):",
+            "from     v1.27.0",
+            "to       v1.26.0",
+            "schema   0003 → 0002: downgrade",
+        ],
+    );
+    refuse_at_the_prompt(
+        &["rotate", "POSTGRES_PASSWORD", "--generate"],
+        "yes",
+        &[
+            "rotate sandbox (trader-psy-sandbox):",
+            "updates  POSTGRES_PASSWORD, DATABASE_URL",
+            "role     PostgreSQL role trader",
+            "restart  api, bot",
+        ],
+    );
+}
+
+/// `restore db` shows the backup, the database, the schema's move and the restarts at the
+/// real prompt; `no` changes nothing.
+#[test]
+fn restore_confirmation_shows_the_plan_at_the_prompt() {
+    let _lock = exclusive();
+    reset_host();
+    sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "terminal test",
+    ])
+    .run()
+    .expect(0);
+    let backups = sandbox_ctops(["backup", "list", "--json"])
+        .run()
+        .expect(0)
+        .json();
+    let name = backups["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "db" && b["place"] == "host")
+        .and_then(|b| b["name"].as_str())
+        .expect("the pre-deploy backup")
+        .to_string();
+    refuse_at_the_prompt(
+        &["restore", "db", &name, "--migrate"],
+        "trader_psy",
+        &[
+            "restore db sandbox (trader-psy-sandbox):",
+            &format!("from     {name}, taken "),
+            "into     database `trader_psy`",
+            "schema   0002 → 0003: upgrade",
+            "restart  stops the writers",
+        ],
+    );
+}
