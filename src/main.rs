@@ -113,7 +113,12 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Up { services } => ops::service::run(ctx, Verb::Up(services)).await,
         Command::Down => ops::service::run(ctx, Verb::Down).await,
         Command::Rebuild => ops::service::run(ctx, Verb::Rebuild).await,
-        Command::Exec { service, command } => ops::service::exec(ctx, &service, &command).await,
+        Command::Exec {
+            service,
+            command,
+            tty,
+            ..
+        } => ops::service::exec(ctx, &service, &command, tty).await,
         Command::Disk => ops::service::disk(ctx).await,
         Command::Prune => ops::service::prune(ctx).await,
         Command::Update(UpdateCommand::System) => ops::update::system(ctx).await,
