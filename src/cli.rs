@@ -301,8 +301,8 @@ pub enum BackupCommand {
         #[arg(default_value = "latest", value_name = "NAME|latest")]
         name: String,
     },
-    /// Remove database backups older than keep_days (never the newest) and MinIO snapshots
-    /// past minio.keep; --dry-run lists them
+    /// Remove database backups older than backup.db.keep_days (never the newest) and MinIO
+    /// snapshots older than backup.minio.keep_days; --dry-run lists them
     #[command(after_help = "Examples:\n  ctops backup prune --dry-run\n  ctops backup prune")]
     Prune,
     /// For cron: db, minio, env, then prune after a successful backup; silent on success
@@ -732,7 +732,10 @@ mod tests {
                 if id == "help" || id == "version" {
                     continue;
                 }
-                if arg.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
                     missing.push(format!("{path}: argument `{id}` has no help"));
                 }
                 if arg.is_global_set() && arg.get_help_heading() != Some(GLOBAL) {
@@ -746,14 +749,29 @@ mod tests {
     #[test]
     fn health_help_lists_its_exit_codes_and_defaults_are_shown() {
         let mut root = Cli::command();
-        let health = root.find_subcommand_mut("health").unwrap().render_help().to_string();
+        let health = root
+            .find_subcommand_mut("health")
+            .unwrap()
+            .render_help()
+            .to_string();
         for code in ["Exit codes:", "0  everything up", "5  degraded", "5s"] {
             assert!(health.contains(code), "{code}: {health}");
         }
-        let rotate = root.find_subcommand_mut("rotate").unwrap().render_help().to_string();
-        assert!(rotate.contains("16 to 128") && rotate.contains("[default: 32]"), "{rotate}");
+        let rotate = root
+            .find_subcommand_mut("rotate")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(
+            rotate.contains("16 to 128") && rotate.contains("[default: 32]"),
+            "{rotate}"
+        );
         let restore = root.find_subcommand_mut("restore").unwrap();
-        let db = restore.find_subcommand_mut("db").unwrap().render_long_help().to_string();
+        let db = restore
+            .find_subcommand_mut("db")
+            .unwrap()
+            .render_long_help()
+            .to_string();
         assert!(!db.contains("or the newest"), "{db}");
     }
 
@@ -765,7 +783,10 @@ mod tests {
         };
         assert_eq!((keys.len(), restart.len()), (2, 1));
         let cli = Cli::try_parse_from(["ctops", "exec", "db", "-it", "--", "psql"]).unwrap();
-        let Command::Exec { tty, interactive, .. } = cli.command else {
+        let Command::Exec {
+            tty, interactive, ..
+        } = cli.command
+        else {
             panic!()
         };
         assert!(tty && interactive);

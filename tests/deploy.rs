@@ -215,6 +215,44 @@ fn a_second_rollback_goes_one_release_further_back_not_to_the_one_it_left() {
 }
 
 #[test]
+fn the_gate_fetches_gate_url_on_the_host_while_health_fetches_health_url_from_here() {
+    let _lock = exclusive();
+    reset_host();
+    let dir = tempfile::tempdir().unwrap();
+    // As with split DNS: the public health_url is not what the host reaches.
+    let config = variant_config(dir.path(), |t| {
+        t.replace(
+            "health_url = \"http://127.0.0.1:18000/health\"",
+            "health_url = \"http://127.0.0.1:1/health\"\ngate_url = \"http://127.0.0.1:18000/health\"",
+        )
+    });
+    let config = config.to_str().unwrap();
+    let run = ctops([
+        "--config",
+        config,
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "gate_url",
+        "--json",
+    ])
+    .run()
+    .expect(0);
+    assert_eq!(run.json()["outcome"], "deployed", "{}", run.describe());
+    assert_eq!(health_version(), "1.27.0");
+    // `health` fetches health_url from this machine: here it is unreachable.
+    let run = ctops(["--config", config, "health"]).run();
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    let shown = ctops(["--config", config, "config", "check"])
+        .run()
+        .expect(0);
+    assert!(shown.stdout().contains("gate_url"), "{}", shown.describe());
+    assert_lock_free();
+}
+
+#[test]
 fn rollback_to_v1_25_0_downgrades_both_migrations_first() {
     let _lock = exclusive();
     reset_host();

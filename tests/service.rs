@@ -193,11 +193,24 @@ fn exec_it_gives_psql_a_terminal_and_a_prompt_that_answers() {
     );
     tmux(
         dir.path(),
-        &["new-session", "-d", "-s", "it", "-x", "120", "-y", "30", &command],
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "it",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &command,
+        ],
     );
     let pane = pane_shows(dir.path(), "trader_psy=#");
     assert!(pane.contains("trader_psy=#"), "no psql prompt:\n{pane}");
-    tmux(dir.path(), &["send-keys", "-t", "it", "SELECT 6*7 AS answer;", "Enter"]);
+    tmux(
+        dir.path(),
+        &["send-keys", "-t", "it", "SELECT 6*7 AS answer;", "Enter"],
+    );
     let pane = pane_shows(dir.path(), "(1 row)");
     assert!(pane.contains("answer") && pane.contains("42"), "{pane}");
     tmux(dir.path(), &["send-keys", "-t", "it", "\\q", "Enter"]);
