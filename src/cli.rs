@@ -317,7 +317,7 @@ pub enum RestoreCommand {
     /// Loaded into a new database, swapped in by rename; the old one is kept. NAME is
     /// required: an omitted argument never chooses what gets overwritten.
     #[command(
-        after_help = "Examples:\n  ctops backup list\n  ctops restore db db-20261126T031500Z.dump\n  ctops restore db latest --migrate"
+        after_help = "Examples:\n  ctops backup list\n  ctops restore db db-20261126T031500Z.dump\n  ctops restore db latest --migrate\n  ctops restore db db_20261126.sql --unverified      a dump the runbook made"
     )]
     Db {
         /// A backup name from `ctops backup list`, or `latest` (spelled out)
@@ -333,9 +333,13 @@ pub enum RestoreCommand {
     },
     /// The databases earlier restores kept (`<db>_before_…`, `_failed_…`, `_restore_…`),
     /// with their sizes
+    #[command(after_help = "Examples:\n  ctops restore list-kept")]
     ListKept,
     /// Drop one database a restore kept (asks for its name; only `_before_`, `_failed_` and
     /// `_restore_` copies of the configured database)
+    #[command(
+        after_help = "Examples:\n  ctops restore list-kept\n  ctops restore drop-kept trader_psy_before_20261126T031500Z"
+    )]
     DropKept {
         /// A name from `ctops restore list-kept`
         name: String,

@@ -48,12 +48,18 @@ async fn run(cli: Cli, out: &Output) -> Exit {
 async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> anyhow::Result<Exit> {
     let name = cli.command.name();
     match &cli.command {
+        // Rendered into memory first: clap_complete panics when its writer fails (a closed
+        // pipe, `ctops completions bash | head`); `out.print` ends quietly instead.
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "ctops", &mut std::io::stdout());
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "ctops", &mut text);
+            out.print(&String::from_utf8_lossy(&text))?;
             return Ok(Exit::Ok);
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            out.print(&String::from_utf8_lossy(&text))?;
             return Ok(Exit::Ok);
         }
         _ => {}
