@@ -190,7 +190,7 @@ pub enum Command {
     Exec {
         /// The compose service whose container runs the command
         service: String,
-        /// Keep stdin open (it always is: accepted so that `-it` reads as in docker)
+        /// Accepted so that `-it` reads as in docker (piped stdin always goes through)
         #[arg(short = 'i', long)]
         interactive: bool,
         /// A terminal (PTY) for the command, on the same SSH connection: `-it` for a psql

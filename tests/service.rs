@@ -167,6 +167,18 @@ fn tmux(dir: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Ends the session however the test ends: psql asked to quit first (a session cut off
+/// leaves psql running in the container), then the tmux server.
+struct TmuxServer(std::path::PathBuf);
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        tmux(&self.0, &["send-keys", "-t", "it", "C-c", "\\q", "Enter"]);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        tmux(&self.0, &["kill-server"]);
+    }
+}
+
 /// Waits until the pane shows `text`; returns the pane.
 fn pane_shows(dir: &std::path::Path, text: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -191,6 +203,7 @@ fn exec_it_gives_psql_a_terminal_and_a_prompt_that_answers() {
         bin = env!("CARGO_BIN_EXE_ctops"),
         done = done.display(),
     );
+    let _server = TmuxServer(dir.path().to_path_buf());
     tmux(
         dir.path(),
         &[
@@ -209,7 +222,8 @@ fn exec_it_gives_psql_a_terminal_and_a_prompt_that_answers() {
     assert!(pane.contains("trader_psy=#"), "no psql prompt:\n{pane}");
     tmux(
         dir.path(),
-        &["send-keys", "-t", "it", "SELECT 6*7 AS answer;", "Enter"],
+        // `\g` ends the query: tmux takes a trailing `;` for its own command separator.
+        &["send-keys", "-t", "it", "SELECT 6*7 AS answer \\g", "Enter"],
     );
     let pane = pane_shows(dir.path(), "(1 row)");
     assert!(pane.contains("answer") && pane.contains("42"), "{pane}");
@@ -219,6 +233,5 @@ fn exec_it_gives_psql_a_terminal_and_a_prompt_that_answers() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let code = std::fs::read_to_string(&done).unwrap_or_default();
-    tmux(dir.path(), &["kill-server"]);
     assert_eq!(code.trim(), "0", "ctops exec -it ended badly");
 }
