@@ -172,6 +172,7 @@ fn every_read_only_command_ends_quietly_on_a_closed_pipe() {
         &["--help"],
         &["config", "check"],
         &["health"],
+        &["health", "--watch", "1s"],
         &["status"],
         &["stats"],
         &["disk"],
