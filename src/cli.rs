@@ -226,6 +226,7 @@ pub enum Command {
     /// login's group, the checkout shared with the group; checks Docker, compose v2, git access
     Setup,
     /// Every fact the changing commands rely on, checked on the host read-only, as one table
+    #[command(after_help = "Examples:\n  ctops doctor\n  ctops --target staging doctor --json")]
     Doctor,
     /// Validate the config and print it resolved for the target
     #[command(

@@ -183,6 +183,7 @@ fn every_read_only_command_ends_quietly_on_a_closed_pipe() {
         &["env", "get", "POSTGRES_USER"],
         &["env", "diff"],
         &["lock", "status"],
+        &["doctor"],
         &["access", "list"],
         &["preflight"],
     ];
