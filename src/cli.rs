@@ -224,6 +224,9 @@ pub enum Command {
     Lock(LockCommand),
     /// Prepare a fresh host once (through `sudo`): the shared state and backup dirs, the
     /// login's group, the checkout shared with the group; checks Docker, compose v2, git access
+    #[command(
+        after_help = "Examples:\n  ctops setup --dry-run\n  ctops setup\n  ctops doctor              then check every fact"
+    )]
     Setup,
     /// Every fact the changing commands rely on, checked on the host read-only, as one table
     #[command(after_help = "Examples:\n  ctops doctor\n  ctops --target staging doctor --json")]
