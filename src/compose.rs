@@ -135,6 +135,13 @@ impl Compose {
         self.command(args)
     }
 
+    /// `compose exec` with a terminal (no `-T`), for a session over `ssh -tt`.
+    pub fn exec_tty(&self, service: &str, argv: &[String]) -> RemoteCommand {
+        let mut args = vec!["exec".to_string(), service.into()];
+        args.extend(argv.iter().cloned());
+        self.command(args)
+    }
+
     pub fn logs(&self, services: &[String], opts: &LogsOptions) -> RemoteCommand {
         let mut args = vec!["logs".to_string(), "--no-color".into()];
         if !opts.prefix {

@@ -322,6 +322,7 @@ struct RawTarget {
     compose_project: Option<String>,
     branch: Option<String>,
     health_url: Option<String>,
+    gate_url: Option<String>,
     env_file: Option<String>,
     backup_dir: Option<String>,
     local_dir: Option<String>,
@@ -374,7 +375,13 @@ pub struct Target {
     pub compose: Vec<String>,
     pub compose_project: Option<String>,
     pub branch: String,
+    /// Fetched from the operator's machine by `health`.
     pub health_url: String,
+    /// ctops extension: the API's health URL as seen from the host, fetched there (with
+    /// curl) by the deploy, restore, env and update gates [default: health_url]. With split
+    /// DNS or a firewall the two differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_url: Option<String>,
     pub env_file: String,
     pub backup_dir: String,
     pub local_dir: PathBuf,
@@ -398,6 +405,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The URL the health gates fetch on the host.
+    pub fn gate_url(&self) -> &str {
+        self.gate_url.as_deref().unwrap_or(&self.health_url)
+    }
+
     /// A value the config may leave to the stack: set or discovered, else a refusal that
     /// names the key that would settle it.
     pub fn fact<'a>(&self, key: &'static str, value: &'a Option<String>) -> Result<&'a str, Error> {
@@ -585,6 +597,7 @@ fn resolve(raw: &RawConfig, t: &RawTarget, name: &str, base: &Path) -> Result<Ta
         compose_project: t.compose_project.clone().filter(|p| !p.is_empty()),
         branch: or(&t.branch, "main"),
         health_url: or(&t.health_url, "http://127.0.0.1:8000/health"),
+        gate_url: t.gate_url.clone().filter(|u| !u.is_empty()),
         env_file: or(&t.env_file, "infrastructure/.env"),
         backup_dir: or(&t.backup_dir, "/opt/backups"),
         local_dir: local_path(
@@ -696,6 +709,19 @@ mod tests {
 
     fn parse_str(text: &str, target: Option<&str>) -> Result<Loaded, Error> {
         parse(text, Path::new("test.toml"), Path::new("/cfg"), target)
+    }
+
+    #[test]
+    fn the_gate_fetches_gate_url_when_set_and_health_url_otherwise() {
+        let t = parse_str(SPEC_EXAMPLE, None).unwrap().target;
+        assert_eq!(t.gate_url(), "https://api.calmtrader.ai/health");
+        let text = SPEC_EXAMPLE.replace(
+            "health_url = \"https://api.calmtrader.ai/health\"",
+            "health_url = \"https://api.calmtrader.ai/health\"\ngate_url = \"http://127.0.0.1:8000/health\"",
+        );
+        let t = parse_str(&text, None).unwrap().target;
+        assert_eq!(t.gate_url(), "http://127.0.0.1:8000/health");
+        assert_eq!(t.health_url, "https://api.calmtrader.ai/health");
     }
 
     #[test]
@@ -1048,5 +1074,157 @@ mod properties {
         fn any_text_loads_or_is_refused_without_panicking(text in any::<String>()) {
             let _ = parse(&text, Path::new("c.toml"), Path::new("/cfg"), None);
         }
+    }
+}
+
+/// The README's config reference checked against the config types, both ways: every key
+/// in the table deserialises (the types deny unknown fields), and every field of every
+/// table the types define is in the table (serde names them when refusing an unknown one).
+#[cfg(test)]
+mod reference_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::RawConfig;
+
+    const README: &str = include_str!("../README.md");
+
+    /// (key, type) of every row of the README's "Config reference" table.
+    fn rows() -> Vec<(String, String)> {
+        let section = README
+            .split("\n## Config reference\n")
+            .nth(1)
+            .expect("README has a `## Config reference` section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let rows: Vec<(String, String)> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .map(|l| {
+                let (key, rest) = l.split_once("` | ").expect("| `key` | type | ...");
+                let ty = rest.split(" | ").next().unwrap_or_default();
+                (key.to_string(), ty.to_string())
+            })
+            .collect();
+        assert!(rows.len() > 40, "the table was not found: {rows:?}");
+        rows
+    }
+
+    /// A key of the table as a concrete TOML path (placeholders named).
+    fn concrete(key: &str) -> Vec<String> {
+        key.split('.')
+            .map(|w| match w {
+                "NAME" => "n".to_string(),
+                "KEY" => "K".to_string(),
+                w => w.to_string(),
+            })
+            .collect()
+    }
+
+    fn sample(ty: &str) -> toml::Value {
+        let s = |v: &str| toml::Value::String(v.into());
+        match ty {
+            "string" | "path" => s("x"),
+            "url" => s("http://127.0.0.1:1/"),
+            "regex" => s("^x"),
+            "duration" => s("1s"),
+            "bool" => toml::Value::Boolean(true),
+            "integer" => toml::Value::Integer(1),
+            "list" | "command" => toml::Value::Array(vec![s("x")]),
+            other => panic!("unknown type `{other}` in the config reference"),
+        }
+    }
+
+    #[test]
+    fn every_key_of_the_reference_is_a_config_key() {
+        let mut doc = toml::Table::new();
+        for (key, ty) in rows() {
+            let path = concrete(&key);
+            let (last, parents) = path.split_last().unwrap();
+            let mut table = &mut doc;
+            for p in parents {
+                table = table
+                    .entry(p.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .unwrap();
+            }
+            table.insert(last.clone(), sample(&ty));
+        }
+        let text = toml::to_string(&doc).unwrap();
+        if let Err(e) = toml::from_str::<RawConfig>(&text) {
+            panic!("the config reference names a key the config refuses: {e}\n{text}");
+        }
+    }
+
+    /// The fields serde expects in the table at `path` (root: empty), read from the error
+    /// an unknown key there gets.
+    fn fields_of(path: &[String]) -> BTreeSet<String> {
+        let text = match path {
+            [] => "zz_unknown = 1\n[targets.n]\nssh = \"h\"\n".to_string(),
+            [t, n] if t == "targets" && n == "n" => {
+                "[targets.n]\nssh = \"h\"\nzz_unknown = 1\n".to_string()
+            }
+            _ => format!(
+                "[targets.n]\nssh = \"h\"\n[{}]\nzz_unknown = 1\n",
+                path.join(".")
+            ),
+        };
+        let err = toml::from_str::<RawConfig>(&text)
+            .expect_err("an unknown key is refused")
+            .to_string();
+        let expected = err
+            .split("expected")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{err}"));
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_config_key_is_in_the_reference() {
+        // Each table the reference reaches into, with the keys it lists there.
+        let mut tables: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
+        for (key, _) in rows() {
+            let path = concrete(&key);
+            for depth in 0..path.len() {
+                let table = path[..depth].to_vec();
+                // `checks.n`, `secrets.K`, `targets.n`: maps whose keys are names.
+                if matches!(table.as_slice(), [s] if s == "targets" || s == "checks" || s == "secrets")
+                {
+                    continue;
+                }
+                tables.entry(table).or_default().insert(path[depth].clone());
+            }
+        }
+        let root = tables[&Vec::new()].clone();
+        let sections: BTreeSet<String> = root
+            .iter()
+            .filter(|k| *k != "default_target" && *k != "targets")
+            .cloned()
+            .collect();
+        let mut missing = Vec::new();
+        for (table, mut listed) in tables {
+            if table == ["targets", "n"] {
+                // A target may override every shared section.
+                listed.extend(sections.iter().cloned());
+            }
+            let real = fields_of(&table);
+            for k in real.difference(&listed) {
+                missing.push(format!(
+                    "`{}` is not in the reference",
+                    [table.join("."), k.clone()].join(".")
+                ));
+            }
+            for k in listed.difference(&real) {
+                missing.push(format!(
+                    "`{}` is in the reference, not in the config",
+                    [table.join("."), k.clone()].join(".")
+                ));
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
     }
 }

@@ -323,6 +323,41 @@ pub struct Record {
     pub by: String,
     pub at: String,
     pub result: String,
+    /// `deploy` or `rollback` (absent in records of the running release found before the
+    /// first deploy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The commit this release replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A rollback replaced this release (computed from the newer records, not stored).
+    pub rolled_back_from: bool,
+}
+
+/// Marks every record whose release a rollback replaced (history newest first): the record
+/// just newer than it is a rollback from its commit.
+pub fn mark_rolled_back_from(history: &mut [Record]) {
+    for i in 1..history.len() {
+        let (newer, older) = (&history[i - 1], &history[i]);
+        history[i].rolled_back_from = newer.kind.as_deref() == Some("rollback")
+            && newer.from.as_deref() == Some(older.commit.as_str());
+    }
+}
+
+/// The commits a rollback left and that no deploy has brought back since: `rollback`
+/// without `--to` goes past them (a second rollback goes one release further back, never
+/// to the release the first one left).
+pub fn abandoned_commits(history: &[Record]) -> std::collections::HashSet<String> {
+    let mut abandoned = std::collections::HashSet::new();
+    for record in history.iter().rev() {
+        abandoned.remove(&record.commit);
+        if record.kind.as_deref() == Some("rollback") {
+            if let Some(from) = &record.from {
+                abandoned.insert(from.clone());
+            }
+        }
+    }
+    abandoned
 }
 
 /// The history, newest first; lines that do not parse are skipped.
@@ -338,5 +373,6 @@ pub async fn read_history(remote: &Remote, state_dir: &str) -> Result<Vec<Record
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     records.reverse();
+    mark_rolled_back_from(&mut records);
     Ok(records)
 }

@@ -26,7 +26,8 @@ pub fn gate_vars(t: &crate::config::Target, project: &str) -> Vec<(&'static str,
         .unwrap_or(1.0);
     vec![
         ("P", project.to_string()),
-        ("HEALTH_URL", t.health_url.clone()),
+        // Fetched on the host: what the host reaches, which may not be what `health` reaches.
+        ("HEALTH_URL", t.gate_url().to_string()),
         ("HEALTH_TIMEOUT", secs(t.deploy.health_timeout, 60)),
         ("HEALTH_INTERVAL", format!("{interval}")),
         ("STABLE_FOR", secs(t.deploy.stable_for, 10)),

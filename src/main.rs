@@ -48,12 +48,18 @@ async fn run(cli: Cli, out: &Output) -> Exit {
 async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> anyhow::Result<Exit> {
     let name = cli.command.name();
     match &cli.command {
+        // Rendered into memory first: clap_complete panics when its writer fails (a closed
+        // pipe, `ctops completions bash | head`); `out.print` ends quietly instead.
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "ctops", &mut std::io::stdout());
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "ctops", &mut text);
+            out.print(&String::from_utf8_lossy(&text))?;
             return Ok(Exit::Ok);
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut text)?;
+            out.print(&String::from_utf8_lossy(&text))?;
             return Ok(Exit::Ok);
         }
         _ => {}
@@ -113,7 +119,12 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Exit> {
         Command::Up { services } => ops::service::run(ctx, Verb::Up(services)).await,
         Command::Down => ops::service::run(ctx, Verb::Down).await,
         Command::Rebuild => ops::service::run(ctx, Verb::Rebuild).await,
-        Command::Exec { service, command } => ops::service::exec(ctx, &service, &command).await,
+        Command::Exec {
+            service,
+            command,
+            tty,
+            ..
+        } => ops::service::exec(ctx, &service, &command, tty).await,
         Command::Disk => ops::service::disk(ctx).await,
         Command::Prune => ops::service::prune(ctx).await,
         Command::Update(UpdateCommand::System) => ops::update::system(ctx).await,

@@ -121,23 +121,16 @@ pub fn run_checks(ctx: &Ctx, repo: &Path, probe: &Probe) -> Vec<Check> {
     let local_version = git(repo, &["show", "HEAD:VERSION"])
         .map(|v| v.trim().to_string())
         .unwrap_or_default();
-    checks.push(version_check(&local_version, &probe.current.version));
-    checks.push(match git(repo, &["show", "HEAD:CHANGELOG.md"]) {
-        Ok(text) if has_changelog_section(&text, &local_version) => passed(
-            "changelog",
-            format!("CHANGELOG.md has a section for {local_version}"),
-        ),
-        Ok(_) => failed(
-            "changelog",
-            format!("CHANGELOG.md has no section for {local_version}"),
-            format!("add `## [{local_version}] - DATE` with the changes"),
-        ),
-        Err(_) => failed(
-            "changelog",
-            "no CHANGELOG.md",
-            "add a CHANGELOG.md (Keep a Changelog)",
-        ),
-    });
+    // Re-deploying the running commit (to converge, or `--force` to rebuild) ships no new
+    // version: the checks that a release is new do not apply to it.
+    if probe.target.commit == probe.current.commit {
+        let why = "the running commit is deployed again: no new version to check";
+        checks.push(not_checked("version", why));
+        checks.push(not_checked("changelog", why));
+    } else {
+        checks.push(version_check(&local_version, &probe.current.version));
+        checks.push(changelog_check(repo, &local_version));
+    }
     let pattern = preflight.commit_pattern.clone().unwrap_or_default();
     checks.push(commit_messages(repo, &probe.current.commit, &pattern));
     checks.push(match &probe.target_head {
@@ -185,6 +178,26 @@ pub fn run_checks(ctx: &Ctx, repo: &Path, probe: &Probe) -> Vec<Check> {
         _ => not_checked("tests", "no `deploy.preflight.test_command` configured"),
     });
     checks
+}
+
+/// CHANGELOG.md at HEAD has a section for the local VERSION.
+fn changelog_check(repo: &Path, local_version: &str) -> Check {
+    match git(repo, &["show", "HEAD:CHANGELOG.md"]) {
+        Ok(text) if has_changelog_section(&text, local_version) => passed(
+            "changelog",
+            format!("CHANGELOG.md has a section for {local_version}"),
+        ),
+        Ok(_) => failed(
+            "changelog",
+            format!("CHANGELOG.md has no section for {local_version}"),
+            format!("add `## [{local_version}] - DATE` with the changes"),
+        ),
+        Err(_) => failed(
+            "changelog",
+            "no CHANGELOG.md",
+            "add a CHANGELOG.md (Keep a Changelog)",
+        ),
+    }
 }
 
 fn version_check(local: &str, running: &str) -> Check {

@@ -136,3 +136,68 @@ fn bad_flags_are_usage_errors() {
     ctops(["logs", "--tail", "many"]).run().expect(2);
     ctops(["frobnicate"]).run().expect(2);
 }
+
+/// `ctops ARGS` (sandbox config) with stdout a pipe whose read end is already closed: every
+/// write to it fails with EPIPE.
+fn into_a_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
+    let home = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctops"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("NO_COLOR", "1")
+        .env("CTOPS_CONFIG", sandbox_config())
+        .current_dir(home.path())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_read_only_command_ends_quietly_on_a_closed_pipe() {
+    let _guard = shared();
+    let commands: &[&[&str]] = &[
+        &["completions", "bash"],
+        &["completions", "zsh"],
+        &["man"],
+        &["--help"],
+        &["config", "check"],
+        &["health"],
+        &["health", "--watch", "1s"],
+        &["status"],
+        &["stats"],
+        &["disk"],
+        &["logs", "api", "--tail", "20"],
+        &["releases"],
+        &["backup", "list"],
+        &["env", "list"],
+        &["env", "get", "POSTGRES_USER"],
+        &["env", "diff"],
+        &["lock", "status"],
+        &["doctor"],
+        &["access", "list"],
+        &["preflight"],
+    ];
+    for args in commands {
+        for json in [false, true] {
+            let mut all = args.to_vec();
+            if json {
+                all.push("--json");
+            }
+            let (code, stderr) = into_a_closed_pipe(&all);
+            assert!(
+                code != Some(101) && !stderr.contains("panicked"),
+                "ctops {all:?} into a closed pipe: exit {code:?}\n{stderr}"
+            );
+        }
+    }
+}

@@ -180,6 +180,79 @@ fn rollback_returns_to_the_previous_release_not_head_minus_one() {
 }
 
 #[test]
+fn a_second_rollback_goes_one_release_further_back_not_to_the_one_it_left() {
+    let _lock = exclusive();
+    reset_host();
+    deploy("v1.27.0").expect(0);
+    sandbox_ctops(["deploy", "--skip-preflight", "--reason", "integration test"])
+        .run()
+        .expect(0);
+    assert_eq!(health_version(), "1.27.1");
+    let branch_head = head_commit();
+    sandbox_ctops(["rollback", "--yes"]).run().expect(0);
+    assert_eq!(health_version(), "1.27.0");
+    // The release the first rollback left is marked in the history.
+    let releases = sandbox_ctops(["releases", "--json"]).run().expect(0).json();
+    assert_schema("releases.json", &releases);
+    let left = &releases["releases"][1];
+    assert_eq!(
+        (left["commit"].as_str(), left["rolled_back_from"].as_bool()),
+        (Some(branch_head.as_str()), Some(true)),
+        "{releases}"
+    );
+    let text = sandbox_ctops(["releases"]).run().expect(0).stdout();
+    assert!(text.contains("rolled back from"), "{text}");
+    // The second rollback goes past it, to the release before.
+    let run = sandbox_ctops(["rollback", "--yes"]).run().expect(0);
+    assert_eq!(head_commit(), commit_of("v1.26.0"), "{}", run.describe());
+    assert_eq!(health_version(), "1.26.0");
+    // --to still reaches any release, the one left included.
+    sandbox_ctops(["rollback", "--to", "main", "--yes"])
+        .run()
+        .expect(0);
+    assert_eq!(health_version(), "1.27.1");
+    assert_lock_free();
+}
+
+#[test]
+fn the_gate_fetches_gate_url_on_the_host_while_health_fetches_health_url_from_here() {
+    let _lock = exclusive();
+    reset_host();
+    let dir = tempfile::tempdir().unwrap();
+    // As with split DNS: the public health_url is not what the host reaches.
+    let config = variant_config(dir.path(), |t| {
+        t.replace(
+            "health_url = \"http://127.0.0.1:18000/health\"",
+            "health_url = \"http://127.0.0.1:1/health\"\ngate_url = \"http://127.0.0.1:18000/health\"",
+        )
+    });
+    let config = config.to_str().unwrap();
+    let run = ctops([
+        "--config",
+        config,
+        "deploy",
+        "--ref",
+        "v1.27.0",
+        "--skip-preflight",
+        "--reason",
+        "gate_url",
+        "--json",
+    ])
+    .run()
+    .expect(0);
+    assert_eq!(run.json()["outcome"], "deployed", "{}", run.describe());
+    assert_eq!(health_version(), "1.27.0");
+    // `health` fetches health_url from this machine: here it is unreachable.
+    let run = ctops(["--config", config, "health"]).run();
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    let shown = ctops(["--config", config, "config", "check"])
+        .run()
+        .expect(0);
+    assert!(shown.stdout().contains("gate_url"), "{}", shown.describe());
+    assert_lock_free();
+}
+
+#[test]
 fn rollback_to_v1_25_0_downgrades_both_migrations_first() {
     let _lock = exclusive();
     reset_host();
@@ -513,6 +586,44 @@ fn preflight_passes_on_the_branch_head_and_says_what_it_did_not_check() {
         .expect(0);
     assert!(run.stderr().contains("preflight"), "{}", run.describe());
     assert_eq!(health_version(), "1.27.1");
+}
+
+#[test]
+fn redeploying_the_running_commit_passes_preflight_and_brings_a_stopped_bot_back() {
+    let _lock = exclusive();
+    reset_host();
+    // The engineer's checkout is at the running release: its VERSION is the host's.
+    let repo = local_checkout("v1.26.0");
+    host(&format!("docker stop -t 1 {}", container("bot")));
+    let run = sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.26.0",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ])
+    .run()
+    .expect(0);
+    assert!(
+        run.stderr().contains("no new version to check"),
+        "{}",
+        run.describe()
+    );
+    assert!(running("bot"), "{}", run.describe());
+    assert_eq!(health_version(), "1.26.0");
+    // --force rebuilds the same commit, through the same preflight.
+    sandbox_ctops([
+        "deploy",
+        "--ref",
+        "v1.26.0",
+        "--force",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ])
+    .run()
+    .expect(0);
+    assert_eq!(head_commit(), commit_of("v1.26.0"));
+    assert_lock_free();
 }
 
 #[test]

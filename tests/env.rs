@@ -161,15 +161,25 @@ fn env_set_is_live_atomic_copied_first_and_limited_to_the_named_services() {
         "env",
         "set",
         "CTOPS_NOTE=two words # not a comment",
+        "CTOPS_NOTE2=x",
         "--restart",
         "api",
     ])
     .run()
     .expect(0);
     assert_eq!(printenv("api", "CTOPS_NOTE"), "two words # not a comment");
-    let unset = sandbox_ctops(["env", "unset", "CTOPS_NOTE", "--restart", "api", "--json"])
-        .run()
-        .expect(0);
+    // Several keys at once, as `set` takes them.
+    let unset = sandbox_ctops([
+        "env",
+        "unset",
+        "CTOPS_NOTE",
+        "CTOPS_NOTE2",
+        "--restart",
+        "api",
+        "--json",
+    ])
+    .run()
+    .expect(0);
     assert_schema("env-change.json", &unset.json());
     assert_eq!(std::fs::read_to_string(env_path()).unwrap(), before);
     assert_eq!(printenv("api", "CTOPS_NOTE"), "");

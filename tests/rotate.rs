@@ -283,28 +283,80 @@ fn rotate_reads_the_new_value_from_stdin_and_updates_every_key_holding_the_old()
     reset_host();
 }
 
+/// `ctops ARGS` with `value` and a newline on stdin (a pipe, no TTY).
+fn with_stdin(args: &[&str], value: &str, fail_step: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ctops"));
+    cmd.args(args)
+        .env("CTOPS_CONFIG", sandbox_config())
+        .env("HOME", sandbox())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(step) = fail_step {
+        cmd.env("CTOPS_FAIL_STEP", step);
+    }
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let _ = writeln!(child.stdin.take().unwrap(), "{value}");
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn rotate_generate_is_refused_for_a_token_its_issuer_revokes() {
+    let _guard = shared();
+    let before = env_text();
+    let run = sandbox_ctops(["rotate", "TELEGRAM_BOT_TOKEN", "--generate", "--yes"])
+        .run()
+        .expect(2);
+    assert!(
+        run.stderr().contains("BotFather") && run.stderr().contains("--from-stdin"),
+        "{}",
+        run.describe()
+    );
+    assert_eq!(env_text(), before, ".env untouched");
+    // --from-stdin without a TTY needs --yes, and says so.
+    let out = with_stdin(
+        &["rotate", "TELEGRAM_BOT_TOKEN", "--from-stdin"],
+        "123456:NoTtyNoYesToken",
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert_eq!(env_text(), before, ".env untouched");
+}
+
 #[test]
 fn a_revoked_on_rotate_secret_keeps_its_new_value_when_the_gate_fails() {
     let _guard = exclusive();
     reset_host();
     let old = env_value("TELEGRAM_BOT_TOKEN");
-    let run = sandbox_ctops([
-        "rotate",
-        "TELEGRAM_BOT_TOKEN",
-        "--generate",
-        "--yes",
-        "--json",
-    ])
-    .env("CTOPS_FAIL_STEP", "gate")
-    .run();
-    assert_eq!(run.code(), 1, "{}", run.describe());
-    assert!(
-        run.stderr().contains("the new value stays"),
-        "{}",
-        run.describe()
+    let pasted = "7654321:AAFromBotFatherForTheGateTest";
+    let out = with_stdin(
+        &[
+            "rotate",
+            "TELEGRAM_BOT_TOKEN",
+            "--from-stdin",
+            "--yes",
+            "--json",
+        ],
+        pasted,
+        Some("gate"),
     );
-    assert_schema("env-change.json", &run.json());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("the new value stays"), "{stderr}");
+    assert_schema(
+        "env-change.json",
+        &serde_json::from_str(stdout.trim()).unwrap(),
+    );
     let new = env_value("TELEGRAM_BOT_TOKEN");
+    assert_eq!(new, pasted);
     assert_ne!(
         new, old,
         "the old token is revoked at BotFather: the new one stays"
@@ -318,6 +370,6 @@ fn a_revoked_on_rotate_secret_keeps_its_new_value_when_the_gate_fails() {
         new,
         "the bot was recreated with the new token"
     );
-    assert!(!run.stdout().contains(&new) && !run.stderr().contains(&new));
+    assert!(!stdout.contains(&new) && !stderr.contains(&new));
     reset_host();
 }

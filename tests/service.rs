@@ -155,3 +155,83 @@ fn prune_removes_unused_images_but_keeps_the_last_releases() {
     sandbox_ctops(["health"]).run().expect(0);
     host("docker rmi -f ctops-prune-release:ctops-0123456789ab >/dev/null");
 }
+
+/// A tmux server of its own (its socket in `dir`), so that no other tmux is touched.
+fn tmux(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .arg("-S")
+        .arg(dir.join("tmux.sock"))
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Ends the session however the test ends: psql asked to quit first (a session cut off
+/// leaves psql running in the container), then the tmux server.
+struct TmuxServer(std::path::PathBuf);
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        tmux(&self.0, &["send-keys", "-t", "it", "C-c", "\\q", "Enter"]);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        tmux(&self.0, &["kill-server"]);
+    }
+}
+
+/// Waits until the pane shows `text`; returns the pane.
+fn pane_shows(dir: &std::path::Path, text: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pane = tmux(dir, &["capture-pane", "-p", "-t", "it"]);
+        if pane.contains(text) || std::time::Instant::now() > deadline {
+            return pane;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn exec_it_gives_psql_a_terminal_and_a_prompt_that_answers() {
+    let _guard = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("exit-code");
+    let command = format!(
+        "env -i PATH=\"$PATH\" HOME={home} TERM=xterm NO_COLOR=1 CTOPS_CONFIG={config} {bin} exec postgres -it -- psql -U trader trader_psy; echo $? > {done}; sleep 30",
+        home = dir.path().display(),
+        config = sandbox_config().display(),
+        bin = env!("CARGO_BIN_EXE_ctops"),
+        done = done.display(),
+    );
+    let _server = TmuxServer(dir.path().to_path_buf());
+    tmux(
+        dir.path(),
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "it",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &command,
+        ],
+    );
+    let pane = pane_shows(dir.path(), "trader_psy=#");
+    assert!(pane.contains("trader_psy=#"), "no psql prompt:\n{pane}");
+    tmux(
+        dir.path(),
+        // `\g` ends the query: tmux takes a trailing `;` for its own command separator.
+        &["send-keys", "-t", "it", "SELECT 6*7 AS answer \\g", "Enter"],
+    );
+    let pane = pane_shows(dir.path(), "(1 row)");
+    assert!(pane.contains("answer") && pane.contains("42"), "{pane}");
+    tmux(dir.path(), &["send-keys", "-t", "it", "\\q", "Enter"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !done.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let code = std::fs::read_to_string(&done).unwrap_or_default();
+    assert_eq!(code.trim(), "0", "ctops exec -it ended badly");
+}

@@ -55,22 +55,21 @@ pub async fn run(ctx: &Ctx, command: &EnvCommand) -> Result<Exit> {
             }
             change(ctx, "env set", &read, file, restart, &keys).await
         }
-        EnvCommand::Unset { key, restart } => {
-            check_key(key)?;
+        EnvCommand::Unset { keys, restart } => {
+            for key in keys {
+                check_key(key)?;
+            }
             let read = read_for_change(ctx).await?;
             let mut file = read.file.clone();
-            if !file.unset(key) {
-                return Err(Error::usage(format!("{key} is not set in {}", env_path(ctx))).into());
+            // All or nothing: one key that is not set refuses the whole change.
+            for key in keys {
+                if !file.unset(key) {
+                    return Err(
+                        Error::usage(format!("{key} is not set in {}", env_path(ctx))).into(),
+                    );
+                }
             }
-            change(
-                ctx,
-                "env unset",
-                &read,
-                file,
-                restart,
-                std::slice::from_ref(key),
-            )
-            .await
+            change(ctx, "env unset", &read, file, restart, keys).await
         }
         EnvCommand::Edit { restart } => edit(ctx, restart).await,
     }

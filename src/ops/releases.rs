@@ -38,7 +38,11 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
                 r.migration.clone().unwrap_or_else(|| "-".into()),
                 r.by.clone(),
                 r.at.clone(),
-                r.result.clone(),
+                if r.rolled_back_from {
+                    format!("{} (rolled back from)", r.result)
+                } else {
+                    r.result.clone()
+                },
             ]
         })
         .collect();

@@ -42,13 +42,21 @@ pub async fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
     switch::run(ctx, &request).await
 }
 
-/// The commit `steps` deployed releases before the one running now (history newest first).
+/// The commit `steps` deployed releases before the one running now (history newest first),
+/// skipping releases a rollback left (Capistrano's semantics: rolling back twice goes two
+/// releases back).
 fn previous_commit(history: &[crate::deployed::Record], steps: usize) -> Option<String> {
+    let abandoned = crate::deployed::abandoned_commits(history);
     let mut commits: Vec<&str> = Vec::new();
-    for record in history
+    for (i, record) in history
         .iter()
-        .filter(|r| r.result == "deployed" || r.result == "found")
+        .enumerate()
+        .filter(|(_, r)| r.result == "deployed" || r.result == "found")
     {
+        // The running release (the newest record) counts even if it was once left.
+        if i > 0 && abandoned.contains(&record.commit) {
+            continue;
+        }
         if commits.last() != Some(&record.commit.as_str()) {
             commits.push(&record.commit);
         }
@@ -81,5 +89,36 @@ mod tests {
         assert_eq!(previous_commit(&history, 1).as_deref(), Some("c2"));
         assert_eq!(previous_commit(&history, 2).as_deref(), Some("c1"));
         assert_eq!(previous_commit(&history, 3), None);
+    }
+
+    fn switch(commit: &str, kind: &str, from: &str) -> Record {
+        Record {
+            kind: Some(kind.into()),
+            from: Some(from.into()),
+            ..rec(commit, "deployed")
+        }
+    }
+
+    #[test]
+    fn a_second_rollback_goes_past_the_release_the_first_one_left() {
+        // found A, deploy B, deploy C, rollback (C -> B): newest first.
+        let mut history = vec![
+            switch("B", "rollback", "C"),
+            switch("C", "deploy", "B"),
+            switch("B", "deploy", "A"),
+            rec("A", "found"),
+        ];
+        assert_eq!(previous_commit(&history, 1).as_deref(), Some("A"));
+        crate::deployed::mark_rolled_back_from(&mut history);
+        let marked: Vec<bool> = history.iter().map(|r| r.rolled_back_from).collect();
+        assert_eq!(marked, [false, true, false, false]);
+        // Then rollback again (B -> A): nothing older is left.
+        history.insert(0, switch("A", "rollback", "B"));
+        assert_eq!(previous_commit(&history, 1), None);
+        // A deploy of C again makes it a release to return to.
+        history.insert(0, switch("C", "deploy", "A"));
+        assert_eq!(previous_commit(&history, 1).as_deref(), Some("A"));
+        history.insert(0, switch("D", "deploy", "C"));
+        assert_eq!(previous_commit(&history, 1).as_deref(), Some("C"));
     }
 }

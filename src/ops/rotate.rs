@@ -33,6 +33,17 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
         return Err(Error::usage(format!("invalid key {key:?}")).into());
     }
     let config = t.secrets.get(key).cloned().unwrap_or_default();
+    if args.generate && config.revoked_on_rotate {
+        // Its issuer (BotFather for a Telegram token) makes the value and revokes the old
+        // one: a random string would be kept as the token, and the service stay down.
+        return Err(Error::usage(format!(
+            "{key} is revoked_on_rotate: its new value comes from its issuer, not from --generate"
+        ))
+        .with_help(format!(
+            "paste the token BotFather gave you: ctops rotate {key} --from-stdin (or run on a terminal to be asked)"
+        ))
+        .into());
+    }
     let read = envchange::read_for_change(ctx).await?;
     let before = read.file.clone();
     let old = before.get(key).ok_or_else(|| {

@@ -200,8 +200,9 @@ async fn run_all(
 }
 
 /// `exec SERVICE -- CMD...`: runs in the service's container, stdin and stdout passed
-/// through; a failing command is exit 1 with its status named.
-pub async fn exec(ctx: &Ctx, service: &str, argv: &[String]) -> Result<Exit> {
+/// through; a failing command is exit 1 with its status named. With `tty` (`-it`), a
+/// terminal session instead.
+pub async fn exec(ctx: &Ctx, service: &str, argv: &[String], tty: bool) -> Result<Exit> {
     validate_service_name(service)?;
     if argv.is_empty() {
         return Err(Error::usage("exec needs a command: ctops exec SERVICE -- CMD...").into());
@@ -209,6 +210,16 @@ pub async fn exec(ctx: &Ctx, service: &str, argv: &[String]) -> Result<Exit> {
     let t = &ctx.target;
     let remote = ctx.remote().await?;
     let stack = Stack::load(remote, t).await?;
+    if tty {
+        return exec_on_a_terminal(
+            ctx,
+            remote,
+            stack.compose(t).exec_tty(service, argv),
+            argv,
+            service,
+        )
+        .await;
+    }
     // Piped input goes through; a terminal's does not (`exec -T` has no TTY to give it).
     let with_stdin = !std::io::IsTerminal::is_terminal(&std::io::stdin());
     let mut cmd = stack.compose(t).exec(service, argv);
@@ -224,6 +235,33 @@ pub async fn exec(ctx: &Ctx, service: &str, argv: &[String]) -> Result<Exit> {
         Ok(Exit::Ok)
     } else {
         Err(Error::failed(format!("`{}` exited {status} in {service}", argv.join(" "))).into())
+    }
+}
+
+/// `exec -it`: the command on a PTY of its own, over the same SSH connection.
+async fn exec_on_a_terminal(
+    ctx: &Ctx,
+    remote: &Remote,
+    cmd: RemoteCommand,
+    argv: &[String],
+    service: &str,
+) -> Result<Exit> {
+    if ctx.dry_run {
+        ctx.would_run(remote.host(), &cmd);
+        return Ok(Exit::Ok);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(
+            Error::usage("exec -t needs a terminal: this stdin is not one")
+                .with_help("drop -it to pipe input through (ctops exec SERVICE -- CMD < file)")
+                .into(),
+        );
+    }
+    match remote.interactive(&cmd).await? {
+        0 => Ok(Exit::Ok),
+        status => {
+            Err(Error::failed(format!("`{}` exited {status} in {service}", argv.join(" "))).into())
+        }
     }
 }
 

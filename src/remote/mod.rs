@@ -215,6 +215,30 @@ impl Remote {
             .await
     }
 
+    /// Runs a command on a terminal of its own, over this connection's master (`ssh -S
+    /// <control socket> -tt`: the openssh crate has no PTY option). This process's terminal
+    /// is the command's: keys, Ctrl-C and the window size go through. Returns the remote
+    /// exit status (255: ssh itself failed).
+    pub async fn interactive(&self, cmd: &RemoteCommand) -> Result<i32, Error> {
+        let rendered = cmd.render();
+        self.out.echo_remote(&self.host, &rendered);
+        let _channel = self.channel().await;
+        let status = tokio::process::Command::new("ssh")
+            .arg("-S")
+            .arg(self.session.control_socket())
+            .args(["-tt", "ctops"])
+            .arg(&rendered)
+            .status()
+            .await
+            .map_err(|e| {
+                Error::failed(format!(
+                    "cannot start ssh for a terminal session on {}: {e}",
+                    self.host
+                ))
+            })?;
+        Ok(status.code().unwrap_or(255))
+    }
+
     async fn stream_with<W>(
         &self,
         cmd: &RemoteCommand,
