@@ -221,7 +221,10 @@ impl Remote {
     /// exit status (255: ssh itself failed).
     pub async fn interactive(&self, cmd: &RemoteCommand) -> Result<i32, Error> {
         let rendered = cmd.render();
-        self.out.echo_remote(&self.host, &rendered);
+        if self.out.verbose > 0 {
+            let (line, scripts) = cmd.verbose_view();
+            self.out.echo_remote(&self.host, &line, &scripts);
+        }
         let _channel = self.channel().await;
         let status = tokio::process::Command::new("ssh")
             .arg("-S")
