@@ -332,7 +332,10 @@ host_class() { # CMD
 # Every database backup `backup list` shows is complete: its file is there and has the
 # manifest's checksum.
 partial_backups() {
-    ct backup list --json 2>/dev/null | jq -r '.backups[]? | select(.kind == "db" and .place == "host") | "\(.name) \(.sha256)"' |
+    local listed
+    # A listing that fails is no evidence that nothing partial is listed.
+    listed=$(ct backup list --json 2>>"$WORK/ct-errors.log") || { echo "(backup list failed: see ct-errors.log)"; return; }
+    jq -r '.backups[]? | select(.kind == "db" and .place == "host") | "\(.name) \(.sha256)"' <<<"$listed" |
         while read -r name sha; do
             [ "$(sha256sum <"$BACKUPS2/$name" 2>/dev/null | cut -d' ' -f1)" = "$sha" ] || echo "$name"
         done
@@ -372,7 +375,7 @@ check() { # CMD EXIT OP KIND
     CLASS=$class
     if [ "$3" != none ]; then
         state=$(journal_end "$3"); [ -n "$state" ] || state=interrupted
-        status_json=$(ct status --json 2>/dev/null)
+        status_json=$(ct status --json 2>>"$WORK/ct-errors.log")
         status_state=$(jq -r '.operation.state // empty' <<<"$status_json")
         status_commit=$(jq -r '.checkout.commit // empty' <<<"$status_json")
         sc=$(jq -r '.operation.id // empty' <<<"$status_json")
@@ -426,6 +429,7 @@ check() { # CMD EXIT OP KIND
 trial() { # CMD KIND
     local cmd=$1 kind=$2 lo hi delay cpid code fault_ms op step violations since i
     RUNS=$((RUNS + 1))
+    : >"$WORK/ct-errors.log"
     NEW_LOG_LEVEL=fault$RANDOM
     FAULT_PID=
     reset2 || { recover; bring_back_containers; reset2; } || { log "run $RUNS: reset-host failed"; return; }
@@ -501,7 +505,7 @@ keep_evidence() { # RUN
     local e="$WORK/evidence/run-$1-seed-$SEED"
     rm -rf "$e"; mkdir -p "$e"
     cp -a "$STATE_DIR" "$e/state" 2>/dev/null
-    cp "$WORK/out.json" "$WORK/err.txt" "$e/" 2>/dev/null
+    cp "$WORK/out.json" "$WORK/err.txt" "$WORK/ct-errors.log" "$e/" 2>/dev/null
     ls -la "$BACKUPS2" >"$e/backups.txt" 2>&1
     ps -e -o pid,ppid,user,etimes,args >"$e/ps.txt"
     log "    evidence: $e"
