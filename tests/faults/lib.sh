@@ -48,6 +48,19 @@ ct() {
         CTOPS_LOCK_LEASE="$LEASE" "$CTOPS_BIN" "$@" 6>&- 7>&-
 }
 
+# A read-only look for the checker: right after a fault (sshd's children killed, the engine
+# restarted) the first connection may be refused; that is the fault's, not the host's state.
+# Retried on exit 3 (connection failure) only, up to 10 times; its stderr is kept.
+ct_look() {
+    local i out code
+    for i in $(seq 1 10); do
+        out=$(ct "$@" 2>>"$WORK/ct-errors.log"); code=$?
+        [ "$code" = 3 ] || { printf '%s' "$out"; return "$code"; }
+        sleep 1
+    done
+    printf '%s' "$out"; return "$code"
+}
+
 # --- the host, looked at directly ---------------------------------------------------------
 
 psql2() { docker exec -i "$DBC" "$PSQL" -X -At -v ON_ERROR_STOP=1 -U calmadmin -d calmdb -c "$1" 2>/dev/null ||
@@ -294,7 +307,7 @@ prepare() { # CMD
     [ "$1" = restore ] || AFTER_ROWS=$BEFORE_ROWS
 }
 
-listed_db_backups() { ct backup list --json 2>/dev/null | jq -r '.backups[]? | select(.kind == "db") | .name' | sort; }
+listed_db_backups() { ct_look backup list --json | jq -r '.backups[]? | select(.kind == "db") | .name' | sort; }
 
 # "before", "after" or "neither": the host as the command found it, or fully changed.
 host_class() { # CMD
@@ -334,7 +347,7 @@ host_class() { # CMD
 partial_backups() {
     local listed
     # A listing that fails is no evidence that nothing partial is listed.
-    listed=$(ct backup list --json 2>>"$WORK/ct-errors.log") || { echo "(backup list failed: see ct-errors.log)"; return; }
+    listed=$(ct_look backup list --json) || { echo "(backup list failed: see ct-errors.log)"; return; }
     jq -r '.backups[]? | select(.kind == "db" and .place == "host") | "\(.name) \(.sha256)"' <<<"$listed" |
         while read -r name sha; do
             [ "$(sha256sum <"$BACKUPS2/$name" 2>/dev/null | cut -d' ' -f1)" = "$sha" ] || echo "$name"
@@ -375,7 +388,7 @@ check() { # CMD EXIT OP KIND
     CLASS=$class
     if [ "$3" != none ]; then
         state=$(journal_end "$3"); [ -n "$state" ] || state=interrupted
-        status_json=$(ct status --json 2>>"$WORK/ct-errors.log")
+        status_json=$(ct_look status --json)
         status_state=$(jq -r '.operation.state // empty' <<<"$status_json")
         status_commit=$(jq -r '.checkout.commit // empty' <<<"$status_json")
         sc=$(jq -r '.operation.id // empty' <<<"$status_json")
