@@ -499,6 +499,21 @@ pub async fn checked_out_head(remote: &Remote, t: &Target) -> Result<Head, Error
     Ok(head_at(remote, t, "HEAD", dirs).await?.0)
 }
 
+/// The database the application's URL for `role` names (its path), else `fallback`.
+pub fn app_database_name(
+    entries: &[(String, String)],
+    role: &str,
+    fallback: Option<&str>,
+) -> Option<String> {
+    entries
+        .iter()
+        .filter_map(|(_, v)| url::Url::parse(v.trim()).ok())
+        .find(|u| u.scheme().starts_with("postgres") && u.username() == role)
+        .map(|u| u.path().trim_start_matches('/').to_string())
+        .filter(|d| !d.is_empty())
+        .or_else(|| fallback.map(str::to_string))
+}
+
 /// Where the application connects to PostgreSQL as `role`: the host and port of the first
 /// database URL in `.env` (`postgresql://`, `postgres://`, `postgresql+driver://`) whose user
 /// is `role`. Rotate proves a new password over this path: a check over 127.0.0.1 inside the

@@ -311,13 +311,7 @@ fn pg_hba_probe(
             t.env_file
         ))
     })?;
-    let database = entries
-        .iter()
-        .filter_map(|(_, v)| url::Url::parse(v.trim()).ok())
-        .find(|u| u.scheme().starts_with("postgres") && u.username() == role)
-        .map(|u| u.path().trim_start_matches('/').to_string())
-        .filter(|d| !d.is_empty())
-        .or_else(|| t.backup.db.database.clone())
+    let database = discover::app_database_name(&entries, role, t.backup.db.database.as_deref())
         .ok_or_else(|| Some(format!("no database to log in to as {role}")))?;
     let value = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
     let mut conninfo = format!(

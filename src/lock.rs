@@ -128,17 +128,7 @@ impl Holder {
     /// The holder as one line of text. The file is host data: a control character in it
     /// (a terminal escape planted in `user=`) is written out, never sent to the terminal.
     pub fn describe(&self) -> String {
-        let p = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_control() {
-                        c.escape_default().to_string()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect()
-        };
+        let p = crate::report::printable;
         format!(
             "{}@{} (pid {}) running `{}` since {}",
             p(&self.user),

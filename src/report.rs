@@ -43,3 +43,16 @@ pub fn print_dry_run(
         .print(&plan.render(&ctx.target.state_dir, "DRY-RUN"))?;
     Ok(crate::error::Exit::Ok)
 }
+
+/// `s` with control characters (escape sequences, newlines) written as `\u{1b}` etc.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

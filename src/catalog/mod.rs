@@ -215,18 +215,7 @@ impl Listed {
     }
 }
 
-/// `s` with control characters (escape sequences, newlines) written as `\u{1b}` etc.
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
+pub use crate::report::printable;
 
 /// Which backups the policy removes: older than `keep_days` by the host's clock, never the
 /// newest one (whatever its age).

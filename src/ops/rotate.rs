@@ -384,14 +384,12 @@ fn app_path(ctx: &Ctx, env: &EnvFile, role: &str) -> Result<AppPath, String> {
     let (host, port) = crate::discover::app_database_address(&entries, role).ok_or_else(|| {
         format!("no database URL in {} connects as role {role}, so ctops does not know the application's path to check", ctx.target.env_file)
     })?;
-    let database = entries
-        .iter()
-        .filter_map(|(_, v)| url::Url::parse(v.trim()).ok())
-        .find(|u| u.scheme().starts_with("postgres") && u.username() == role)
-        .map(|u| u.path().trim_start_matches('/').to_string())
-        .filter(|d| !d.is_empty())
-        .or_else(|| ctx.target.backup.db.database.clone())
-        .ok_or_else(|| format!("no database to log in to as {role}: set `backup.db.database`"))?;
+    let database = crate::discover::app_database_name(
+        &entries,
+        role,
+        ctx.target.backup.db.database.as_deref(),
+    )
+    .ok_or_else(|| format!("no database to log in to as {role}: set `backup.db.database`"))?;
     Ok(AppPath {
         host,
         port,
