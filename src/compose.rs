@@ -57,8 +57,16 @@ impl Compose {
         if let Some(project) = &self.project {
             argv.extend(["-p".to_string(), project.clone()]);
         }
-        argv.extend(args.into_iter().map(Into::into));
-        RemoteCommand::new(argv).in_dir(&self.dir)
+        let args: Vec<String> = args.into_iter().map(Into::into).collect();
+        // `compose restart bot`: its words, options aside.
+        let words = args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.starts_with('-'));
+        let name = std::iter::once("compose").chain(words);
+        let name: Vec<&str> = name.collect();
+        argv.extend(args.iter().cloned());
+        RemoteCommand::new(argv).in_dir(&self.dir).named(name)
     }
 
     pub fn ps(&self) -> RemoteCommand {
@@ -474,6 +482,23 @@ mod tests {
         crate::config::parse(&text, "c.toml".as_ref(), ".".as_ref(), None)
             .unwrap()
             .target
+    }
+
+    /// Messages and spinners name a compose call by its words, not by the compose file the
+    /// options name first; the name survives the lock's wrapper.
+    #[test]
+    fn compose_calls_are_named_by_their_words() {
+        let compose = Compose::new(&target(Some("calm")), Some("calm".into()));
+        assert_eq!(
+            compose.restart(&["bot".into()]).label(),
+            "compose restart bot"
+        );
+        assert_eq!(
+            compose.up(&["api".into()], true, true).label(),
+            "compose up api"
+        );
+        let wrapped = compose.down().wrapped(&["timeout".into(), "300".into()]);
+        assert_eq!(wrapped.label(), "compose down");
     }
 
     /// The inspection script with a `docker` stub whose `inspect` answers `inspect`.

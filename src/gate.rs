@@ -2,6 +2,7 @@
 //! variables of its health gate: what deploy, rollback, restore, `.env` changes and updates
 //! share once their plan is built.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -34,6 +35,10 @@ pub fn gate_vars(t: &crate::config::Target, project: &str) -> Vec<(&'static str,
     ]
 }
 
+/// The plan step that dumps the database (deploy's and rollback's, before a migration): its
+/// spinner counts bytes.
+const DUMP_STEP: &str = "backup";
+
 /// What following the runner came to.
 pub enum Followed {
     Ended {
@@ -56,21 +61,29 @@ pub async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid
     let wall = Instant::now();
     let fault = std::env::var("CTOPS_FAULT").ok();
     let (fault_tx, mut fault_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    // On a terminal, a spinner with the step's elapsed time under its `…` line.
-    let mut spinner = crate::output::Spinner::default();
+    // On a terminal, a spinner with the step's elapsed time under its `…` line; under the
+    // database backup, with the bytes dumped so far too (asked of the host while it runs).
+    let spinner = RefCell::new(crate::output::Spinner::default());
+    let dumping = Cell::new(false);
     let print = |e: &Event| {
         match e.kind.as_str() {
             "start" => {
-                spinner.finish();
+                spinner.borrow_mut().finish();
                 started.insert(e.step.clone(), e.millis);
                 ctx.out.status(format!("  … {}", e.detail));
-                spinner = ctx.out.spinner(e.step.clone());
+                dumping.set(e.step == DUMP_STEP);
+                *spinner.borrow_mut() = if dumping.get() {
+                    ctx.out.byte_bar(e.step.clone(), None)
+                } else {
+                    ctx.out.spinner(e.step.clone())
+                };
                 if fault.as_deref() == Some(&format!("disconnect-at:{}", e.step)) {
                     let _ = fault_tx.send(());
                 }
             }
             "ok" | "fail" => {
-                spinner.finish();
+                dumping.set(false);
+                spinner.borrow_mut().finish();
                 let took = started
                     .get(&e.step)
                     .map(|s| e.millis.saturating_sub(*s))
@@ -88,9 +101,11 @@ pub async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid
                 ));
             }
             "note" if e.step.starts_with("notification failed") => {
-                spinner.suspend(|| ctx.out.warn(&e.step))
+                spinner.borrow().suspend(|| ctx.out.warn(&e.step))
             }
-            "note" => spinner.suspend(|| ctx.out.status(format!("  note: {}", e.step))),
+            "note" => spinner
+                .borrow()
+                .suspend(|| ctx.out.status(format!("  note: {}", e.step))),
             _ => {}
         }
         steps.push(e.clone());
@@ -100,9 +115,22 @@ pub async fn follow_with_interrupts(ctx: &Ctx, remote: &Remote, op_id: &str, pid
     let result = {
         let follow = runner::follow(remote, &t.state_dir, op_id, pid, ctx.out.verbose > 0, print);
         tokio::pin!(follow);
+        let dump_progress = async {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if dumping.get() && spinner.borrow().is_shown() {
+                    if let Some(bytes) = crate::catalog::dumped_bytes(remote, t).await {
+                        spinner.borrow().set_position(bytes);
+                    }
+                }
+            }
+        };
+        tokio::pin!(dump_progress);
         loop {
             tokio::select! {
                 result = &mut follow => break result,
+                _ = &mut dump_progress => unreachable!("polling never ends on its own"),
                 _ = crate::signals::interrupted() => {
                     if interrupted {
                         abandoned = true;

@@ -144,7 +144,7 @@ impl Output {
     /// A spinner with the elapsed time under a long step, on stderr: only when stderr is a
     /// terminal, and not with `-q` or `-v` (whose streamed step output would tear it).
     pub fn spinner(&self, msg: impl Into<String>) -> Spinner {
-        if self.quiet || self.verbose > 0 || !std::io::stderr().is_terminal() {
+        if !self.shows_progress() {
             return Spinner(None);
         }
         let bar = indicatif::ProgressBar::new_spinner();
@@ -155,6 +155,39 @@ impl Output {
         bar.set_message(msg.into());
         bar.enable_steady_tick(std::time::Duration::from_millis(100));
         Spinner(Some(bar))
+    }
+
+    /// A byte counter for a dump or a transfer, on stderr under the same rule as
+    /// [`Output::spinner`]: with a `total`, a bar with the bytes, the throughput and the time
+    /// left; without one (a dump whose size is known only at its end), a spinner with the
+    /// bytes so far, the throughput and the elapsed time.
+    pub fn byte_bar(&self, msg: impl Into<String>, total: Option<u64>) -> Spinner {
+        if !self.shows_progress() {
+            return Spinner(None);
+        }
+        let (bar, template) = match total {
+            Some(total) => (
+                indicatif::ProgressBar::new(total),
+                "  {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} at {binary_bytes_per_sec}, {eta} left",
+            ),
+            None => (
+                indicatif::ProgressBar::new_spinner(),
+                "  {spinner} {msg} {binary_bytes} at {binary_bytes_per_sec} {elapsed}",
+            ),
+        };
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(msg.into());
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        Spinner(Some(bar))
+    }
+
+    /// Whether spinners and bars are drawn: stderr is a terminal, and neither `-q` nor `-v`
+    /// (whose lines would tear them) is given.
+    pub fn shows_progress(&self) -> bool {
+        !self.quiet && self.verbose == 0 && std::io::stderr().is_terminal()
     }
 
     /// One JSON document on stdout.
@@ -250,6 +283,33 @@ impl Spinner {
         }
     }
 
+    /// Whether anything is drawn (not off a terminal, `-q` or `-v`).
+    pub fn is_shown(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The bytes done so far (the throughput is worked out from how they grow).
+    pub fn set_position(&self, bytes: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_position(bytes);
+        }
+    }
+
+    pub fn inc(&self, bytes: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(bytes);
+        }
+    }
+
+    /// A line of a streamed command's output, above the spinner (or straight to stderr when
+    /// none is drawn).
+    pub fn println(&self, line: &str) {
+        match &self.0 {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     pub fn finish(&mut self) {
         if let Some(bar) = self.0.take() {
             bar.finish_and_clear();
@@ -328,6 +388,21 @@ impl From<&str> for Styled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Off a terminal (as under `cargo test`), no spinner or bar is drawn, and feeding one
+    /// is harmless.
+    #[test]
+    fn no_progress_off_a_terminal() {
+        let out = Output::new(false, false, 0, false);
+        assert!(!out.shows_progress());
+        let mut bar = out.byte_bar("dump", None);
+        assert!(!bar.is_shown());
+        bar.set_position(2048);
+        bar.inc(1);
+        bar.finish();
+        assert!(!out.byte_bar("download", Some(10)).is_shown());
+        assert!(!out.spinner("up").is_shown());
+    }
 
     fn coloured() -> Output {
         let mut out = Output::new(false, false, 0, true);

@@ -237,6 +237,7 @@ async fn take_snapshot(
     local::private_dir(&tmp_dir)?;
     let mut taken = BTreeMap::new();
     let mut fetched = 0;
+    let mut bar = ctx.out.byte_bar("fetch objects", None);
     for bucket in buckets {
         let known: BTreeMap<&str, &Object> = previous
             .iter()
@@ -256,6 +257,7 @@ async fn take_snapshot(
                 })
                 .map(|o| (*o).clone());
             let tmp = tmp_dir.join(format!(".tmp-{}-{n}", std::process::id()));
+            let bar = &bar;
             async move {
                 if let Some(object) = reuse {
                     return Ok::<_, Error>((object, false));
@@ -269,6 +271,7 @@ async fn take_snapshot(
                     }
                 };
                 repo.keep_body(&tmp, &got.sha256)?;
+                bar.inc(got.size);
                 Ok((
                     Object {
                         key: listed.key,
@@ -292,7 +295,8 @@ async fn take_snapshot(
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         taken.insert(bucket.clone(), objects);
     }
-    pause_point("pause-before-snapshot").await;
+    crate::fault::pause_point("pause-before-snapshot", |m| bar.println(m)).await;
+    bar.finish();
     let now = SystemTime::now();
     let created = humantime::format_rfc3339_seconds(now).to_string();
     let snapshot = Snapshot {
@@ -305,16 +309,6 @@ async fn take_snapshot(
     let path = repo.write_snapshot(&snapshot)?;
     tracing::debug!(fetched, snapshot = %path.display(), "snapshot written");
     Ok((snapshot, path, fetched))
-}
-
-/// A test hook: with `CTOPS_FAULT` naming this point, waits here for `PAUSE`, long enough
-/// for a test to run another command against what this run has done so far.
-async fn pause_point(name: &str) {
-    const PAUSE: std::time::Duration = std::time::Duration::from_secs(15);
-    if crate::fault::requested() == name {
-        eprintln!("paused at {name}");
-        tokio::time::sleep(PAUSE).await;
-    }
 }
 
 /// The snapshot `as_of` names: a snapshot's name, an RFC 3339 time, or a date (the end of
@@ -454,6 +448,7 @@ pub async fn restore(ctx: &Ctx, as_of: Option<&str>) -> Result<Exit> {
             safety.name, safety.name
         ));
         let (mut uploaded, mut deleted) = (0, 0);
+        let mut bar = ctx.out.byte_bar("upload objects", None);
         // From the first upload on, a failure leaves the buckets part-way (exit 6): what
         // is where, and the snapshot that undoes it.
         let changed = async {
@@ -462,13 +457,15 @@ pub async fn restore(ctx: &Ctx, as_of: Option<&str>) -> Result<Exit> {
                 let current = safety.buckets.get(bucket).cloned().unwrap_or_default();
                 let (upload, delete) = changes(&current, objects);
                 // Uploads before deletions: a failure half-way loses nothing.
-                let (repo, store) = (&repo, &store);
+                let (repo, store, bar) = (&repo, &store, &bar);
                 futures::stream::iter(upload.iter().map(|o| async move {
                     let body = repo.body(&o.sha256);
                     let content_type = o.content_type.as_deref();
                     store
                         .put_from(bucket, &o.key, &body, content_type, &o.metadata)
-                        .await
+                        .await?;
+                    bar.inc(o.size);
+                    Ok::<_, Error>(())
                 }))
                 .buffer_unordered(TRANSFERS)
                 .try_collect::<Vec<()>>()
@@ -483,6 +480,7 @@ pub async fn restore(ctx: &Ctx, as_of: Option<&str>) -> Result<Exit> {
             Ok::<_, Error>(())
         }
         .await;
+        bar.finish();
         if let Err(e) = changed {
             return Err(Error::stranded(
                 format!("restore minio failed part-way: {e}"),

@@ -91,19 +91,32 @@ fn tables_line_up_on_a_terminal_with_colour() {
     let _lock = exclusive();
     reset_host();
     // A release history (found + deployed) and a pre-deploy backup, so every table has rows.
-    // On the terminal, each step has a spinner with its elapsed time while it runs.
-    let deploy = Pane::sandbox_ctops(&[
-        "deploy",
-        "--ref",
-        "v1.27.0",
-        "--skip-preflight",
-        "--reason",
-        "terminal test",
-    ]);
+    // On the terminal, each step has a spinner with its elapsed time while it runs; the
+    // backup's also counts the bytes dumped so far (held after its first 2 KiB by a test
+    // pause, long enough to look).
+    let deploy = Pane::sandbox_ctops_with(
+        &[
+            "deploy",
+            "--ref",
+            "v1.27.0",
+            "--skip-preflight",
+            "--reason",
+            "terminal test",
+        ],
+        &[("CTOPS_FAULT", "pause-mid-stream")],
+    );
     deploy.wait_for(
         "a spinner with the elapsed time under a step",
         Duration::from_secs(90),
         |s| s.lines().any(is_spinner_line),
+    );
+    deploy.wait_for(
+        "the bytes dumped so far under the backup step",
+        Duration::from_secs(90),
+        |s| {
+            s.lines()
+                .any(|l| is_spinner_line(l) && l.contains("backup 2.00 KiB at"))
+        },
     );
     assert_eq!(
         deploy.wait_exit(Duration::from_secs(180)),
@@ -432,5 +445,127 @@ fn restore_confirmation_shows_the_plan_at_the_prompt() {
             "schema   0002 → 0003: upgrade",
             "restart  stops the writers",
         ],
+    );
+}
+
+/// `restart` on a terminal: compose's lines scroll above a spinner with the elapsed time (held
+/// after compose's last line by a test pause, long enough to look), cleared at the end with
+/// compose's lines kept; through a pipe, the same lines and no spinner.
+#[test]
+fn streamed_compose_output_scrolls_above_a_spinner() {
+    let _lock = exclusive();
+    let pane = Pane::sandbox_ctops_with(
+        &["restart", "bot"],
+        &[("CTOPS_FAULT", "pause-after-stream")],
+    );
+    pane.wait_for(
+        "compose's lines above a spinner",
+        Duration::from_secs(60),
+        |s| {
+            let lines: Vec<&str> = s.lines().collect();
+            let started = lines.iter().position(|l| l.contains("Started"));
+            let spinner = lines.iter().rposition(|l| is_spinner_line(l));
+            matches!((started, spinner), (Some(a), Some(b)) if a < b)
+        },
+    );
+    assert_eq!(
+        pane.wait_exit(Duration::from_secs(60)),
+        0,
+        "{}",
+        pane.screen()
+    );
+    let end = pane.screen();
+    assert!(
+        !end.lines().any(is_spinner_line),
+        "the spinner is cleared at the end:\n{end}"
+    );
+    assert!(end.contains("Started"), "compose's lines stay:\n{end}");
+
+    let run = sandbox_ctops(["restart", "bot"])
+        .env("CTOPS_FAULT", "pause-after-stream")
+        .run()
+        .expect(0);
+    assert_no_spinner(&run);
+    assert!(run.stderr().contains("Started"), "{}", run.describe());
+    wait_healthy();
+}
+
+/// `backup db` on a terminal: while the host dumps (held a few seconds after its first 2 KiB by
+/// a test pause), a counter of the bytes written so far with the throughput, asked of the host
+/// through the same connection; cleared at the end. Through a pipe, none.
+#[test]
+fn a_dump_counts_its_bytes_on_a_terminal() {
+    let _lock = exclusive();
+    let pane = Pane::sandbox_ctops_with(&["backup", "db"], &[("CTOPS_FAULT", "pause-mid-stream")]);
+    let screen = pane.wait_for(
+        "the bytes dumped so far under the dump",
+        Duration::from_secs(60),
+        |s| {
+            s.lines().any(|l| {
+                is_spinner_line(l) && l.contains("dump") && l.contains("KiB at") && l.contains("/s")
+            })
+        },
+    );
+    assert!(
+        screen.lines().any(|l| l.contains("2.00 KiB at")),
+        "the 2 KiB written before the pause:\n{screen}"
+    );
+    assert_eq!(
+        pane.wait_exit(Duration::from_secs(60)),
+        0,
+        "{}",
+        pane.screen()
+    );
+    let end = pane.screen();
+    assert!(
+        !end.lines().any(is_spinner_line),
+        "the counter is cleared at the end:\n{end}"
+    );
+
+    let run = sandbox_ctops(["backup", "db"])
+        .env("CTOPS_FAULT", "pause-mid-stream")
+        .run()
+        .expect(0);
+    assert_no_spinner(&run);
+}
+
+/// `backup minio` on a terminal: a counter of the bytes fetched with the throughput (held
+/// before the snapshot is written by a test pause, long enough to look), cleared at the end.
+#[test]
+fn a_minio_snapshot_counts_the_bytes_it_fetches_on_a_terminal() {
+    let _guard = shared();
+    let dir = tempfile::tempdir().unwrap();
+    // A local_dir of its own: nothing fetched before, so every body is fetched now.
+    let config = variant_config(dir.path(), |t| t);
+    let pane = Pane::run(
+        &[env!("CARGO_BIN_EXE_ctops"), "backup", "minio"],
+        &[
+            ("CTOPS_CONFIG", config.to_string_lossy().into_owned()),
+            ("CTOPS_FAULT", "pause-before-snapshot".into()),
+        ],
+    );
+    let screen = pane.wait_for(
+        "the bytes fetched, at the pause",
+        Duration::from_secs(60),
+        |s| {
+            s.contains("paused at pause-before-snapshot")
+                && s.lines()
+                    .any(|l| is_spinner_line(l) && l.contains("fetch objects") && l.contains("/s"))
+        },
+    );
+    assert!(
+        !screen.lines().any(|l| l.contains("fetch objects 0 B")),
+        "the bodies fetched are counted:\n{screen}"
+    );
+    assert_eq!(
+        pane.wait_exit(Duration::from_secs(60)),
+        0,
+        "{}",
+        pane.screen()
+    );
+    let end = pane.screen();
+    assert!(
+        !end.lines().any(is_spinner_line),
+        "the counter is cleared at the end:\n{end}"
     );
 }

@@ -154,6 +154,43 @@ pub fn db_backup_command(
     .stop_on_disconnect())
 }
 
+const DUMP_SIZE: &str = include_str!("../scripts/dump-size.sh");
+
+/// Runs `work` (a database dump on the host) with `bar` showing the bytes written so far,
+/// asked every half second through the same connection (the host's `.tmp-*` dump files in
+/// backup_dir). Nothing is asked when the bar is not drawn.
+pub async fn with_dump_progress<T>(
+    remote: &Remote,
+    t: &Target,
+    bar: &crate::output::Spinner,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    if !bar.is_shown() {
+        return work.await;
+    }
+    let poll = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if let Some(bytes) = dumped_bytes(remote, t).await {
+                bar.set_position(bytes);
+            }
+        }
+    };
+    tokio::select! {
+        done = work => done,
+        _ = poll => unreachable!("polling never ends on its own"),
+    }
+}
+
+/// The bytes the dumps running in backup_dir have written so far; `None` when the host
+/// could not say (a missed reading only holds a bar still).
+pub async fn dumped_bytes(remote: &Remote, t: &Target) -> Option<u64> {
+    let size = RemoteCommand::sh(DUMP_SIZE, [t.backup_dir.as_str()]).read_only();
+    let out = remote.run(&size).await.ok()?;
+    out.stdout_text().trim().parse().ok()
+}
+
 /// `DB_HOST=…`/`DB_PORT=…` above a script that runs clients in the database's container
 /// (its `db_exec` passes them as PGHOST/PGPORT), when `[backup.db]` sets them.
 pub fn with_db_address(t: &Target, script: &str) -> String {

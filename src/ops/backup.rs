@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use super::Envelope;
 use crate::catalog::{
     db_backup_command, env_backup_command, host_db_backups, is_qualified_table, is_sha256, local,
-    printable, to_prune, with_db_address, Listed, Manifest, LIST,
+    printable, to_prune, with_db_address, with_dump_progress, Listed, Manifest, LIST,
 };
 use crate::cli::{BackupCommand, BackupFormat};
 use crate::compose::working_dir;
@@ -384,7 +384,10 @@ async fn backup_db(ctx: &Ctx, format: BackupFormat, download: bool) -> Result<Ve
         ctx.would_run(remote.host(), &backup);
         return Ok(Vec::new());
     }
-    let out = remote.run(&backup).await?;
+    let mut bar = ctx.out.byte_bar("dump", None);
+    let out = with_dump_progress(remote, t, &bar, remote.run(&backup)).await;
+    bar.finish();
+    let out = out?;
     if out.status == NO_SPACE {
         return Err(Error::refused(format!(
             "backup refused on {}: {}",
@@ -442,7 +445,9 @@ async fn download_dump(ctx: &Ctx, remote: &Remote, m: &Manifest) -> Result<PathB
     let mut sink = HashingWriter {
         inner: file,
         hasher: Sha256::new(),
-        bar: progress(ctx, m.size),
+        bar: ctx
+            .out
+            .byte_bar(format!("download {}", m.name), Some(m.size)),
     };
     let status = remote.stream(&cat, &mut sink, None).await;
     let flushed = async {
@@ -451,7 +456,7 @@ async fn download_dump(ctx: &Ctx, remote: &Remote, m: &Manifest) -> Result<PathB
     }
     .await;
     let digest = format!("{:x}", sink.hasher.finalize());
-    sink.bar.finish_and_clear();
+    sink.bar.finish();
     let failed = |why: String| {
         let _ = std::fs::remove_file(&tmp);
         Error::failed(format!(
@@ -482,19 +487,11 @@ async fn download_dump(ctx: &Ctx, remote: &Remote, m: &Manifest) -> Result<PathB
     Ok(path)
 }
 
-fn progress(ctx: &Ctx, size: u64) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if ctx.out.quiet || ctx.out.json || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    indicatif::ProgressBar::new(size)
-}
-
 /// Writes through to a file while hashing and counting for the progress bar.
 struct HashingWriter {
     inner: tokio::fs::File,
     hasher: Sha256,
-    bar: indicatif::ProgressBar,
+    bar: crate::output::Spinner,
 }
 
 impl tokio::io::AsyncWrite for HashingWriter {

@@ -50,8 +50,9 @@ pub async fn run_step(
     )))
 }
 
-/// Streams a command's output to stderr as it comes (a build or an upgrade takes minutes);
-/// with `-q`, only a failure's output is shown. `what` names it in the error.
+/// Streams a command's output to stderr as it comes (a build or an upgrade takes minutes),
+/// above a spinner with the elapsed time on a terminal; with `-q`, only a failure's output
+/// is shown. `what` names it in the error.
 pub async fn run_streamed(
     ctx: &crate::context::Ctx,
     remote: &crate::remote::Remote,
@@ -61,6 +62,16 @@ pub async fn run_streamed(
     let (status, said) = if ctx.out.quiet {
         let out = remote.run(cmd).await?;
         (out.status, out.stderr_text())
+    } else if ctx.out.shows_progress() {
+        // On a terminal: the output scrolls above a spinner with the elapsed time.
+        let mut spinner = ctx.out.spinner(what);
+        let timeout = Some(remote.timeout_of(cmd));
+        let status = remote
+            .stream_lines(cmd, timeout, |line| spinner.println(line))
+            .await;
+        crate::fault::pause_point("pause-after-stream", |m| spinner.println(m)).await;
+        spinner.finish();
+        (status?, "see above".to_string())
     } else {
         let timeout = Some(remote.timeout_of(cmd));
         let status = remote

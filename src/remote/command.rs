@@ -23,6 +23,9 @@ pub struct RemoteCommand {
     pub timeout: Option<Duration>,
     /// A command that changes nothing on the host (allowed under `--dry-run`).
     pub read_only: bool,
+    /// What messages and spinners call it, when its first words would not say (a program
+    /// whose options come first: `docker compose -f FILE -p NAME restart bot`).
+    name: Option<String>,
 }
 
 impl RemoteCommand {
@@ -37,6 +40,7 @@ impl RemoteCommand {
             stop_on_disconnect: false,
             timeout: None,
             read_only: false,
+            name: None,
         }
     }
 
@@ -53,6 +57,22 @@ impl RemoteCommand {
 
     pub fn in_dir(mut self, dir: impl Into<String>) -> Self {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Names the command for messages (see [`RemoteCommand::label`]); kept when wrapped.
+    /// Only the first words of `words` are used, each on one line.
+    pub fn named<I, S>(mut self, words: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let words: Vec<String> = words
+            .into_iter()
+            .take(5)
+            .map(|w| one_line_word(w.as_ref()))
+            .collect();
+        self.name = Some(words.join(" "));
         self
     }
 
@@ -90,10 +110,14 @@ impl RemoteCommand {
         self.stop_on_disconnect
     }
 
-    /// A short name for messages: the program and its first words, unquoted. A script sent
+    /// A short name for messages: its [`RemoteCommand::named`] name, else the program and its
+    /// first words, unquoted. A script sent
     /// as `sh -c SCRIPT` is named by the start of its sha256 (as `-v` names it), never
     /// printed: a message shows the step and the script's stderr, not 30 lines of shell.
     pub fn label(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
         // The lock's pid-registering wrapper (`sh -c SCRIPT ctops-lock-run D TOKEN CMD...`)
         // is not what runs: name the command it wraps.
         let skip = match self.argv.as_slice() {
@@ -209,6 +233,7 @@ const HOST_SCRIPTS: &[(&str, &str)] = &[
         "doctor-facts.sh",
         include_str!("../scripts/doctor-facts.sh"),
     ),
+    ("dump-size.sh", include_str!("../scripts/dump-size.sh")),
     ("env-check.sh", include_str!("../scripts/env-check.sh")),
     (
         "env-put-back.sh",

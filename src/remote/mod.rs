@@ -207,6 +207,47 @@ impl Remote {
         self.stream_with(cmd, sink, timeout, false).await
     }
 
+    /// Runs a command and hands each line of its stdout and stderr to `line` as it comes
+    /// (for output shown above a spinner). Returns the remote exit status.
+    pub async fn stream_lines(
+        &self,
+        cmd: &RemoteCommand,
+        timeout: Option<Duration>,
+        mut line: impl FnMut(&str),
+    ) -> Result<i32, Error> {
+        use tokio::io::AsyncBufReadExt;
+        let _channel = self.channel().await;
+        let work = async {
+            let mut child = self.spawn(cmd, true).await?;
+            // Held open until the end: the host-side watcher sees EOF only when we go away.
+            let _stdin = child.stdin().take();
+            let stdout = child.stdout().take().expect("piped");
+            let stderr = child.stderr().take().expect("piped");
+            let mut out = tokio::io::BufReader::new(stdout).split(b'\n');
+            let mut err = tokio::io::BufReader::new(stderr).split(b'\n');
+            let (mut out_open, mut err_open) = (true, true);
+            while out_open || err_open {
+                let next = tokio::select! {
+                    got = out.next_segment(), if out_open => got.map(|l| l.ok_or(true)),
+                    got = err.next_segment(), if err_open => got.map(|l| l.ok_or(false)),
+                };
+                match next.map_err(|e| self.io_error(cmd, e))? {
+                    Ok(bytes) => line(String::from_utf8_lossy(&bytes).trim_end_matches('\r')),
+                    Err(true) => out_open = false,
+                    Err(false) => err_open = false,
+                }
+            }
+            let status = child.wait().await.map_err(|e| self.lost(cmd, e))?;
+            Ok(status.code().unwrap_or(255))
+        };
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out(cmd, limit))),
+            None => work.await,
+        }
+    }
+
     /// Runs a command with stdout and stderr passed through, and this process's stdin too
     /// when `with_stdin` (then the command must not be wrapped by the watcher, which reads
     /// stdin to notice a disconnect). Returns the remote exit status.

@@ -6,6 +6,8 @@ dir=$1; wd=$2; service=$3; user=$4; db=$5; format=$6; label=$7; flock=$8; count_
 # DB_PORT, assigned above this text); the container's own environment otherwise.
 db_exec() { docker exec ${DB_HOST:+-e "PGHOST=$DB_HOST"} ${DB_PORT:+-e "PGPORT=$DB_PORT"} "$@"; }
 fault() { [ "$fault" = "$1" ] || return 0; echo "fault injected: $1" >&2; kill -KILL 0; }
+# A test's pause (`pause-mid-stream`): long enough to see the dump's progress on a terminal.
+pause() { [ "$fault" = "pause-$1" ] || return 0; sleep 4; }
 umask 027
 mkdir -p "$dir" || exit 1
 if [ -n "$flock" ]; then
@@ -65,8 +67,8 @@ if [ "$avail" -lt "$need" ]; then
 fi
 fault before-first-byte
 dump() { db_exec "$cid" pg_dump -U "$user" --snapshot="$snapshot" $opt "$db"; echo $? > "$work/dump.rc"; }
-if [ "$fault" = mid-stream ]; then
-    dump | { head -c 2048; fault mid-stream; cat; } > "$tmp"
+if [ "$fault" = mid-stream ] || [ "$fault" = pause-mid-stream ]; then
+    dump | { head -c 2048; fault mid-stream; pause mid-stream; cat; } > "$tmp"
 else
     dump > "$tmp"
 fi
