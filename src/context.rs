@@ -99,8 +99,9 @@ impl Ctx {
                     .with_help("no TTY to ask on: pass --yes to confirm"),
             );
         }
-        eprint!("{action}? type `{expected}` to go on: ");
-        let _ = std::io::stderr().flush();
+        let mut stderr = std::io::stderr();
+        let _ = write!(stderr, "{action}? type `{expected}` to go on: ");
+        let _ = stderr.flush();
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
         if answer.trim() == expected {

@@ -308,7 +308,7 @@ pub async fn apply(ctx: &Ctx, change: Change) -> Result<Exit> {
                 "the services whose configuration changed".to_string()
             }
         )),
-        Some(m) => eprintln!("error: {m}"),
+        Some(m) => crate::say!("error: {m}"),
     }
     Ok(exit)
 }

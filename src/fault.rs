@@ -12,7 +12,7 @@ pub fn requested() -> String {
 /// Dies here, at once and without cleanup, when `CTOPS_FAULT` names this point.
 pub fn point(name: &str) {
     if requested() == name {
-        eprintln!("fault injected: {name}");
+        crate::say!("fault injected: {name}");
         // SAFETY: sends a signal to our own process; no memory is involved.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);

@@ -13,6 +13,16 @@
 //! share), `hostprep` (what a host needs before the first change: `setup`'s facts and the
 //! root commands that make them hold).
 
+/// `eprintln!` that never panics: a closed stderr (`ctops deploy 2>&1 | head`) must not stop
+/// ctops half-way through an operation; what could not be said is lost, the work goes on.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod catalog;
 pub mod checks;
 pub mod cli;

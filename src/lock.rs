@@ -515,7 +515,7 @@ impl Held {
         let status = if quiet {
             remote.stream(&cmd, &mut seen, None).await?
         } else {
-            let mut tee = Tee(tokio::io::stderr(), seen.clone());
+            let mut tee = Tee(crate::output::local_stderr(), seen.clone());
             remote.stream(&cmd, &mut tee, None).await?
         };
         *self.detached.lock().expect("detached") = None;
@@ -527,7 +527,7 @@ impl Held {
 }
 
 /// Writes to stderr and keeps a copy.
-struct Tee(tokio::io::Stderr, KeeperOut);
+struct Tee(crate::output::LocalStderr, KeeperOut);
 
 impl tokio::io::AsyncWrite for Tee {
     fn poll_write(

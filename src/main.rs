@@ -83,6 +83,8 @@ async fn execute(cli: Cli, out: &Output, target_name: &mut Option<String>) -> an
     if let Some(reference) = cli.command.reference() {
         ctops::deployed::validate_ref(reference)?;
     }
+    // So are backup names, `.env` keys and assignments: nothing is asked of the host first.
+    ops::check_input(&cli.command)?;
     if cli.command.needs_stack_facts() {
         ctx.discover_stack().await?;
     }
@@ -159,13 +161,13 @@ fn report(err: &anyhow::Error, out: &Output, command: &str, target: Option<&str>
         });
         let _ = out.json_doc(&doc);
     }
-    eprintln!("error: {err:#}");
+    ctops::say!("error: {err:#}");
     // Whenever the host may differ from before, say what is where.
     if state != "unchanged" {
-        eprintln!("state: {state}");
+        ctops::say!("state: {state}");
     }
     if let Some(help) = error::help_of(err) {
-        eprintln!("help: {help}");
+        ctops::say!("help: {help}");
     }
     exit
 }

@@ -38,7 +38,7 @@ impl Output {
     /// A status line on stderr (suppressed by `-q`).
     pub fn status(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            crate::say!("{}", msg.as_ref());
         }
     }
 
@@ -48,7 +48,7 @@ impl Output {
         } else {
             "warning:".into()
         };
-        eprintln!("{label} {}", msg.as_ref());
+        crate::say!("{label} {}", msg.as_ref());
     }
 
     /// `-v`: a remote command as sent, on one line: each script body in it is named by its
@@ -60,7 +60,7 @@ impl Output {
         for script in scripts {
             self.echo_script(host, script, None);
         }
-        eprintln!("{} {line}", self.dim(&format!("[{host}]$")));
+        crate::say!("{} {line}", self.dim(&format!("[{host}]$")));
     }
 
     /// `-v`: a script the first time this invocation sends it: its name (the host scripts it
@@ -74,7 +74,7 @@ impl Output {
             return;
         }
         let how = how.map(|h| format!(", {h}")).unwrap_or_default();
-        eprintln!(
+        crate::say!(
             "{} script {} = {}: {} bytes, sha256 {}{how}",
             self.dim(&format!("[{host}]")),
             script.short(),
@@ -88,7 +88,7 @@ impl Output {
         for part in &script.parts {
             let name = part.name.unwrap_or("inline text");
             if self.first_time(&format!("part {}", part.sha256)) {
-                eprintln!(
+                crate::say!(
                     "{}",
                     self.dim(&format!(
                         "---- {name} ({} bytes, sha256 {})",
@@ -96,9 +96,9 @@ impl Output {
                         part.sha256
                     ))
                 );
-                eprintln!("{}", part.text.trim_end_matches('\n'));
+                crate::say!("{}", part.text.trim_end_matches('\n'));
             } else {
-                eprintln!(
+                crate::say!(
                     "{}",
                     self.dim(&format!(
                         "---- {name}: shown above (sha256 {})",
@@ -107,7 +107,7 @@ impl Output {
                 );
             }
         }
-        eprintln!(
+        crate::say!(
             "{}",
             self.dim(&format!("---- end of script {}", script.short()))
         );
@@ -137,7 +137,7 @@ impl Output {
             } else {
                 "[local]".into()
             };
-            eprintln!("{prompt} {what}");
+            crate::say!("{prompt} {what}");
         }
     }
 
@@ -306,7 +306,7 @@ impl Spinner {
     pub fn println(&self, line: &str) {
         match &self.0 {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => crate::say!("{line}"),
         }
     }
 
@@ -320,6 +320,44 @@ impl Spinner {
 impl Drop for Spinner {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// This process's stderr for streamed remote output (compose's progress, a runner's log): a
+/// write that fails (stderr closed, as in `ctops restart bot 2>&1 | head -1`) is dropped,
+/// not an error, so the command runs to its end whatever happened to the reader.
+pub struct LocalStderr(tokio::io::Stderr);
+
+pub fn local_stderr() -> LocalStderr {
+    LocalStderr(tokio::io::stderr())
+}
+
+impl tokio::io::AsyncWrite for LocalStderr {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.0).poll_write(cx, buf) {
+            std::task::Poll::Ready(Err(_)) => std::task::Poll::Ready(Ok(buf.len())),
+            other => other,
+        }
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_flush(cx)
+            .map(|_| Ok(()))
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_shutdown(cx)
+            .map(|_| Ok(()))
     }
 }
 

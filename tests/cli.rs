@@ -137,6 +137,48 @@ fn bad_flags_are_usage_errors() {
     ctops(["frobnicate"]).run().expect(2);
 }
 
+/// A backup name, an `.env` key or an assignment the arguments alone show to be wrong is
+/// refused (exit 2) before anything reaches the host: the target here cannot be reached
+/// (port 1 on loopback, refused), so a connection first would be exit 3.
+#[test]
+fn hostile_names_and_keys_are_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssh_config = dir.path().join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        "Host nowhere\n  HostName 127.0.0.1\n  Port 1\n",
+    )
+    .unwrap();
+    let config = format!(
+        "[targets.t]\nssh = \"nowhere\"\nssh_config = {:?}\ndir = \"/srv/x\"\n",
+        ssh_config.display().to_string()
+    );
+    // The control: a command with good arguments does try to connect.
+    let reached = with_config(&config, &["env", "unset", "GOOD_KEY"]);
+    assert_eq!(reached.code(), 3, "{}", reached.describe());
+    for args in [
+        &["restore", "db", "../../etc/passwd"][..],
+        &["restore", "db", "db_20260101.sql"],
+        &["restore", "db", "db-20260101T000000Z.dump", "--unverified"],
+        &["restore", "env", "../x"],
+        &["backup", "verify", "db-x\nrm"],
+        &["env", "set", "BAD-KEY=1"],
+        &["env", "set", "NO_EQUALS_SIGN"],
+        &["env", "unset", "1BAD"],
+        &["env", "get", "a b"],
+        &["env", "diff", "/etc/shadow"],
+        &["rotate", "bad/key"],
+    ] {
+        let run = with_config(&config, args);
+        assert_eq!(run.code(), 2, "{args:?}: {}", run.describe());
+        assert!(
+            run.stderr().starts_with("error: "),
+            "{args:?}: {}",
+            run.describe()
+        );
+    }
+}
+
 /// `ctops ARGS` (sandbox config) with stdout a pipe whose read end is already closed: every
 /// write to it fails with EPIPE.
 fn into_a_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
@@ -200,4 +242,35 @@ fn every_read_only_command_ends_quietly_on_a_closed_pipe() {
             );
         }
     }
+}
+
+/// With stderr (where `-v`, status lines and warnings go) a closed pipe, as in
+/// `ctops restart bot -v 2>&1 | head -1`: ctops does its work and ends as it would have,
+/// without a panic half-way.
+#[test]
+fn a_closed_stderr_stops_nothing_half_way() {
+    let _guard = exclusive();
+    for args in [
+        &["status", "-v"][..],
+        &["health", "-v"],
+        &["restart", "bot", "-v"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let home = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctops"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("CTOPS_CONFIG", sandbox_config())
+            .current_dir(home.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(writer)
+            .status()
+            .unwrap();
+        assert_eq!(out.code(), Some(0), "ctops {args:?} with stderr closed");
+    }
+    wait_healthy();
 }

@@ -38,6 +38,14 @@ struct BackupDoc<'a> {
     backups: Vec<Listed>,
 }
 
+/// What can be refused from the arguments alone, before anything is asked of the host.
+pub fn check_input(command: &BackupCommand) -> Result<(), Error> {
+    match command {
+        BackupCommand::Verify { name } => crate::catalog::validate_name(name),
+        _ => Ok(()),
+    }
+}
+
 pub async fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
     match command {
         BackupCommand::Db { download, format } => {

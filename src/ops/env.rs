@@ -33,18 +33,7 @@ pub async fn run(ctx: &Ctx, command: &EnvCommand) -> Result<Exit> {
             assignments,
             restart,
         } => {
-            // Every assignment is checked, on an empty file, before the host is read.
-            let mut pairs = Vec::new();
-            for a in assignments {
-                let (key, value) = a
-                    .split_once('=')
-                    .ok_or_else(|| Error::usage(format!("{:?} is not KEY=VALUE", redact(a))))?;
-                check_key(key)?;
-                EnvFile::parse("")
-                    .set(key, value)
-                    .map_err(|e| Error::usage(format!("{key}: {e}")))?;
-                pairs.push((key, value));
-            }
+            let pairs = assignments_of(assignments)?;
             let read = read_for_change(ctx).await?;
             let mut file = read.file.clone();
             let mut keys = Vec::new();
@@ -56,9 +45,7 @@ pub async fn run(ctx: &Ctx, command: &EnvCommand) -> Result<Exit> {
             change(ctx, "env set", &read, file, restart, &keys).await
         }
         EnvCommand::Unset { keys, restart } => {
-            for key in keys {
-                check_key(key)?;
-            }
+            check_input(command)?;
             let read = read_for_change(ctx).await?;
             let mut file = read.file.clone();
             // All or nothing: one key that is not set refuses the whole change.
@@ -73,6 +60,34 @@ pub async fn run(ctx: &Ctx, command: &EnvCommand) -> Result<Exit> {
         }
         EnvCommand::Edit { restart } => edit(ctx, restart).await,
     }
+}
+
+/// What can be refused from the arguments alone, before anything is asked of the host: keys
+/// that cannot be keys, assignments the `.env` writer would refuse (checked on an empty file).
+pub fn check_input(command: &EnvCommand) -> Result<(), Error> {
+    match command {
+        EnvCommand::Get { key } => check_key(key),
+        EnvCommand::Set { assignments, .. } => assignments_of(assignments).map(|_| ()),
+        EnvCommand::Unset { keys, .. } => keys.iter().try_for_each(|k| check_key(k)),
+        EnvCommand::Diff { backup } => crate::catalog::validate_name(backup),
+        EnvCommand::List | EnvCommand::Edit { .. } => Ok(()),
+    }
+}
+
+/// `KEY=VALUE` arguments as pairs, each checked on an empty file.
+fn assignments_of(assignments: &[String]) -> Result<Vec<(&str, &str)>, Error> {
+    let mut pairs = Vec::new();
+    for a in assignments {
+        let (key, value) = a
+            .split_once('=')
+            .ok_or_else(|| Error::usage(format!("{:?} is not KEY=VALUE", redact(a))))?;
+        check_key(key)?;
+        EnvFile::parse("")
+            .set(key, value)
+            .map_err(|e| Error::usage(format!("{key}: {e}")))?;
+        pairs.push((key, value));
+    }
+    Ok(pairs)
 }
 
 fn check_key(key: &str) -> Result<(), Error> {

@@ -50,6 +50,19 @@ pub async fn run_step(
     )))
 }
 
+/// Refuses what the arguments alone show to be wrong (a backup name, an `.env` key, an
+/// assignment) before discovery, the pre-change checks or anything else reaches the host.
+pub fn check_input(command: &crate::cli::Command) -> Result<(), crate::error::Error> {
+    use crate::cli::Command;
+    match command {
+        Command::Backup(c) => backup::check_input(c),
+        Command::Restore(c) => restore::check_input(c),
+        Command::Env(c) => env::check_input(c),
+        Command::Rotate(args) => rotate::check_input(args),
+        _ => Ok(()),
+    }
+}
+
 /// Streams a command's output to stderr as it comes (a build or an upgrade takes minutes),
 /// above a spinner with the elapsed time on a terminal; with `-q`, only a failure's output
 /// is shown. `what` names it in the error.
@@ -75,7 +88,7 @@ pub async fn run_streamed(
     } else {
         let timeout = Some(remote.timeout_of(cmd));
         let status = remote
-            .stream(cmd, &mut tokio::io::stderr(), timeout)
+            .stream(cmd, &mut crate::output::local_stderr(), timeout)
             .await?;
         (status, "see above".to_string())
     };

@@ -87,25 +87,39 @@ pub async fn run(ctx: &Ctx, command: &RestoreCommand) -> Result<Exit> {
     }
 }
 
-async fn restore_db(ctx: &Ctx, name: &str, migrate: bool, unverified: bool) -> Result<Exit> {
-    match (is_runbook_dump(name), unverified) {
-        (true, false) => {
-            return Err(Error::usage(format!(
-                "{name} was made by the runbook's own command: it has no manifest, so ctops cannot verify it"
-            ))
-            .with_help(format!("`ctops restore db {name} --unverified` restores it after checking that the dump finished"))
-            .into())
-        }
-        (false, true) => {
-            return Err(Error::usage(format!(
-                "--unverified is for dumps the runbook's own command made (db_YYYYMMDD.sql), not {name:?}"
-            ))
-            .with_help("see `ctops backup list`")
-            .into())
-        }
-        (false, false) => validate_name(name)?,
-        (true, true) => {}
+/// What can be refused from the arguments alone, before anything is asked of the host (a
+/// backup name that could not be one, `--unverified` on a dump that has a manifest).
+pub fn check_input(command: &RestoreCommand) -> Result<(), Error> {
+    match command {
+        RestoreCommand::Db {
+            name, unverified, ..
+        } => check_db_name(name, *unverified),
+        RestoreCommand::Env { name } => validate_name(name),
+        RestoreCommand::ListKept
+        | RestoreCommand::DropKept { .. }
+        | RestoreCommand::Minio { .. } => Ok(()),
     }
+}
+
+fn check_db_name(name: &str, unverified: bool) -> Result<(), Error> {
+    match (is_runbook_dump(name), unverified) {
+        (true, false) => Err(Error::usage(format!(
+            "{name} was made by the runbook's own command: it has no manifest, so ctops cannot verify it"
+        ))
+        .with_help(format!(
+            "`ctops restore db {name} --unverified` restores it after checking that the dump finished"
+        ))),
+        (false, true) => Err(Error::usage(format!(
+            "--unverified is for dumps the runbook's own command made (db_YYYYMMDD.sql), not {name:?}"
+        ))
+        .with_help("see `ctops backup list`")),
+        (false, false) => validate_name(name),
+        (true, true) => Ok(()),
+    }
+}
+
+async fn restore_db(ctx: &Ctx, name: &str, migrate: bool, unverified: bool) -> Result<Exit> {
+    check_db_name(name, unverified)?;
     let t = &ctx.target;
     let remote = ctx.remote().await?;
     let db = &t.backup.db;
@@ -400,7 +414,7 @@ async fn plan_and_run(
     }
     match message {
         None => ctx.out.status(format!("restored {}; the previous database is kept as `{safety}` (drop it when you no longer need it)", manifest.name)),
-        Some(m) => eprintln!("error: {m}"),
+        Some(m) => crate::say!("error: {m}"),
     }
     Ok(exit)
 }

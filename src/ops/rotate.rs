@@ -26,12 +26,22 @@ use crate::remote::RemoteCommand;
 use crate::runner::Step;
 use crate::scram;
 
+/// What can be refused from the arguments alone, before anything is asked of the host.
+pub fn check_input(args: &RotateArgs) -> Result<(), Error> {
+    let key = args.secret.as_str();
+    if envfile::valid_key(key) {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "invalid key {key:?}: letters, digits and _ only"
+        )))
+    }
+}
+
 pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
+    check_input(args)?;
     let t = &ctx.target;
     let key = args.secret.as_str();
-    if !envfile::valid_key(key) {
-        return Err(Error::usage(format!("invalid key {key:?}")).into());
-    }
     let config = t.secrets.get(key).cloned().unwrap_or_default();
     if args.generate && config.revoked_on_rotate {
         // Its issuer (BotFather for a Telegram token) makes the value and revokes the old
@@ -159,7 +169,7 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
         return Ok(exit);
     }
     if let (Some(role), Some(why)) = (&role, &unprovable) {
-        eprintln!("warning: rotate {key}: applied, not proven: {why}");
+        crate::say!("warning: rotate {key}: applied, not proven: {why}");
         ctx.out.status(format!(
             "role {role}'s password and {key} are changed and the services passed the health gate, but ctops could not prove that the old password is refused"
         ));
@@ -167,7 +177,7 @@ pub async fn run(ctx: &Ctx, args: &RotateArgs) -> Result<Exit> {
     }
     if let (Some(role), Some(Ok(path))) = (&role, &path) {
         if let Err(e) = check_passwords(ctx, path, role, &new, &old).await {
-            eprintln!("error: {e}; putting the old value back");
+            crate::say!("error: {e}; putting the old value back");
             let mut undo = Change::new(
                 "rotate",
                 format!("undo rotate {key}"),

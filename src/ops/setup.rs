@@ -325,7 +325,7 @@ fn report(ctx: &Ctx, rows: &[Row]) -> Result<Exit> {
     if exit == Exit::Ok {
         ctx.out.status(summary);
     } else {
-        eprintln!("error: {summary}");
+        crate::say!("error: {summary}");
     }
     Ok(exit)
 }

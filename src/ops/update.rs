@@ -526,7 +526,7 @@ pub async fn images(ctx: &Ctx) -> Result<Exit> {
             state: (exit != Exit::Ok).then(|| outcome.clone()),
         })?;
     } else if let Some(m) = &message {
-        eprintln!("error: {m}");
+        crate::say!("error: {m}");
     } else if updated.is_empty() {
         ctx.out
             .status("done: every image was up to date; nothing recreated");

@@ -317,7 +317,7 @@ impl Remote {
             let outputs = async {
                 tokio::join!(
                     copy_flushing(stdout, sink),
-                    copy_flushing(stderr, tokio::io::stderr())
+                    copy_flushing(stderr, crate::output::local_stderr())
                 )
             };
             // The command's end decides, not stdin's (a terminal may never end).

@@ -294,12 +294,12 @@ fn report(ctx: &Ctx, probe: &Probe, kind: Kind, op_id: &str, followed: Followed)
             Ok(Exit::Ok)
         }
         Some(m) if ctx.out.json => {
-            eprintln!("error: {m}");
+            crate::say!("error: {m}");
             Ok(exit)
         }
         Some(m) => {
-            eprintln!("error: {m}");
-            eprintln!(
+            crate::say!("error: {m}");
+            crate::say!(
                 "help: the step logs are in {}/ops/{op_id}/ on the host",
                 t.state_dir
             );
