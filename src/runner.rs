@@ -396,7 +396,11 @@ where
     let step_output = async {
         if output {
             let _ = remote
-                .stream(&tail("output.log"), &mut crate::output::local_stderr(), None)
+                .stream(
+                    &tail("output.log"),
+                    &mut crate::output::local_stderr(),
+                    None,
+                )
                 .await;
         }
     };

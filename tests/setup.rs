@@ -118,6 +118,7 @@ impl Drop for Guard {
             checkout_back,
             format!("git config --system --fixed-value --unset-all safe.directory '{CHECKOUT}'"),
             format!("git config --system --fixed-value --unset-all safe.directory '{ORIGIN}'"),
+            format!("runuser -u deploy -- git -C '{ORIGIN}' branch -q -D {NEW_FOLDER_BRANCH} 2>/dev/null"),
         ] {
             let _ = std::process::Command::new("sh")
                 .arg("-c")
@@ -125,6 +126,22 @@ impl Drop for Guard {
                 .status();
         }
     }
+}
+
+const NEW_FOLDER_BRANCH: &str = "itest-new-folder";
+const NEW_FOLDER: &str = "itest-added/deeper";
+
+/// Pushes a branch to the sandbox's origin (as its owner, deploy): `main` plus a new folder
+/// holding a file. Returns its commit. The Guard deletes the branch.
+fn push_branch_with_a_new_folder() -> String {
+    host(&format!(
+        "runuser -u deploy -- sh -c 'set -e; d=$(mktemp -d); \
+         git clone -q \"{ORIGIN}\" \"$d\"; cd \"$d\"; git checkout -q -B {NEW_FOLDER_BRANCH} origin/main; \
+         mkdir -p {NEW_FOLDER}; echo added > {NEW_FOLDER}/file.txt; git add {NEW_FOLDER}; \
+         git -c user.email=t@t -c user.name=t commit -qm \"test: a new folder\"; \
+         git push -q -f origin {NEW_FOLDER_BRANCH}; cd /; rm -rf \"$d\"'"
+    ));
+    commit_of(NEW_FOLDER_BRANCH)
 }
 
 fn setup(config: &Path) -> Run {
@@ -252,6 +269,18 @@ fn setup_with_a_sudo_rule_prepares_a_fresh_host_for_two_logins_of_the_group() {
         ["calm", "deploy"]
     );
     assert_state_shared(&state);
+
+    // A release that adds a folder, deployed by one login (umask 022, as logins get it), then
+    // replaced by the other login's deploy, which must empty and remove that folder: the
+    // folder keeps the group's write bit.
+    let added = push_branch_with_a_new_folder();
+    let run = deploy(&theirs, NEW_FOLDER_BRANCH).expect(0);
+    assert_eq!(run.json()["to"]["commit"], added);
+    assert_eq!(host("runuser -u calm -- sh -c umask").trim(), "0022");
+    assert_eq!(stat(&format!("{CHECKOUT}/{NEW_FOLDER}")), "2775 docker");
+    deploy(&mine, "v1.27.0").expect(0);
+    assert_eq!(head_commit(), commit_of("v1.27.0"));
+    assert!(!host_ok(&format!("test -e '{CHECKOUT}/{NEW_FOLDER}'")));
 
     // Run again: nothing to do, and it says so.
     let run = setup(&mine).expect(0);

@@ -242,6 +242,10 @@ const HOST_SCRIPTS: &[(&str, &str)] = &[
     ("env-replace.sh", include_str!("../scripts/env-replace.sh")),
     ("env-tidy.sh", include_str!("../scripts/env-tidy.sh")),
     ("env-upload.sh", include_str!("../scripts/env-upload.sh")),
+    (
+        "git-checkout.sh",
+        include_str!("../scripts/git-checkout.sh"),
+    ),
     ("git-probe.sh", include_str!("../scripts/git-probe.sh")),
     (
         "has-alembic-ini.sh",

@@ -81,10 +81,8 @@ pub fn plan(
     };
     let cur12 = release_tag(&probe.current.commit);
     let tgt12 = release_tag(&probe.target.commit);
-    let checkout = |commit: &str| {
-        RemoteCommand::new(["git", "checkout", "-q", "-B", t.branch.as_str(), commit])
-            .in_dir(&t.dir)
-    };
+    let checkout =
+        |commit: &str| RemoteCommand::sh(GIT_CHECKOUT, [t.branch.as_str(), commit]).in_dir(&t.dir);
     let retag = |tag: &str| -> Vec<RemoteCommand> {
         probe
             .built
@@ -454,6 +452,7 @@ impl Notify {
 }
 
 const NOTIFY: &str = include_str!("../../scripts/notify.sh");
+const GIT_CHECKOUT: &str = include_str!("../../scripts/git-checkout.sh");
 
 /// `url = "..."`, a curl config line (`curl -K -`): inside double quotes, `\\` and `\"` are
 /// the escapes curl reads; a line break or tab is written as its escape too.
