@@ -73,6 +73,19 @@ fn is_spinner_line(line: &str) -> bool {
             .is_some_and(|t| t.ends_with('s') && t[..t.len() - 1].parse::<u32>().is_ok())
 }
 
+/// The pane's command ends with exit 0 and no spinner or counter left on the screen; the
+/// last screen.
+fn ends_cleared(pane: &Pane) -> String {
+    let code = pane.wait_exit(Duration::from_secs(60));
+    let end = pane.screen();
+    assert_eq!(code, 0, "{end}");
+    assert!(
+        !end.lines().any(is_spinner_line),
+        "the spinner is cleared at the end:\n{end}"
+    );
+    end
+}
+
 /// Off a terminal (a pipe), no spinner: no frames, no carriage returns, no escape codes.
 fn assert_no_spinner(run: &Run) {
     for (place, text) in [("stdout", run.stdout()), ("stderr", run.stderr())] {
@@ -468,17 +481,7 @@ fn streamed_compose_output_scrolls_above_a_spinner() {
             matches!((started, spinner), (Some(a), Some(b)) if a < b)
         },
     );
-    assert_eq!(
-        pane.wait_exit(Duration::from_secs(60)),
-        0,
-        "{}",
-        pane.screen()
-    );
-    let end = pane.screen();
-    assert!(
-        !end.lines().any(is_spinner_line),
-        "the spinner is cleared at the end:\n{end}"
-    );
+    let end = ends_cleared(&pane);
     assert!(end.contains("Started"), "compose's lines stay:\n{end}");
 
     let run = sandbox_ctops(["restart", "bot"])
@@ -510,17 +513,7 @@ fn a_dump_counts_its_bytes_on_a_terminal() {
         screen.lines().any(|l| l.contains("2.00 KiB at")),
         "the 2 KiB written before the pause:\n{screen}"
     );
-    assert_eq!(
-        pane.wait_exit(Duration::from_secs(60)),
-        0,
-        "{}",
-        pane.screen()
-    );
-    let end = pane.screen();
-    assert!(
-        !end.lines().any(is_spinner_line),
-        "the counter is cleared at the end:\n{end}"
-    );
+    ends_cleared(&pane);
 
     let run = sandbox_ctops(["backup", "db"])
         .env("CTOPS_FAULT", "pause-mid-stream")
@@ -557,15 +550,5 @@ fn a_minio_snapshot_counts_the_bytes_it_fetches_on_a_terminal() {
         !screen.lines().any(|l| l.contains("fetch objects 0 B")),
         "the bodies fetched are counted:\n{screen}"
     );
-    assert_eq!(
-        pane.wait_exit(Duration::from_secs(60)),
-        0,
-        "{}",
-        pane.screen()
-    );
-    let end = pane.screen();
-    assert!(
-        !end.lines().any(is_spinner_line),
-        "the counter is cleared at the end:\n{end}"
-    );
+    ends_cleared(&pane);
 }

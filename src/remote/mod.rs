@@ -207,6 +207,21 @@ impl Remote {
         self.stream_with(cmd, sink, timeout, false).await
     }
 
+    /// `work` (running `cmd`) within `timeout`, when there is one.
+    async fn within<T>(
+        &self,
+        cmd: &RemoteCommand,
+        timeout: Option<Duration>,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out(cmd, limit))),
+            None => work.await,
+        }
+    }
+
     /// Runs a command and hands each line of its stdout and stderr to `line` as it comes
     /// (for output shown above a spinner). Returns the remote exit status.
     pub async fn stream_lines(
@@ -240,12 +255,7 @@ impl Remote {
             let status = child.wait().await.map_err(|e| self.lost(cmd, e))?;
             Ok(status.code().unwrap_or(255))
         };
-        match timeout {
-            Some(limit) => tokio::time::timeout(limit, work)
-                .await
-                .unwrap_or_else(|_| Err(self.timed_out(cmd, limit))),
-            None => work.await,
-        }
+        self.within(cmd, timeout, work).await
     }
 
     /// Runs a command with stdout and stderr passed through, and this process's stdin too
@@ -333,12 +343,7 @@ impl Remote {
             let status = child.wait().await.map_err(|e| self.lost(cmd, e))?;
             Ok(status.code().unwrap_or(255))
         };
-        match timeout {
-            Some(limit) => tokio::time::timeout(limit, work)
-                .await
-                .unwrap_or_else(|_| Err(self.timed_out(cmd, limit))),
-            None => work.await,
-        }
+        self.within(cmd, timeout, work).await
     }
 
     /// One of the [`MAX_CHANNELS`] channels, counted as remote time while held.
