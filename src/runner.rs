@@ -1026,6 +1026,36 @@ mod tests {
         }
     }
 
+    /// The journal and the step output exist (empty) when the runner's start returns, before
+    /// any follower opens them: `tail -F` on a missing file would say so on the operator's
+    /// screen. Their modes are the runner's own.
+    #[test]
+    fn the_files_ctops_follows_exist_before_the_runner_starts() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let host = Host::new();
+        let mut start = Command::new("sh")
+            .arg("-c")
+            .arg(START)
+            .arg("ctops")
+            .arg(host.d())
+            .arg("op9")
+            .arg("1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A runner that writes nothing for a while.
+        start.stdin.take().unwrap().write_all(b"sleep 2\n").unwrap();
+        let out = start.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        for (file, mode) in [("ops/op9/journal", 0o660), ("ops/op9/output.log", 0o600)] {
+            let meta = std::fs::metadata(host.file(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(meta.len(), 0, "{file}");
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+        }
+    }
+
     #[test]
     fn a_runner_killed_with_sigkill_leaves_a_lock_that_lapses_within_one_lease() {
         let host = Host::new();

@@ -16,6 +16,11 @@ if [ -O "$D/ops" ]; then chmod 2770 "$D/ops" 2>/dev/null; fi
 # runner keeps the login's umask, for the lock file and whatever its steps create.)
 { ( umask 077 && cat > "$O/script.sh.tmp" ) && mv -f "$O/script.sh.tmp" "$O/script.sh"; } || exit 1
 ( umask 077 && : > "$O/runner.log" ) || exit 1
+# What ctops follows exists before it follows it (`tail -F` on a missing file says so on
+# stderr, which reaches the operator's screen): the journal shared with the group, 0660 as
+# the runner makes it; the steps' output ours alone.
+{ ( umask 077 && : >> "$O/journal" ) && chmod 0660 "$O/journal"; } || exit 1
+( umask 077 && : >> "$O/output.log" ) || exit 1
 setsid nohup sh "$O/script.sh" </dev/null >>"$O/runner.log" 2>&1 &
 echo $! > "$O/pid"
 chmod 0644 "$O/pid"
